@@ -1,0 +1,1 @@
+//! pam_mfa: placeholder until the module lands.

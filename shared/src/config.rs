@@ -1,0 +1,516 @@
+//! mfad's configuration file (`/etc/mfad/mfad.toml`).
+//!
+//! Parsing is a pure function of the text ([`Config::parse`]); unknown keys
+//! and wrong types are errors that name the key and the line.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::client::DEFAULT_SOCKET;
+use crate::protocol::{Algorithm, ChallengeLevel, OtpType};
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/mfad/mfad.toml";
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Off by default: the module is a no-op until an admin turns it on.
+    pub enabled: bool,
+    pub socket: PathBuf,
+    /// Issuer shown in authenticator apps; the host name when unset.
+    pub issuer: Option<String>,
+    /// Members may administer every account through mfactl.
+    pub admin_group: String,
+    pub default_type: OtpType,
+    pub default_level: ChallengeLevel,
+    /// TOTP steps accepted on either side of the current one.
+    pub totp_skew: u32,
+    /// HOTP counters looked ahead of the next expected one.
+    pub hotp_window: u32,
+    pub digits: u32,
+    pub period: u64,
+    pub algorithm: Algorithm,
+    pub trust_window: ConfigDuration,
+    pub max_trust: ConfigDuration,
+    pub always_challenge_services: Vec<String>,
+    /// Wrong codes allowed in one login conversation before PAM_MAXTRIES.
+    pub max_tries: u32,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// Time a client has to send each request (and a login to answer a prompt).
+    pub request_timeout: ConfigDuration,
+    pub lockout: LockoutConfig,
+    pub elevation: ElevationConfig,
+    pub bypass: BypassConfig,
+    #[serde(rename = "role")]
+    pub roles: Vec<RoleConfig>,
+    pub store: StoreConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            enabled: false,
+            socket: PathBuf::from(DEFAULT_SOCKET),
+            issuer: None,
+            admin_group: "mfa-admins".into(),
+            default_type: OtpType::Totp,
+            default_level: ChallengeLevel::Adaptive,
+            totp_skew: 1,
+            hotp_window: 10,
+            digits: 6,
+            period: 30,
+            algorithm: Algorithm::Sha1,
+            trust_window: ConfigDuration(Duration::from_secs(12 * 3600)),
+            max_trust: ConfigDuration(Duration::from_secs(7 * 86400)),
+            always_challenge_services: Vec::new(),
+            max_tries: 3,
+            max_connections: 128,
+            request_timeout: ConfigDuration(Duration::from_secs(120)),
+            lockout: LockoutConfig::default(),
+            elevation: ElevationConfig::default(),
+            bypass: BypassConfig::default(),
+            roles: Vec::new(),
+            store: StoreConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LockoutConfig {
+    pub max_failures: u32,
+    pub duration: ConfigDuration,
+}
+
+impl Default for LockoutConfig {
+    fn default() -> Self {
+        LockoutConfig { max_failures: 5, duration: ConfigDuration(Duration::from_secs(15 * 60)) }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ElevationConfig {
+    pub services: Vec<String>,
+    pub require_approval: bool,
+}
+
+impl Default for ElevationConfig {
+    fn default() -> Self {
+        ElevationConfig {
+            services: ["sudo", "sudo-i", "su", "su-l", "pkexec", "doas"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            require_approval: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BypassConfig {
+    /// Global switch: nothing is bypassed while it is off.
+    pub enabled: bool,
+    #[serde(rename = "rule")]
+    pub rules: Vec<BypassRuleConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BypassRuleConfig {
+    pub cidr: Cidr,
+    #[serde(default)]
+    pub bypass_2fa: bool,
+    /// The rule lapses this long after the config was loaded.
+    #[serde(default)]
+    pub timeout: Option<ConfigDuration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RolePolicy {
+    /// Offered inline set-up, may skip it.
+    Encourage,
+    /// Must set up before the login proceeds.
+    Force,
+    /// As force, and a code at every login whatever the user's level.
+    Require,
+}
+
+impl RolePolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolePolicy::Encourage => "encourage",
+            RolePolicy::Force => "force",
+            RolePolicy::Require => "require",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleConfig {
+    pub group: String,
+    pub policy: RolePolicy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    pub backend: StoreBackend,
+    /// SQLite database file.
+    pub path: PathBuf,
+    /// PostgreSQL connection URL.
+    pub url: Option<String>,
+    /// Key that encrypts secrets at rest; created 0600 on first start.
+    pub key_file: PathBuf,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            backend: StoreBackend::Sqlite,
+            path: PathBuf::from("/var/lib/mfad/mfad.db"),
+            url: None,
+            key_file: PathBuf::from("/etc/mfad/secret.key"),
+        }
+    }
+}
+
+/// A duration written as "90s", "15m", "12h" or "7d".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ConfigDuration(pub Duration);
+
+impl ConfigDuration {
+    pub fn as_secs(self) -> u64 {
+        self.0.as_secs()
+    }
+}
+
+impl<'de> Deserialize<'de> for ConfigDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_duration(&text).map(ConfigDuration).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parse "90s", "15m", "12h", "7d" (a bare number is seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let bad = || format!("invalid duration {text:?} (expected e.g. \"90s\", \"15m\", \"12h\", \"7d\")");
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(bad()),
+    };
+    number.checked_mul(scale).map(Duration::from_secs).ok_or_else(bad)
+}
+
+/// An IPv4 or IPv6 network; a bare address is a /32 or /128.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(text: &str) -> Result<Cidr, String> {
+        let bad = |why: &str| format!("invalid network {text:?}: {why}");
+        let (addr, prefix) = match text.trim().split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (text.trim(), None),
+        };
+        let addr: IpAddr = addr.parse().map_err(|_| bad("not an IP address"))?;
+        let addr = normalize(addr);
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p.parse::<u8>().map_err(|_| bad("bad prefix length"))?,
+            None => max,
+        };
+        if prefix > max {
+            return Err(bad("prefix length too long"));
+        }
+        Ok(Cidr { network: mask(addr, prefix), prefix })
+    }
+
+    /// Whether `addr` (IPv4-mapped IPv6 normalised) is inside this network.
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        let addr = normalize(addr);
+        addr.is_ipv4() == self.network.is_ipv4() && mask(addr, self.prefix) == self.network
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Cidr::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// IPv4-mapped IPv6 (`::ffff:a.b.c.d`) is the IPv4 address.
+pub fn normalize(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        },
+        v4 => v4,
+    }
+}
+
+fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
+    match addr {
+        IpAddr::V4(v4) => {
+            let bits = u32::from(v4);
+            let m = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix)) };
+            IpAddr::V4((bits & m).into())
+        }
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6);
+            let m = if prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(prefix)) };
+            IpAddr::V6((bits & m).into())
+        }
+    }
+}
+
+/// A configuration error that names the key and the line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.render())]
+pub struct ConfigError {
+    pub line: Option<usize>,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn render(&self) -> String {
+        let mut out = String::new();
+        if let Some(line) = self.line {
+            out.push_str(&format!("line {line}: "));
+        }
+        if let Some(key) = &self.key {
+            out.push_str(&format!("key `{key}`: "));
+        }
+        out.push_str(&self.message);
+        out
+    }
+
+    fn semantic(key: &str, message: impl Into<String>, text: &str) -> Self {
+        ConfigError { line: find_key_line(text, key), key: Some(key.into()), message: message.into() }
+    }
+}
+
+impl Config {
+    /// Parse and validate the text of a config file.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|err| {
+            let (line, key) = match err.span() {
+                Some(span) => {
+                    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                    (Some(line), key_on_line(text, line))
+                }
+                None => (None, None),
+            };
+            ConfigError { line, key, message: err.message().trim().to_string() }
+        })?;
+        config.validate(text)?;
+        Ok(config)
+    }
+
+    fn validate(&self, text: &str) -> Result<(), ConfigError> {
+        let err = |key: &str, msg: &str| Err(ConfigError::semantic(key, msg, text));
+        if !(6..=8).contains(&self.digits) {
+            return err("digits", "must be 6, 7 or 8");
+        }
+        if self.period == 0 || self.period > 3600 {
+            return err("period", "must be between 1 and 3600 seconds");
+        }
+        if self.totp_skew > 10 {
+            return err("totp_skew", "must be at most 10 steps");
+        }
+        if self.hotp_window == 0 || self.hotp_window > 1000 {
+            return err("hotp_window", "must be between 1 and 1000");
+        }
+        if self.max_tries == 0 {
+            return err("max_tries", "must be at least 1");
+        }
+        if self.max_connections == 0 {
+            return err("max_connections", "must be at least 1");
+        }
+        if self.request_timeout.as_secs() == 0 {
+            return err("request_timeout", "must be at least 1s");
+        }
+        if self.lockout.max_failures == 0 {
+            return err("max_failures", "must be at least 1");
+        }
+        if self.admin_group.is_empty() {
+            return err("admin_group", "must not be empty");
+        }
+        for role in &self.roles {
+            if role.group.is_empty() {
+                return err("group", "must name a group");
+            }
+        }
+        if self.store.backend == StoreBackend::Postgres && self.store.url.is_none() {
+            return err("backend", "backend \"postgres\" needs `url`");
+        }
+        Ok(())
+    }
+
+    /// The issuer shown in authenticator apps.
+    pub fn issuer_or(&self, host_name: &str) -> String {
+        self.issuer.clone().unwrap_or_else(|| host_name.to_string())
+    }
+
+    pub fn is_elevation(&self, service: &str) -> bool {
+        self.elevation.services.iter().any(|s| s == service)
+    }
+}
+
+/// The key assigned on a line (`key = value`), or the table name of a header.
+fn key_on_line(text: &str, line: usize) -> Option<String> {
+    let content = text.lines().nth(line.checked_sub(1)?)?.trim();
+    let key = match content.split_once('=') {
+        Some((key, _)) => key.trim(),
+        None => content.trim_matches(|c| c == '[' || c == ']').trim(),
+    };
+    (!key.is_empty()).then(|| key.trim_matches('"').to_string())
+}
+
+fn find_key_line(text: &str, key: &str) -> Option<usize> {
+    text.lines().position(|l| {
+        l.trim_start()
+            .strip_prefix(key)
+            .is_some_and(|rest| rest.trim_start().starts_with('='))
+    })
+    .map(|i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let config = Config::parse("").unwrap();
+        assert_eq!(config, Config::default());
+        assert!(!config.enabled);
+        assert!(config.is_elevation("sudo"));
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let text = r#"
+enabled = true
+issuer = "Example"
+trust_window = "2s"
+always_challenge_services = ["login"]
+[lockout]
+max_failures = 3
+duration = "90s"
+[elevation]
+services = ["sudo"]
+require_approval = false
+[bypass]
+enabled = true
+[[bypass.rule]]
+cidr = "10.0.0.0/8"
+bypass_2fa = true
+timeout = "8h"
+[[role]]
+group = "wheel"
+policy = "require"
+[store]
+path = "/tmp/x.db"
+"#;
+        let c = Config::parse(text).unwrap();
+        assert_eq!(c.trust_window.as_secs(), 2);
+        assert_eq!(c.lockout.duration.as_secs(), 90);
+        assert_eq!(c.bypass.rules[0].timeout.unwrap().as_secs(), 8 * 3600);
+        assert_eq!(c.roles[0].policy, RolePolicy::Require);
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let err = Config::parse("enabled = true\nfrobnicate = 1\n").unwrap_err();
+        assert_eq!(err.line, Some(2));
+        assert_eq!(err.key.as_deref(), Some("frobnicate"));
+        assert!(err.to_string().contains("frobnicate"), "{err}");
+        assert!(err.to_string().contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_key_and_line() {
+        let err = Config::parse("\n\ndigits = \"six\"\n").unwrap_err();
+        assert_eq!(err.line, Some(3));
+        assert_eq!(err.key.as_deref(), Some("digits"));
+    }
+
+    #[test]
+    fn nested_unknown_key() {
+        let err = Config::parse("[lockout]\nmax_failures = 2\nforever = true\n").unwrap_err();
+        assert_eq!(err.line, Some(3));
+        assert_eq!(err.key.as_deref(), Some("forever"));
+    }
+
+    #[test]
+    fn out_of_range_value_names_key() {
+        let err = Config::parse("digits = 9\n").unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("digits"));
+        assert_eq!(err.line, Some(1));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s").unwrap().as_secs(), 90);
+        assert_eq!(parse_duration("15m").unwrap().as_secs(), 900);
+        assert_eq!(parse_duration("12h").unwrap().as_secs(), 43200);
+        assert_eq!(parse_duration("7d").unwrap().as_secs(), 604800);
+        assert_eq!(parse_duration("5").unwrap().as_secs(), 5);
+        assert!(parse_duration("5w").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("h").is_err());
+    }
+
+    #[test]
+    fn cidr_matching() {
+        let net = Cidr::parse("127.0.0.9").unwrap();
+        assert!(net.contains("127.0.0.9".parse().unwrap()));
+        assert!(!net.contains("127.0.0.10".parse().unwrap()));
+        assert!(net.contains("::ffff:127.0.0.9".parse().unwrap()));
+        let net = Cidr::parse("10.1.0.0/16").unwrap();
+        assert!(net.contains("10.1.200.3".parse().unwrap()));
+        assert!(!net.contains("10.2.0.1".parse().unwrap()));
+        let v6 = Cidr::parse("2001:db8::/32").unwrap();
+        assert!(v6.contains("2001:db8:1::5".parse().unwrap()));
+        assert!(!v6.contains("10.1.0.1".parse().unwrap()));
+        assert_eq!(Cidr::parse("::ffff:10.0.0.1/32").unwrap().to_string(), "10.0.0.1/32");
+        assert!(Cidr::parse("10.0.0.0/33").is_err());
+        assert!(Cidr::parse("example.com").is_err());
+        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
+    }
+}

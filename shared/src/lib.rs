@@ -1,0 +1,11 @@
+//! What mfad, mfactl and pam_mfa share: the wire protocol, its framing, a
+//! blocking client, and (feature `config`) the configuration file types.
+
+pub mod client;
+#[cfg(feature = "config")]
+pub mod config;
+pub mod frame;
+pub mod protocol;
+
+pub use client::{Client, ClientError, DEFAULT_SOCKET};
+pub use protocol::*;

@@ -1,0 +1,561 @@
+//! Messages exchanged between mfad and its clients (pam_mfa, mfactl).
+//!
+//! Every frame carries one JSON document: a [`RequestFrame`] from the client,
+//! a [`ResponseFrame`] from the daemon. Enums are internally tagged
+//! (`"type": "snake_case_name"`) so that the wire format reads well and
+//! unknown requests are rejected by name.
+//!
+//! Authorization is never carried in a message: the daemon takes the caller's
+//! identity from the socket's peer credentials (SO_PEERCRED).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Bumped on any incompatible change; the daemon refuses other versions with
+/// [`ErrorKind::Version`] so a stale client says so clearly.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// A request as sent on the wire.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RequestFrame {
+    pub version: u32,
+    pub request: Request,
+}
+
+/// A response as sent on the wire.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseFrame {
+    pub version: u32,
+    pub response: Response,
+}
+
+impl RequestFrame {
+    pub fn new(request: Request) -> Self {
+        Self { version: PROTOCOL_VERSION, request }
+    }
+}
+
+impl ResponseFrame {
+    pub fn new(response: Response) -> Self {
+        Self { version: PROTOCOL_VERSION, response }
+    }
+}
+
+/// OTP type of a device.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum OtpType {
+    /// Time-based (RFC 6238), the recommended type.
+    Totp,
+    /// Counter-based (RFC 4226).
+    Hotp,
+}
+
+impl OtpType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OtpType::Totp => "totp",
+            OtpType::Hotp => "hotp",
+        }
+    }
+}
+
+impl fmt::Display for OtpType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for OtpType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "totp" => Ok(OtpType::Totp),
+            "hotp" => Ok(OtpType::Hotp),
+            other => Err(format!("unknown OTP type {other:?} (expected totp or hotp)")),
+        }
+    }
+}
+
+/// HMAC algorithm of a device.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Algorithm {
+    Sha1,
+    Sha256,
+    Sha512,
+}
+
+impl Algorithm {
+    /// The name used in otpauth URIs and by oathtool.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::Sha1 => "SHA1",
+            Algorithm::Sha256 => "SHA256",
+            Algorithm::Sha512 => "SHA512",
+        }
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How often a code is asked (the seed's "security level").
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum ChallengeLevel {
+    /// Only for super-user functions (elevation services). Least security.
+    Superuser,
+    /// When the system deems it appropriate (trusted sources skip the code).
+    Adaptive,
+    /// At every login. Maximum security.
+    Always,
+}
+
+impl ChallengeLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChallengeLevel::Superuser => "superuser",
+            ChallengeLevel::Adaptive => "adaptive",
+            ChallengeLevel::Always => "always",
+        }
+    }
+}
+
+impl fmt::Display for ChallengeLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ChallengeLevel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "superuser" => Ok(ChallengeLevel::Superuser),
+            "adaptive" => Ok(ChallengeLevel::Adaptive),
+            "always" => Ok(ChallengeLevel::Always),
+            other => Err(format!(
+                "unknown level {other:?} (expected always, adaptive or superuser)"
+            )),
+        }
+    }
+}
+
+/// Enrollment state of an account.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EnrollmentState {
+    NotEnrolled,
+    /// Set-up started, not confirmed with a code yet.
+    Pending,
+    Enabled,
+}
+
+impl EnrollmentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnrollmentState::NotEnrolled => "not enrolled",
+            EnrollmentState::Pending => "pending",
+            EnrollmentState::Enabled => "enabled",
+        }
+    }
+}
+
+/// A one-time code or recovery code typed by a person.
+///
+/// Its `Debug` never shows the value, so a code cannot reach a log through
+/// a `{:?}` of a request.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Code(pub String);
+
+impl Code {
+    pub fn new(value: impl Into<String>) -> Self {
+        Code(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Code(<redacted>)")
+    }
+}
+
+/// A request to mfad. Each variant's doc names the responses it can get;
+/// any request can also get [`Response::Error`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Start a login conversation (PAM). Root, or a user for their own
+    /// account. -> [`Response::Auth`]
+    AuthBegin {
+        service: String,
+        user: String,
+        #[serde(default)]
+        ruser: Option<String>,
+        #[serde(default)]
+        rhost: Option<String>,
+        #[serde(default)]
+        tty: Option<String>,
+    },
+    /// Answer the prompt of a conversation. -> [`Response::Auth`]
+    AuthAnswer { session_id: String, answer: Code },
+
+    /// The caller's (or, for an administrator, `user`'s) settings.
+    /// -> [`Response::Status`]
+    Status {
+        #[serde(default)]
+        user: Option<String>,
+    },
+    /// Start setting up a device. An enabled device is only replaced when
+    /// `current_code` verifies against it, or the caller administers.
+    /// -> [`Response::SetupStarted`]
+    SetupBegin {
+        #[serde(default)]
+        user: Option<String>,
+        #[serde(default)]
+        otp_type: Option<OtpType>,
+        #[serde(default)]
+        level: Option<ChallengeLevel>,
+        #[serde(default)]
+        current_code: Option<Code>,
+    },
+    /// Complete a pending set-up with a code from the new device.
+    /// -> [`Response::SetupCompleted`]
+    SetupConfirm {
+        #[serde(default)]
+        user: Option<String>,
+        code: Code,
+    },
+    /// Set the challenge level. -> [`Response::Ok`]
+    SetLevel {
+        #[serde(default)]
+        user: Option<String>,
+        level: ChallengeLevel,
+    },
+    /// Remove the device. A user needs a valid code; an administrator does not.
+    /// -> [`Response::Ok`]
+    Disable {
+        #[serde(default)]
+        user: Option<String>,
+        #[serde(default)]
+        code: Option<Code>,
+    },
+    /// Check a code without a login (screen lockers, scripts); counts as a
+    /// use of the code. -> [`Response::Ok`]
+    VerifyCode {
+        #[serde(default)]
+        user: Option<String>,
+        code: Code,
+    },
+    /// Issue a fresh set of recovery codes, proven with a current code.
+    /// -> [`Response::RecoveryCodes`]
+    RecoveryCodes {
+        #[serde(default)]
+        user: Option<String>,
+        code: Code,
+    },
+
+    /// Administration: every account with a record. -> [`Response::Users`]
+    ListUsers,
+    /// Administration: the check value (HOTP at counter 0). -> [`Response::CheckValue`]
+    CheckValue { user: String },
+    /// Administration: approve the user's device for super-user functions,
+    /// proven with a current code from it. -> [`Response::Ok`]
+    Authorize { user: String, code: Code },
+    /// Administration: withdraw super-user approval. -> [`Response::Ok`]
+    Revoke { user: String },
+    /// Administration: clear the failure count and lock. -> [`Response::Ok`]
+    Unlock { user: String },
+    /// Administration: add a runtime IP rule. -> [`Response::IpRuleAdded`]
+    IpAdd {
+        cidr: String,
+        bypass_2fa: bool,
+        /// Lifetime in seconds; none = until removed.
+        #[serde(default)]
+        timeout_secs: Option<u64>,
+    },
+    /// Administration: every IP rule, from config and runtime. -> [`Response::IpRules`]
+    IpList,
+    /// Administration: remove a runtime IP rule. -> [`Response::Ok`]
+    IpRemove { id: i64 },
+    /// Administration: re-read the config file, like SIGHUP. -> [`Response::Ok`]
+    Reload,
+}
+
+impl Request {
+    /// A short name for logs (never the content).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::AuthBegin { .. } => "auth_begin",
+            Request::AuthAnswer { .. } => "auth_answer",
+            Request::Status { .. } => "status",
+            Request::SetupBegin { .. } => "setup_begin",
+            Request::SetupConfirm { .. } => "setup_confirm",
+            Request::SetLevel { .. } => "set_level",
+            Request::Disable { .. } => "disable",
+            Request::VerifyCode { .. } => "verify_code",
+            Request::RecoveryCodes { .. } => "recovery_codes",
+            Request::ListUsers => "list_users",
+            Request::CheckValue { .. } => "check_value",
+            Request::Authorize { .. } => "authorize",
+            Request::Revoke { .. } => "revoke",
+            Request::Unlock { .. } => "unlock",
+            Request::IpAdd { .. } => "ip_add",
+            Request::IpList => "ip_list",
+            Request::IpRemove { .. } => "ip_remove",
+            Request::Reload => "reload",
+        }
+    }
+}
+
+/// How a message of a conversation is shown; maps one-to-one onto PAM
+/// message styles.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageStyle {
+    /// PAM_TEXT_INFO
+    Info,
+    /// PAM_ERROR_MSG
+    Error,
+}
+
+/// A text shown to the person logging in.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Message {
+    pub style: MessageStyle,
+    pub text: String,
+}
+
+impl Message {
+    pub fn info(text: impl Into<String>) -> Self {
+        Message { style: MessageStyle::Info, text: text.into() }
+    }
+    pub fn error(text: impl Into<String>) -> Self {
+        Message { style: MessageStyle::Error, text: text.into() }
+    }
+}
+
+/// The end of a login conversation. Mapped onto PAM return codes by the module.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// A code (or an inline enrollment) was verified: PAM_SUCCESS.
+    Verified,
+    /// No code was needed (MFA off, not enrolled, trusted, bypassed): PAM_IGNORE.
+    NotRequired,
+    /// A wrong code: PAM_AUTH_ERR.
+    Failed,
+    /// Too many wrong codes in this conversation: PAM_MAXTRIES.
+    MaxTries,
+    /// Not permitted whatever the code (locked, elevation not approved,
+    /// enrollment required): PAM_PERM_DENIED.
+    Denied,
+}
+
+/// One step of a login conversation.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum AuthStep {
+    /// Show `messages`, then ask `prompt` and send the answer with
+    /// [`Request::AuthAnswer`].
+    Prompt {
+        session_id: String,
+        messages: Vec<Message>,
+        prompt: String,
+        /// false for codes (PAM_PROMPT_ECHO_OFF), true for questions.
+        echo: bool,
+    },
+    /// Show `messages`; the conversation is over.
+    Decision {
+        outcome: Outcome,
+        messages: Vec<Message>,
+    },
+}
+
+/// What `mfactl status` / `user show` print.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UserStatus {
+    pub user: String,
+    pub state: EnrollmentState,
+    #[serde(default)]
+    pub otp_type: Option<OtpType>,
+    /// True when a new device is waiting for `setup --confirm`.
+    pub pending: bool,
+    pub level: ChallengeLevel,
+    /// True when the level is the configured default rather than set.
+    pub level_is_default: bool,
+    pub superuser_approved: bool,
+    pub failures: u32,
+    /// Unix time until which the account is locked, if it is.
+    #[serde(default)]
+    pub locked_until: Option<u64>,
+    #[serde(default)]
+    pub last_success: Option<u64>,
+    #[serde(default)]
+    pub last_source: Option<String>,
+    pub recovery_codes_left: u32,
+    /// Role policy that applies through group membership, if any.
+    #[serde(default)]
+    pub role_policy: Option<String>,
+}
+
+/// A new device, as shown to the person setting it up.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+pub struct SetupInfo {
+    pub user: String,
+    pub uri: String,
+    /// Base32, without padding.
+    pub secret: String,
+    #[serde(rename = "type")]
+    pub otp_type: OtpType,
+    pub algorithm: Algorithm,
+    pub digits: u32,
+    /// Seconds, for TOTP.
+    pub period: u64,
+    /// Starting counter, for HOTP.
+    pub counter: u64,
+}
+
+impl fmt::Debug for SetupInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SetupInfo")
+            .field("user", &self.user)
+            .field("otp_type", &self.otp_type)
+            .field("algorithm", &self.algorithm)
+            .field("digits", &self.digits)
+            .field("period", &self.period)
+            .field("counter", &self.counter)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A bypass rule as listed by `mfactl ip list`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct IpRuleInfo {
+    /// Runtime rules have an id (for `ip remove`); config rules do not.
+    #[serde(default)]
+    pub id: Option<i64>,
+    pub cidr: String,
+    pub bypass_2fa: bool,
+    /// "config" or "runtime".
+    pub source: String,
+    #[serde(default)]
+    pub expires_at: Option<u64>,
+    /// Whether the rule applies now: not lapsed and the global switch is on.
+    pub in_force: bool,
+}
+
+/// Why a request failed; lets clients pick an exit code and message.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The frame could not be read as a request.
+    BadRequest,
+    /// The peer may not do this.
+    PermissionDenied,
+    /// No such user, device, session or rule.
+    NotFound,
+    /// The code was wrong, replayed, or the account is locked.
+    InvalidCode,
+    /// The request cannot apply in the current state (e.g. nothing pending).
+    Conflict,
+    /// Protocol version mismatch.
+    Version,
+    /// The daemon failed (store error); details are in its log.
+    Internal,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Response {
+    Ok {
+        #[serde(default)]
+        message: Option<String>,
+    },
+    Error { kind: ErrorKind, message: String },
+    Auth(AuthStep),
+    Status(UserStatus),
+    SetupStarted(SetupInfo),
+    SetupCompleted {
+        /// Shown once; stored only as hashes.
+        recovery_codes: Vec<Code>,
+    },
+    RecoveryCodes { recovery_codes: Vec<Code> },
+    Users { users: Vec<UserStatus> },
+    CheckValue { user: String, value: String },
+    IpRuleAdded { id: i64 },
+    IpRules { rules: Vec<IpRuleInfo> },
+}
+
+impl Response {
+    pub fn error(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Response::Error { kind, message: message.into() }
+    }
+    pub fn ok() -> Self {
+        Response::Ok { message: None }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_internally_tagged() {
+        let frame = RequestFrame::new(Request::Status { user: None });
+        let json = serde_json::to_string(&frame).unwrap();
+        assert_eq!(json, r#"{"version":1,"request":{"type":"status","user":null}}"#);
+        let back: RequestFrame = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, frame);
+    }
+
+    #[test]
+    fn unknown_request_is_rejected_by_name() {
+        let err = serde_json::from_str::<RequestFrame>(
+            r#"{"version":1,"request":{"type":"format_disk"}}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("format_disk"), "{err}");
+    }
+
+    #[test]
+    fn codes_never_show_in_debug() {
+        let req = Request::AuthAnswer { session_id: "s".into(), answer: Code::new("123456") };
+        assert!(!format!("{req:?}").contains("123456"));
+        let info = SetupInfo {
+            user: "alice".into(),
+            uri: "otpauth://totp/x?secret=JBSWY3DPEHPK3PXP".into(),
+            secret: "JBSWY3DPEHPK3PXP".into(),
+            otp_type: OtpType::Totp,
+            algorithm: Algorithm::Sha1,
+            digits: 6,
+            period: 30,
+            counter: 0,
+        };
+        assert!(!format!("{info:?}").contains("JBSWY3DPEHPK3PXP"));
+    }
+
+    #[test]
+    fn auth_steps_round_trip() {
+        let step = Response::Auth(AuthStep::Prompt {
+            session_id: "abc".into(),
+            messages: vec![Message::info("hello")],
+            prompt: "Verification code: ".into(),
+            echo: false,
+        });
+        let json = serde_json::to_string(&ResponseFrame::new(step.clone())).unwrap();
+        let back: ResponseFrame = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.response, step);
+    }
+}
