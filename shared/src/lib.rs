@@ -5,7 +5,11 @@ pub mod client;
 #[cfg(feature = "config")]
 pub mod config;
 pub mod frame;
+#[cfg(feature = "otp")]
+pub mod otp;
 pub mod protocol;
+#[cfg(feature = "otp")]
+pub mod qr;
 
 pub use client::{Client, ClientError, DEFAULT_SOCKET};
 pub use protocol::*;
