@@ -486,7 +486,9 @@ pub enum Response {
     Error { kind: ErrorKind, message: String },
     Auth(AuthStep),
     Status(UserStatus),
-    SetupStarted(SetupInfo),
+    /// A struct variant, because `SetupInfo` has a field named `type`
+    /// that would collide with the tag of a newtype variant.
+    SetupStarted { setup: SetupInfo },
     SetupCompleted {
         /// Shown once; stored only as hashes.
         recovery_codes: Vec<Code>,
@@ -544,6 +546,24 @@ mod tests {
             counter: 0,
         };
         assert!(!format!("{info:?}").contains("JBSWY3DPEHPK3PXP"));
+    }
+
+    #[test]
+    fn setup_started_round_trips() {
+        let setup = SetupInfo {
+            user: "alice".into(),
+            uri: "otpauth://hotp/x".into(),
+            secret: "JBSWY3DPEHPK3PXP".into(),
+            otp_type: OtpType::Hotp,
+            algorithm: Algorithm::Sha1,
+            digits: 6,
+            period: 30,
+            counter: 0,
+        };
+        let frame = ResponseFrame::new(Response::SetupStarted { setup });
+        let json = serde_json::to_string(&frame).unwrap();
+        assert!(json.contains(r#""type":"setup_started""#), "{json}");
+        assert_eq!(serde_json::from_str::<ResponseFrame>(&json).unwrap(), frame);
     }
 
     #[test]

@@ -1,1 +1,1 @@
-fn main() {}
+fn main() -> std::process::ExitCode { mfad::daemon_main::main() }

@@ -1,0 +1,977 @@
+//! Request handlers: (daemon state, peer, request) -> response, synchronous
+//! and testable without sockets. The server calls [`Daemon::handle`] for
+//! every frame.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+
+use mfa_shared::config::{Cidr, Config, RolePolicy};
+use mfa_shared::otp::{self, OtpParams};
+use mfa_shared::protocol::{
+    AuthStep, ChallengeLevel, Code, EnrollmentState, ErrorKind, IpRuleInfo, Message, OtpType, Outcome,
+    Request, Response, SetupInfo, UserStatus,
+};
+
+use crate::audit::{Audit, Entry, Severity};
+use crate::clock::Clock;
+use crate::crypto::Vault;
+use crate::nss::Directory;
+use crate::policy::{self, AllowReason, Context, Decision, LoginRequest};
+use crate::recovery;
+use crate::store::{Change, Device, Store, StoreError, TrustedSource, UserRecord};
+
+/// Most recent sources remembered per user for the adaptive level.
+const MAX_TRUSTED_SOURCES: usize = 32;
+
+/// Who is on the other end of the socket (SO_PEERCRED).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub uid: u32,
+    /// The account name of `uid`, when NSS knows it.
+    pub name: Option<String>,
+}
+
+/// The configuration in force and when it was loaded (config bypass rules
+/// lapse relative to that).
+#[derive(Debug)]
+struct Loaded {
+    config: Arc<Config>,
+    at: u64,
+}
+
+/// Everything a request handler needs.
+pub struct Daemon {
+    loaded: RwLock<Loaded>,
+    config_path: Option<PathBuf>,
+    store: Arc<dyn Store>,
+    vault: Vault,
+    clock: Arc<dyn Clock>,
+    directory: Arc<dyn Directory>,
+    pub audit: Audit,
+    host_name: String,
+    sessions: Mutex<HashMap<String, Session>>,
+}
+
+/// A login conversation waiting for an answer.
+#[derive(Debug, Clone)]
+struct Session {
+    peer_uid: u32,
+    login: LoginRequest,
+    user: String,
+    rhost: Option<String>,
+    recovery_allowed: bool,
+    tries: u32,
+    expires_at: u64,
+}
+
+/// Why a request was refused; becomes `Response::Error`.
+#[derive(Debug)]
+struct Refusal {
+    kind: ErrorKind,
+    message: String,
+}
+
+fn refuse(kind: ErrorKind, message: impl Into<String>) -> Refusal {
+    Refusal { kind, message: message.into() }
+}
+
+type Reply = Result<Response, Refusal>;
+
+/// The result of checking a code against a record (which the check updates).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CodeCheck {
+    Accepted,
+    AcceptedRecovery { left: usize },
+    Wrong { message: String, locked: bool },
+    Locked { until: u64 },
+    NotEnrolled,
+}
+
+impl Daemon {
+    pub fn new(
+        config: Config,
+        config_path: Option<PathBuf>,
+        store: Arc<dyn Store>,
+        vault: Vault,
+        clock: Arc<dyn Clock>,
+        directory: Arc<dyn Directory>,
+        audit: Audit,
+    ) -> Self {
+        let at = clock.now();
+        Daemon {
+            loaded: RwLock::new(Loaded { config: Arc::new(config), at }),
+            config_path,
+            store,
+            vault,
+            clock,
+            directory,
+            audit,
+            host_name: crate::nss::host_name(),
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        match self.loaded.read() {
+            Ok(l) => l.config.clone(),
+            Err(poisoned) => poisoned.into_inner().config.clone(),
+        }
+    }
+
+    fn config_loaded_at(&self) -> u64 {
+        match self.loaded.read() {
+            Ok(l) => l.at,
+            Err(poisoned) => poisoned.into_inner().at,
+        }
+    }
+
+    /// Re-read the config file. A bad file is refused and the old config
+    /// kept; either way the outcome is logged.
+    pub fn reload(&self) -> Result<(), String> {
+        let Some(path) = &self.config_path else {
+            return Err("no config file to reload".into());
+        };
+        let result = std::fs::read_to_string(path)
+            .map_err(|e| format!("{}: {e}", path.display()))
+            .and_then(|text| Config::parse(&text).map_err(|e| format!("{}: {e}", path.display())));
+        match result {
+            Ok(config) => {
+                let old = self.config();
+                if old.socket != config.socket || old.store != config.store {
+                    self.audit.event(
+                        Severity::Warning,
+                        "config reloaded; changes to socket and [store] take effect at the next restart",
+                    );
+                } else {
+                    self.audit.event(Severity::Info, "config reloaded");
+                }
+                let mut loaded = match self.loaded.write() {
+                    Ok(l) => l,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+                *loaded = Loaded { config: Arc::new(config), at: self.clock.now() };
+                Ok(())
+            }
+            Err(err) => {
+                self.audit.event(Severity::Warning, &format!("config reload refused, keeping the old config: {err}"));
+                Err(err)
+            }
+        }
+    }
+
+    /// Answer one request from `peer`.
+    pub fn handle(&self, peer: &Peer, request: Request) -> Response {
+        let result = match request {
+            Request::AuthBegin { service, user, ruser, rhost, tty } => {
+                self.auth_begin(peer, service, user, ruser, rhost, tty)
+            }
+            Request::AuthAnswer { session_id, answer } => self.auth_answer(peer, &session_id, &answer),
+            Request::Status { user } => self.status(peer, user),
+            Request::SetupBegin { user, otp_type, level, current_code } => {
+                self.setup_begin(peer, user, otp_type, level, current_code)
+            }
+            Request::SetupConfirm { user, code } => self.setup_confirm(peer, user, &code),
+            Request::SetLevel { user, level } => self.set_level(peer, user, level),
+            Request::Disable { user, code } => self.disable(peer, user, code),
+            Request::VerifyCode { user, code } => self.verify_code(peer, user, &code),
+            Request::RecoveryCodes { user, code } => self.recovery_codes(peer, user, &code),
+            Request::ListUsers => self.list_users(peer),
+            Request::CheckValue { user } => self.check_value(peer, &user),
+            Request::Authorize { user, code } => self.authorize(peer, &user, &code),
+            Request::Revoke { user } => self.revoke(peer, &user),
+            Request::Unlock { user } => self.unlock(peer, &user),
+            Request::IpAdd { cidr, bypass_2fa, timeout_secs } => self.ip_add(peer, &cidr, bypass_2fa, timeout_secs),
+            Request::IpList => self.ip_list(peer),
+            Request::IpRemove { id } => self.ip_remove(peer, id),
+            Request::Reload => self.reload_request(peer),
+        };
+        result.unwrap_or_else(|r| Response::error(r.kind, r.message))
+    }
+
+    // ---- authorization -------------------------------------------------
+
+    fn is_admin(&self, peer: &Peer) -> bool {
+        if peer.uid == 0 {
+            return true;
+        }
+        let admin_group = self.config().admin_group.clone();
+        peer.name.as_deref().is_some_and(|name| self.directory.groups_of(name).contains(&admin_group))
+    }
+
+    fn require_admin(&self, peer: &Peer) -> Result<(), Refusal> {
+        if self.is_admin(peer) {
+            Ok(())
+        } else {
+            Err(refuse(
+                ErrorKind::PermissionDenied,
+                format!(
+                    "permission denied: administration needs root or membership of group {}",
+                    self.config().admin_group
+                ),
+            ))
+        }
+    }
+
+    /// The account a self-service request acts on: the caller's own, or
+    /// (for an administrator) the one named.
+    fn target(&self, peer: &Peer, user: Option<String>) -> Result<String, Refusal> {
+        let own = peer.name.clone();
+        match (user, own) {
+            (Some(user), Some(own)) if user == own => Ok(user),
+            (Some(user), _) => {
+                self.require_admin(peer)?;
+                valid_user_name(&user)?;
+                Ok(user)
+            }
+            (None, Some(own)) => Ok(own),
+            (None, None) => Err(refuse(ErrorKind::NotFound, format!("uid {} has no account name", peer.uid))),
+        }
+    }
+
+    // ---- store helpers -------------------------------------------------
+
+    fn internal(&self, err: StoreError) -> Refusal {
+        self.audit.event(Severity::Warning, &format!("store error: {err}"));
+        refuse(ErrorKind::Internal, "internal error in mfad; see its log")
+    }
+
+    /// Run `f` on the user's record (a fresh one if none) inside one store
+    /// transaction; `f` returns whether to write and its result.
+    fn with_record<R>(
+        &self,
+        user: &str,
+        mut f: impl FnMut(&mut UserRecord) -> (bool, R),
+    ) -> Result<R, Refusal> {
+        let mut out = None;
+        self.store
+            .update_user(user, &mut |current| {
+                let mut record = current.cloned().unwrap_or_else(|| UserRecord::new(user));
+                let (write, result) = f(&mut record);
+                out = Some(result);
+                if write { Change::Put(record) } else { Change::Keep }
+            })
+            .map_err(|e| self.internal(e))?;
+        out.ok_or_else(|| refuse(ErrorKind::Internal, "internal error in mfad: update did not run"))
+    }
+
+    fn get_record(&self, user: &str) -> Result<Option<UserRecord>, Refusal> {
+        self.store.get_user(user).map_err(|e| self.internal(e))
+    }
+
+    /// Check `code` against the enabled device, updating replay state,
+    /// failure count, lock and trust in `record`.
+    fn check_code(
+        &self,
+        config: &Config,
+        record: &mut UserRecord,
+        code: &Code,
+        source: Option<&str>,
+        allow_recovery: bool,
+        now: u64,
+    ) -> CodeCheck {
+        if let Some(until) = record.locked_until {
+            if until > now {
+                return CodeCheck::Locked { until };
+            }
+            // The lock has lapsed: start counting afresh.
+            record.locked_until = None;
+            record.failures = 0;
+        }
+        let Some(device) = record.device.clone() else {
+            return CodeCheck::NotEnrolled;
+        };
+        let params = device_params(&device);
+        let accepted = match otp::normalize_code(code.expose(), device.digits) {
+            Ok(typed) => self.match_device(&record.user, &device, &typed, config, now).map(|d| {
+                record.device = Some(d);
+                None
+            }),
+            Err(_) if allow_recovery => recovery::consume(&mut record.recovery_hashes, code.expose()).map(Some),
+            Err(_) => None,
+        };
+        match accepted {
+            Some(recovery_left) => {
+                record.failures = 0;
+                record.failed_since_success = false;
+                record.last_success = Some(now);
+                if let Some(source) = source {
+                    record.last_source = Some(source.to_string());
+                    record.trusted_sources.retain(|t| t.source != source);
+                    record.trusted_sources.insert(0, TrustedSource { source: source.to_string(), at: now });
+                    record.trusted_sources.truncate(MAX_TRUSTED_SOURCES);
+                }
+                match recovery_left {
+                    Some(left) => CodeCheck::AcceptedRecovery { left },
+                    None => CodeCheck::Accepted,
+                }
+            }
+            None => {
+                record.failures = record.failures.saturating_add(1);
+                record.failed_since_success = true;
+                let locked = record.failures >= config.lockout.max_failures;
+                if locked {
+                    record.locked_until = Some(now + config.lockout.duration.as_secs());
+                }
+                let message = match otp::normalize_code(code.expose(), params.digits) {
+                    Err(err) if !allow_recovery => format!("Invalid code: {err}."),
+                    _ => "Wrong code.".to_string(),
+                };
+                CodeCheck::Wrong { message, locked }
+            }
+        }
+    }
+
+    /// Verify a well-formed code against a device; on success, the device
+    /// with its replay state advanced.
+    fn match_device(&self, user: &str, device: &Device, typed: &str, config: &Config, now: u64) -> Option<Device> {
+        let secret = match self.vault.open(user, &device.sealed_secret) {
+            Ok(secret) => secret,
+            Err(err) => {
+                self.audit.event(Severity::Warning, &format!("user {user}: {err}"));
+                return None;
+            }
+        };
+        let params = device_params(device);
+        let mut next = device.clone();
+        match device.otp_type {
+            OtpType::Totp => {
+                let step = otp::verify_totp(&secret, &params, typed, now, config.totp_skew, device.last_step)?;
+                next.last_step = Some(step);
+            }
+            OtpType::Hotp => {
+                let counter = otp::verify_hotp(&secret, &params, typed, device.next_counter, config.hotp_window)?;
+                next.next_counter = counter + 1;
+            }
+        }
+        Some(next)
+    }
+
+    /// Check a code outside a login (disable, authorize, ...): the same
+    /// replay, failure and lock rules; returns a refusal when not accepted.
+    fn prove_code(&self, user: &str, code: &Code, what: &str) -> Result<(), Refusal> {
+        let config = self.config();
+        let now = self.clock.now();
+        let check = self.with_record(user, |record| {
+            let check = self.check_code(&config, record, code, None, false, now);
+            (check != CodeCheck::NotEnrolled, check)
+        })?;
+        let (outcome, result) = match check {
+            CodeCheck::Accepted | CodeCheck::AcceptedRecovery { .. } => ("success", Ok(())),
+            CodeCheck::NotEnrolled => (
+                "failure",
+                Err(refuse(ErrorKind::Conflict, format!("{user} has no enabled device"))),
+            ),
+            CodeCheck::Locked { until } => (
+                "locked",
+                Err(refuse(
+                    ErrorKind::InvalidCode,
+                    format!("{user} is locked until {} UTC after too many wrong codes", crate::timefmt::utc(until)),
+                )),
+            ),
+            CodeCheck::Wrong { message, locked } => (
+                if locked { "locked" } else { "failure" },
+                Err(refuse(ErrorKind::InvalidCode, format!("{message} (wrong, reused or expired code)"))),
+            ),
+        };
+        self.audit.decision(&Entry {
+            user,
+            service: "mfactl",
+            rhost: None,
+            outcome,
+            reason: what,
+        });
+        result
+    }
+
+    // ---- login conversation ---------------------------------------------
+
+    fn auth_begin(
+        &self,
+        peer: &Peer,
+        service: String,
+        user: String,
+        ruser: Option<String>,
+        rhost: Option<String>,
+        tty: Option<String>,
+    ) -> Reply {
+        // A PAM stack runs as root; a user's own process (a screen locker)
+        // may only ask about that user.
+        if peer.uid != 0 && peer.name.as_deref() != Some(user.as_str()) {
+            return Err(refuse(ErrorKind::PermissionDenied, "permission denied: not your account"));
+        }
+        valid_user_name(&user)?;
+        let config = self.config();
+        let now = self.clock.now();
+        let elevation = config.is_elevation(&service);
+        let ruser = ruser.filter(|r| !r.is_empty());
+        let rhost = rhost.filter(|r| !r.is_empty());
+        let person = match (&ruser, elevation) {
+            (Some(ruser), true) => ruser.clone(),
+            _ => user.clone(),
+        };
+        valid_user_name(&person)?;
+        let source = match &rhost {
+            Some(rhost) => rhost.clone(),
+            None => format!("local:{}", tty.as_deref().unwrap_or("")),
+        };
+        let login = LoginRequest { service, person, source, elevation };
+        let record = self.get_record(&login.person)?;
+        let context = Context {
+            role: policy::strictest_role(&config, &self.directory.groups_of(&login.person)),
+            bypass: self.bypass_rule(&config, rhost.as_deref(), now)?,
+        };
+        let decision = policy::decide(&config, record.as_ref(), &login, &context, now);
+        let entry = |outcome: &'static str, reason: &str| {
+            self.audit.decision(&Entry {
+                user: &login.person,
+                service: &login.service,
+                rhost: rhost.as_deref(),
+                outcome,
+                reason,
+            })
+        };
+        match decision {
+            Decision::Allow(reason) => {
+                entry("not_required", &reason.describe());
+                Ok(decision_response(Outcome::NotRequired, Vec::new()))
+            }
+            Decision::Deny(reason) => {
+                entry("denied", reason.describe());
+                Ok(decision_response(Outcome::Denied, vec![Message::error(reason.message())]))
+            }
+            Decision::OfferEnrollment { policy, mandatory } => {
+                // Inline enrollment arrives with the policy engine; until then a
+                // mandatory policy refuses and an optional one lets through.
+                if mandatory {
+                    entry("denied", &format!("role policy {}: enrollment required", policy.as_str()));
+                    Ok(decision_response(
+                        Outcome::Denied,
+                        vec![Message::error("Two-factor authentication must be set up first: run `mfactl setup`.")],
+                    ))
+                } else {
+                    entry("not_required", "role policy encourage: enrollment offered");
+                    Ok(decision_response(
+                        Outcome::NotRequired,
+                        vec![Message::info("Please set up two-factor authentication: run `mfactl setup`.")],
+                    ))
+                }
+            }
+            Decision::AskCode { reason, recovery_allowed } => {
+                entry("challenge", reason);
+                let session_id = new_session_id()?;
+                let session = Session {
+                    peer_uid: peer.uid,
+                    user: user.clone(),
+                    login,
+                    rhost,
+                    recovery_allowed,
+                    tries: 0,
+                    expires_at: now + config.request_timeout.as_secs(),
+                };
+                let prompt = code_prompt(&session);
+                self.sessions_insert(session_id.clone(), session, now);
+                Ok(Response::Auth(AuthStep::Prompt { session_id, messages: Vec::new(), prompt, echo: false }))
+            }
+        }
+    }
+
+    fn sessions_insert(&self, id: String, session: Session, now: u64) {
+        let mut sessions = match self.sessions.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        sessions.retain(|_, s| s.expires_at > now);
+        sessions.insert(id, session);
+    }
+
+    fn sessions_take(&self, id: &str) -> Option<Session> {
+        let mut sessions = match self.sessions.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        sessions.remove(id)
+    }
+
+    fn auth_answer(&self, peer: &Peer, session_id: &str, answer: &Code) -> Reply {
+        let now = self.clock.now();
+        let Some(mut session) = self.sessions_take(session_id).filter(|s| s.expires_at > now) else {
+            return Err(refuse(ErrorKind::NotFound, "no such login conversation (it may have timed out)"));
+        };
+        if session.peer_uid != peer.uid {
+            return Err(refuse(ErrorKind::NotFound, "no such login conversation (it may have timed out)"));
+        }
+        let config = self.config();
+        let person = session.login.person.clone();
+        let source = session.login.source.clone();
+        let recovery_allowed = session.recovery_allowed;
+        let check = self.with_record(&person, |record| {
+            let check = self.check_code(&config, record, answer, Some(&source), recovery_allowed, now);
+            (check != CodeCheck::NotEnrolled, check)
+        })?;
+        let entry = |outcome: &'static str, reason: &str| {
+            self.audit.decision(&Entry {
+                user: &person,
+                service: &session.login.service,
+                rhost: session.rhost.as_deref(),
+                outcome,
+                reason,
+            })
+        };
+        match check {
+            CodeCheck::Accepted => {
+                entry("success", "challenge passed");
+                Ok(decision_response(Outcome::Verified, Vec::new()))
+            }
+            CodeCheck::AcceptedRecovery { left } => {
+                entry("success", &format!("recovery code used, {left} left"));
+                Ok(decision_response(
+                    Outcome::Verified,
+                    vec![Message::info(format!(
+                        "Recovery code accepted; {left} left. Issue new ones with `mfactl recovery-codes`."
+                    ))],
+                ))
+            }
+            CodeCheck::NotEnrolled => {
+                entry("denied", "device removed during the conversation");
+                Ok(decision_response(Outcome::Denied, vec![Message::error("Two-factor authentication is not set up.")]))
+            }
+            CodeCheck::Locked { until } => {
+                entry("denied", "account locked");
+                let reason = policy::DenyReason::Locked { until };
+                Ok(decision_response(Outcome::Denied, vec![Message::error(reason.message())]))
+            }
+            CodeCheck::Wrong { message, locked } => {
+                session.tries += 1;
+                if locked {
+                    entry("failure", "challenge failed; account now locked");
+                    let until = now + config.lockout.duration.as_secs();
+                    let reason = policy::DenyReason::Locked { until };
+                    return Ok(decision_response(Outcome::Failed, vec![Message::error(reason.message())]));
+                }
+                if session.tries >= config.max_tries {
+                    entry("failure", "challenge failed; too many tries");
+                    return Ok(decision_response(Outcome::MaxTries, vec![Message::error(message)]));
+                }
+                entry("failure", "challenge failed");
+                let prompt = code_prompt(&session);
+                let session_id = new_session_id()?;
+                session.expires_at = now + config.request_timeout.as_secs();
+                self.sessions_insert(session_id.clone(), session, now);
+                Ok(Response::Auth(AuthStep::Prompt {
+                    session_id,
+                    messages: vec![Message::error(format!("{message} Try again."))],
+                    prompt,
+                    echo: false,
+                }))
+            }
+        }
+    }
+
+    /// The bypass rule matching `rhost`, if the switch is on and one is in force.
+    fn bypass_rule(&self, config: &Config, rhost: Option<&str>, now: u64) -> Result<Option<String>, Refusal> {
+        if !config.bypass.enabled {
+            return Ok(None);
+        }
+        // Only IP literals match: a host name or a local login never does.
+        let Some(addr) = rhost.and_then(|r| r.parse::<IpAddr>().ok()) else {
+            return Ok(None);
+        };
+        let loaded_at = self.config_loaded_at();
+        for rule in &config.bypass.rules {
+            let lapsed = rule.timeout.is_some_and(|t| loaded_at + t.as_secs() <= now);
+            if rule.bypass_2fa && !lapsed && rule.cidr.contains(addr) {
+                return Ok(Some(format!("{} (config)", rule.cidr)));
+            }
+        }
+        let runtime = self.store.list_ip_rules().map_err(|e| self.internal(e))?;
+        for rule in runtime {
+            let lapsed = rule.expires_at.is_some_and(|t| t <= now);
+            let matches = Cidr::parse(&rule.cidr).is_ok_and(|c| c.contains(addr));
+            if rule.bypass_2fa && !lapsed && matches {
+                return Ok(Some(format!("{} (runtime #{})", rule.cidr, rule.id)));
+            }
+        }
+        Ok(None)
+    }
+
+    // ---- self-service -------------------------------------------------
+
+    fn status(&self, peer: &Peer, user: Option<String>) -> Reply {
+        let user = self.target(peer, user)?;
+        let record = self.get_record(&user)?.unwrap_or_else(|| UserRecord::new(&user));
+        Ok(Response::Status(self.user_status(&record, true)))
+    }
+
+    fn user_status(&self, record: &UserRecord, with_roles: bool) -> UserStatus {
+        let config = self.config();
+        let now = self.clock.now();
+        let state = if record.device.is_some() {
+            EnrollmentState::Enabled
+        } else if record.pending.is_some() {
+            EnrollmentState::Pending
+        } else {
+            EnrollmentState::NotEnrolled
+        };
+        let role_policy = if with_roles {
+            policy::strictest_role(&config, &self.directory.groups_of(&record.user)).map(|p| p.as_str().to_string())
+        } else {
+            None
+        };
+        UserStatus {
+            user: record.user.clone(),
+            state,
+            otp_type: record.device.as_ref().or(record.pending.as_ref()).map(|d| d.otp_type),
+            pending: record.pending.is_some(),
+            level: record.level.unwrap_or(config.default_level),
+            level_is_default: record.level.is_none(),
+            superuser_approved: record.approved,
+            failures: record.failures,
+            locked_until: record.locked_until.filter(|&u| u > now),
+            last_success: record.last_success,
+            last_source: record.last_source.clone(),
+            recovery_codes_left: u32::try_from(record.recovery_hashes.len()).unwrap_or(u32::MAX),
+            role_policy,
+        }
+    }
+
+    fn setup_begin(
+        &self,
+        peer: &Peer,
+        user: Option<String>,
+        otp_type: Option<OtpType>,
+        level: Option<ChallengeLevel>,
+        current_code: Option<Code>,
+    ) -> Reply {
+        let user = self.target(peer, user)?;
+        let config = self.config();
+        let enrolled = self.get_record(&user)?.is_some_and(|r| r.is_enrolled());
+        // Replacing a device needs the current one (or an administrator).
+        match current_code {
+            Some(code) if enrolled => self.prove_code(&user, &code, "device change proven with current code")?,
+            _ if enrolled && !self.is_admin(peer) => {
+                return Err(refuse(
+                    ErrorKind::PermissionDenied,
+                    "a device is already enabled: give a code from it with --code to set up a new one",
+                ));
+            }
+            _ => {}
+        }
+        let otp_type = otp_type.unwrap_or(config.default_type);
+        let params = OtpParams { otp_type, algorithm: config.algorithm, digits: config.digits, period: config.period };
+        let secret = zeroize::Zeroizing::new(
+            otp::generate_secret().map_err(|_| refuse(ErrorKind::Internal, "no random bytes from the OS"))?,
+        );
+        let sealed = self
+            .vault
+            .seal(&user, &secret)
+            .map_err(|e| refuse(ErrorKind::Internal, format!("cannot seal the secret: {e}")))?;
+        let now = self.clock.now();
+        let device = Device {
+            otp_type,
+            algorithm: params.algorithm,
+            digits: params.digits,
+            period: params.period,
+            sealed_secret: sealed,
+            next_counter: 0,
+            last_step: None,
+            created_at: now,
+        };
+        self.with_record(&user, |record| {
+            record.pending = Some(device.clone());
+            record.pending_level = level;
+            (true, ())
+        })?;
+        let secret_b32 = otp::base32_encode(&secret);
+        let issuer = config.issuer_or(&self.host_name);
+        let account = format!("{user}@{}", self.host_name);
+        let uri = otp::otpauth_uri(&issuer, &account, &secret_b32, &params, 0);
+        self.audit.decision(&Entry {
+            user: &user,
+            service: "mfactl",
+            rhost: None,
+            outcome: "pending",
+            reason: &format!("set-up started ({otp_type})"),
+        });
+        Ok(Response::SetupStarted { setup: SetupInfo {
+            user,
+            uri,
+            secret: secret_b32,
+            otp_type,
+            algorithm: params.algorithm,
+            digits: params.digits,
+            period: params.period,
+            counter: 0,
+        } })
+    }
+
+    fn setup_confirm(&self, peer: &Peer, user: Option<String>, code: &Code) -> Reply {
+        let user = self.target(peer, user)?;
+        let config = self.config();
+        let now = self.clock.now();
+        let (codes, hashes) = recovery::generate().map_err(|_| refuse(ErrorKind::Internal, "no random bytes from the OS"))?;
+        let result = self.with_record(&user, |record| {
+            let Some(pending) = record.pending.clone() else {
+                return (false, Err(refuse(ErrorKind::Conflict, "no set-up is pending: start one with `mfactl setup`")));
+            };
+            let typed = match otp::normalize_code(code.expose(), pending.digits) {
+                Ok(typed) => typed,
+                Err(err) => return (false, Err(refuse(ErrorKind::InvalidCode, format!("{err}; the set-up is still pending")))),
+            };
+            let Some(device) = self.match_device(&user, &pending, &typed, &config, now) else {
+                return (
+                    false,
+                    Err(refuse(ErrorKind::InvalidCode, "wrong code; the set-up is still pending")),
+                );
+            };
+            record.device = Some(device);
+            record.pending = None;
+            if let Some(level) = record.pending_level.take() {
+                record.level = Some(level);
+            }
+            // A new device is not the one an administrator approved.
+            record.approved = false;
+            record.recovery_hashes = hashes.clone();
+            record.failures = 0;
+            record.locked_until = None;
+            record.failed_since_success = false;
+            (true, Ok(()))
+        })?;
+        result?;
+        self.audit.decision(&Entry {
+            user: &user,
+            service: "mfactl",
+            rhost: None,
+            outcome: "enrolled",
+            reason: "set-up completed",
+        });
+        Ok(Response::SetupCompleted { recovery_codes: codes })
+    }
+
+    fn set_level(&self, peer: &Peer, user: Option<String>, level: ChallengeLevel) -> Reply {
+        let user = self.target(peer, user)?;
+        self.with_record(&user, |record| {
+            record.level = Some(level);
+            (true, ())
+        })?;
+        self.admin_event(peer, &user, &format!("level set to {level}"));
+        Ok(Response::Ok { message: Some(format!("level of {user} is now {level}")) })
+    }
+
+    fn disable(&self, peer: &Peer, user: Option<String>, code: Option<Code>) -> Reply {
+        let user = self.target(peer, user)?;
+        match code {
+            Some(code) => self.prove_code(&user, &code, "disable proven with code")?,
+            None if self.is_admin(peer) => {}
+            None => {
+                return Err(refuse(ErrorKind::PermissionDenied, "disabling needs a current code: --code CODE"));
+            }
+        }
+        let existed = self.with_record(&user, |record| {
+            let existed = record.device.is_some() || record.pending.is_some();
+            record.device = None;
+            record.pending = None;
+            record.pending_level = None;
+            record.approved = false;
+            record.recovery_hashes.clear();
+            (existed, existed)
+        })?;
+        if !existed {
+            return Err(refuse(ErrorKind::NotFound, format!("{user} has no device")));
+        }
+        self.admin_event(peer, &user, "device disabled");
+        Ok(Response::Ok { message: Some(format!("two-factor authentication disabled for {user}")) })
+    }
+
+    fn verify_code(&self, peer: &Peer, user: Option<String>, code: &Code) -> Reply {
+        let user = self.target(peer, user)?;
+        self.prove_code(&user, code, "code verified on request")?;
+        Ok(Response::Ok { message: Some("code accepted".into()) })
+    }
+
+    fn recovery_codes(&self, peer: &Peer, user: Option<String>, code: &Code) -> Reply {
+        let user = self.target(peer, user)?;
+        self.prove_code(&user, code, "new recovery codes proven with code")?;
+        let (codes, hashes) = recovery::generate().map_err(|_| refuse(ErrorKind::Internal, "no random bytes from the OS"))?;
+        self.with_record(&user, |record| {
+            record.recovery_hashes = hashes.clone();
+            (true, ())
+        })?;
+        self.admin_event(peer, &user, "new recovery codes issued");
+        Ok(Response::RecoveryCodes { recovery_codes: codes })
+    }
+
+    // ---- administration ---------------------------------------------------
+
+    fn admin_event(&self, peer: &Peer, user: &str, what: &str) {
+        let by = peer.name.clone().unwrap_or_else(|| format!("uid {}", peer.uid));
+        self.audit.decision(&Entry { user, service: "mfactl", rhost: None, outcome: "changed", reason: &format!("{what} by {by}") });
+    }
+
+    fn list_users(&self, peer: &Peer) -> Reply {
+        self.require_admin(peer)?;
+        let records = self.store.list_users().map_err(|e| self.internal(e))?;
+        Ok(Response::Users { users: records.iter().map(|r| self.user_status(r, false)).collect() })
+    }
+
+    fn existing_record(&self, user: &str) -> Result<UserRecord, Refusal> {
+        valid_user_name(user)?;
+        self.get_record(user)?.ok_or_else(|| refuse(ErrorKind::NotFound, format!("{user} has no two-factor record")))
+    }
+
+    fn check_value(&self, peer: &Peer, user: &str) -> Reply {
+        self.require_admin(peer)?;
+        let record = self.existing_record(user)?;
+        let Some(device) = record.device.as_ref().or(record.pending.as_ref()) else {
+            return Err(refuse(ErrorKind::NotFound, format!("{user} has no device")));
+        };
+        let secret = self.vault.open(user, &device.sealed_secret).map_err(|e| {
+            self.audit.event(Severity::Warning, &format!("user {user}: {e}"));
+            refuse(ErrorKind::Internal, "internal error in mfad; see its log")
+        })?;
+        let value = otp::check_value(&secret, &device_params(device));
+        Ok(Response::CheckValue { user: user.to_string(), value })
+    }
+
+    fn authorize(&self, peer: &Peer, user: &str, code: &Code) -> Reply {
+        self.require_admin(peer)?;
+        let record = self.existing_record(user)?;
+        if !record.is_enrolled() {
+            return Err(refuse(ErrorKind::Conflict, format!("{user} has no enabled device to approve")));
+        }
+        self.prove_code(user, code, "super-user approval proven with code")?;
+        self.with_record(user, |record| {
+            record.approved = true;
+            (true, ())
+        })?;
+        self.admin_event(peer, user, "super-user approval granted");
+        Ok(Response::Ok { message: Some(format!("super-user access approved for {user}'s device")) })
+    }
+
+    fn revoke(&self, peer: &Peer, user: &str) -> Reply {
+        self.require_admin(peer)?;
+        self.existing_record(user)?;
+        self.with_record(user, |record| {
+            record.approved = false;
+            (true, ())
+        })?;
+        self.admin_event(peer, user, "super-user approval revoked");
+        Ok(Response::Ok { message: Some(format!("super-user approval revoked for {user}")) })
+    }
+
+    fn unlock(&self, peer: &Peer, user: &str) -> Reply {
+        self.require_admin(peer)?;
+        self.existing_record(user)?;
+        self.with_record(user, |record| {
+            record.failures = 0;
+            record.locked_until = None;
+            (true, ())
+        })?;
+        self.admin_event(peer, user, "unlocked");
+        Ok(Response::Ok { message: Some(format!("{user} unlocked")) })
+    }
+
+    fn ip_add(&self, peer: &Peer, cidr: &str, bypass_2fa: bool, timeout_secs: Option<u64>) -> Reply {
+        self.require_admin(peer)?;
+        let cidr = Cidr::parse(cidr).map_err(|e| refuse(ErrorKind::BadRequest, e))?;
+        let expires_at = timeout_secs.map(|t| self.clock.now().saturating_add(t));
+        let id = self
+            .store
+            .add_ip_rule(&cidr.to_string(), bypass_2fa, expires_at)
+            .map_err(|e| self.internal(e))?;
+        self.admin_event(peer, "-", &format!("ip rule #{id} {cidr} bypass_2fa={bypass_2fa} added"));
+        Ok(Response::IpRuleAdded { id })
+    }
+
+    fn ip_list(&self, peer: &Peer) -> Reply {
+        self.require_admin(peer)?;
+        let config = self.config();
+        let now = self.clock.now();
+        let loaded_at = self.config_loaded_at();
+        let mut rules: Vec<IpRuleInfo> = config
+            .bypass
+            .rules
+            .iter()
+            .map(|r| {
+                let expires_at = r.timeout.map(|t| loaded_at + t.as_secs());
+                IpRuleInfo {
+                    id: None,
+                    cidr: r.cidr.to_string(),
+                    bypass_2fa: r.bypass_2fa,
+                    source: "config".into(),
+                    expires_at,
+                    in_force: config.bypass.enabled && expires_at.is_none_or(|t| t > now),
+                }
+            })
+            .collect();
+        let runtime = self.store.list_ip_rules().map_err(|e| self.internal(e))?;
+        rules.extend(runtime.into_iter().map(|r| IpRuleInfo {
+            id: Some(r.id),
+            cidr: r.cidr,
+            bypass_2fa: r.bypass_2fa,
+            source: "runtime".into(),
+            expires_at: r.expires_at,
+            in_force: config.bypass.enabled && r.expires_at.is_none_or(|t| t > now),
+        }));
+        Ok(Response::IpRules { rules })
+    }
+
+    fn ip_remove(&self, peer: &Peer, id: i64) -> Reply {
+        self.require_admin(peer)?;
+        if !self.store.remove_ip_rule(id).map_err(|e| self.internal(e))? {
+            return Err(refuse(ErrorKind::NotFound, format!("no runtime ip rule #{id}")));
+        }
+        self.admin_event(peer, "-", &format!("ip rule #{id} removed"));
+        Ok(Response::ok())
+    }
+
+    fn reload_request(&self, peer: &Peer) -> Reply {
+        self.require_admin(peer)?;
+        self.reload().map_err(|e| refuse(ErrorKind::Conflict, format!("config not reloaded: {e}")))?;
+        Ok(Response::Ok { message: Some("config reloaded".into()) })
+    }
+}
+
+fn device_params(device: &Device) -> OtpParams {
+    OtpParams { otp_type: device.otp_type, algorithm: device.algorithm, digits: device.digits, period: device.period }
+}
+
+fn decision_response(outcome: Outcome, messages: Vec<Message>) -> Response {
+    Response::Auth(AuthStep::Decision { outcome, messages })
+}
+
+fn code_prompt(session: &Session) -> String {
+    if session.login.elevation && session.login.person != session.user {
+        format!("Verification code for {}: ", session.login.person)
+    } else {
+        "Verification code: ".to_string()
+    }
+}
+
+fn new_session_id() -> Result<String, Refusal> {
+    let mut bytes = [0u8; 16];
+    getrandom::getrandom(&mut bytes).map_err(|_| refuse(ErrorKind::Internal, "no random bytes from the OS"))?;
+    Ok(data_encoding::HEXLOWER.encode(&bytes))
+}
+
+/// Account names as POSIX allows them, plus what LDAP setups use (`@`, `.`);
+/// no control characters, no slashes, bounded.
+fn valid_user_name(user: &str) -> Result<(), Refusal> {
+    let ok = !user.is_empty()
+        && user.len() <= 256
+        && !user.starts_with('-')
+        && user.chars().all(|c| c.is_alphanumeric() || "._-@$\\".contains(c));
+    if ok { Ok(()) } else { Err(refuse(ErrorKind::BadRequest, "invalid user name")) }
+}
+
+// Role policy names are also used by the audit trail.
+#[allow(dead_code)]
+fn describe_allow(reason: &AllowReason) -> String {
+    reason.describe()
+}
+
+#[allow(dead_code)]
+fn role_name(policy: RolePolicy) -> &'static str {
+    policy.as_str()
+}

@@ -1,0 +1,153 @@
+//! Persistent state behind one trait, so that a PostgreSQL backend can
+//! follow without touching callers.
+//!
+//! A user's whole state is one [`UserRecord`]; every change goes through
+//! [`Store::update_user`], a read-modify-write that the backend runs in one
+//! transaction serialised against every other update of that user (SQLite:
+//! `BEGIN IMMEDIATE`; PostgreSQL: `SELECT ... FOR UPDATE`). Reading the replay
+//! state, checking a code and advancing the state therefore happen
+//! atomically: of N concurrent logins offering one code, exactly one wins.
+
+pub mod sqlite;
+
+use serde::{Deserialize, Serialize};
+
+use mfa_shared::protocol::{Algorithm, ChallengeLevel, OtpType};
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("stored record for {user} is corrupt: {reason}")]
+    Corrupt { user: String, reason: String },
+}
+
+/// One enrolled (or pending) device. The secret is sealed by the vault.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct Device {
+    pub otp_type: OtpType,
+    pub algorithm: Algorithm,
+    pub digits: u32,
+    pub period: u64,
+    /// nonce || ciphertext, bound to the user name.
+    #[serde(with = "hex_bytes")]
+    pub sealed_secret: Vec<u8>,
+    /// HOTP: the next counter the device is expected to show.
+    pub next_counter: u64,
+    /// TOTP: the last accepted step; steps at or before it are replays.
+    pub last_step: Option<u64>,
+    pub created_at: u64,
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Device")
+            .field("otp_type", &self.otp_type)
+            .field("algorithm", &self.algorithm)
+            .field("digits", &self.digits)
+            .field("period", &self.period)
+            .field("next_counter", &self.next_counter)
+            .field("last_step", &self.last_step)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A source (remote IP, or `local:TTY`) from which a code was accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustedSource {
+    pub source: String,
+    pub at: u64,
+}
+
+/// Everything mfad knows of one account.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UserRecord {
+    pub user: String,
+    pub device: Option<Device>,
+    /// A set-up in progress; never replaces `device` until confirmed.
+    pub pending: Option<Device>,
+    /// Level to apply when the pending set-up completes.
+    pub pending_level: Option<ChallengeLevel>,
+    /// None: the configured default.
+    pub level: Option<ChallengeLevel>,
+    /// Super-user approval of the current device.
+    pub approved: bool,
+    pub failures: u32,
+    pub locked_until: Option<u64>,
+    /// A wrong code was given since the last success (adaptive level asks).
+    pub failed_since_success: bool,
+    pub last_success: Option<u64>,
+    pub last_source: Option<String>,
+    /// Most recent first, bounded.
+    pub trusted_sources: Vec<TrustedSource>,
+    /// Salted hashes of unused recovery codes.
+    pub recovery_hashes: Vec<String>,
+}
+
+impl UserRecord {
+    pub fn new(user: &str) -> Self {
+        UserRecord { user: user.to_string(), ..Default::default() }
+    }
+
+    pub fn is_enrolled(&self) -> bool {
+        self.device.is_some()
+    }
+
+    pub fn is_locked(&self, now: u64) -> bool {
+        self.locked_until.is_some_and(|until| until > now)
+    }
+}
+
+/// What an update does with the record it was shown.
+#[derive(Debug)]
+pub enum Change {
+    Keep,
+    Put(UserRecord),
+    Delete,
+}
+
+/// A runtime IP rule (`mfactl ip add`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredIpRule {
+    pub id: i64,
+    pub cidr: String,
+    pub bypass_2fa: bool,
+    pub expires_at: Option<u64>,
+}
+
+pub trait Store: Send + Sync {
+    fn get_user(&self, user: &str) -> Result<Option<UserRecord>, StoreError>;
+
+    /// Atomic read-modify-write of one user's record. `change` may be called
+    /// more than once if the backend retries; it must not have side effects
+    /// other than computing its answer.
+    fn update_user(
+        &self,
+        user: &str,
+        change: &mut dyn FnMut(Option<&UserRecord>) -> Change,
+    ) -> Result<(), StoreError>;
+
+    /// Every record, ordered by user name.
+    fn list_users(&self) -> Result<Vec<UserRecord>, StoreError>;
+
+    fn add_ip_rule(&self, cidr: &str, bypass_2fa: bool, expires_at: Option<u64>) -> Result<i64, StoreError>;
+    fn list_ip_rules(&self) -> Result<Vec<StoredIpRule>, StoreError>;
+    /// False when there was no such rule.
+    fn remove_ip_rule(&self, id: i64) -> Result<bool, StoreError>;
+}
+
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&data_encoding::HEXLOWER.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        data_encoding::HEXLOWER.decode(text.as_bytes()).map_err(serde::de::Error::custom)
+    }
+}
