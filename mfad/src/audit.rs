@@ -27,7 +27,9 @@ pub struct Audit {
 
 impl Audit {
     pub fn new(socket_path: PathBuf) -> Self {
-        let socket = UnixDatagram::unbound().ok();
+        // Non-blocking: a stalled syslog must never stall a login; a line it
+        // cannot take goes to stderr instead.
+        let socket = UnixDatagram::unbound().ok().filter(|s| s.set_nonblocking(true).is_ok());
         Audit { socket_path, socket, pid: std::process::id() }
     }
 
@@ -111,6 +113,18 @@ mod tests {
         assert!(!line.contains('\n'));
         assert!(line.contains("user=eve?mfad:_decision_user=root_outcome=success service=sshd"), "{line}");
         assert!(line.contains("reason=\"wrong code\""));
+    }
+
+    #[test]
+    fn a_stalled_syslog_never_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let _never_read = UnixDatagram::bind(&path).unwrap();
+        let audit = Audit::new(path);
+        // Far more than the kernel queues for an unread datagram socket.
+        for i in 0..2000 {
+            audit.event(Severity::Info, &format!("line {i}"));
+        }
     }
 
     #[test]

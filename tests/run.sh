@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: installs what it needs, builds,
+# lints, and runs every unit and end-to-end test. Run as root on Debian 12.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+  oathtool zbar-tools            # codes and QR decoding checked by outside tools
+  libpam0g-dev libclang-dev      # pam-bindings links libpam; pam-client builds with bindgen
+  pamtester libpam-wrapper       # PAM stacks of the tests' own, without touching /etc/pam.d
+  openssh-server openssh-client  # sshd under a symlinked name, keyboard-interactive
+  sudo expect util-linux passwd  # sudo -S, su, setpriv, useradd
+  systemd                        # systemd-analyze verify for the unit file
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "== installing: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+echo "== build"
+cargo build --workspace --all-targets --locked
+echo "== clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== tests"
+cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}"
