@@ -103,6 +103,7 @@ impl UserRecord {
 
 /// What an update does with the record it was shown.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // short-lived, never stored in bulk
 pub enum Change {
     Keep,
     Put(UserRecord),

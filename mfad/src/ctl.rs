@@ -1,0 +1,2029 @@
+//! `mfactl`, the command-line client of mfad (SPEC section 11).
+//!
+//! All logic lives here so it can be tested; `bin/mfactl.rs` only calls
+//! [`main`]. Every command is one request (the interactive set-up a few),
+//! each over a fresh connection: a person may take minutes to type a code,
+//! and the daemon is free to drop idle connections meanwhile.
+//!
+//! Output is either human text or, with `--json`, exactly one JSON document
+//! on stdout (errors included: `{"error": {"kind": ..., "message": ...}}`).
+//! Errors also go to stderr as one line `mfactl: MESSAGE`.
+
+use std::ffi::OsString;
+use std::io::{self, BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use mfa_shared::{
+    ChallengeLevel, Client, ClientError, Code, DEFAULT_SOCKET, EnrollmentState, ErrorKind,
+    IpRuleInfo, OtpType, Request, Response, SetupInfo, UserStatus,
+};
+use serde_json::{Value, json};
+
+/// Exit status: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit status: any other failure.
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit status: bad command line (clap's own code).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit status: mfad refused the request for this caller.
+pub const EXIT_PERMISSION: u8 = 3;
+/// Exit status: no such user or rule.
+pub const EXIT_NOT_FOUND: u8 = 4;
+/// Exit status: the code was wrong, replayed, or the account is locked.
+pub const EXIT_INVALID_CODE: u8 = 5;
+/// Exit status: mfad could not be reached or did not answer in time.
+pub const EXIT_UNREACHABLE: u8 = 6;
+
+/// How many wrong codes the interactive set-up accepts before giving up.
+pub const SETUP_ATTEMPTS: u32 = 3;
+
+const AFTER_HELP: &str = "\
+Self-service commands act on the caller; root may add --user USER to act as
+that user would. `user` and `ip` commands and `reload` need root or the
+admin_group of mfad.toml.
+
+The socket is --socket, else $MFAD_SOCKET, else /run/mfad/mfad.sock.
+
+Exit status:
+  0  success
+  1  failure (other than below)
+  2  usage error
+  3  permission denied
+  4  not found (user, rule)
+  5  invalid code (wrong, already used, or account locked)
+  6  mfad unreachable or not answering";
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "mfactl",
+    version,
+    about = "Manage two-factor authentication (mfad): your own device, or as an administrator every account",
+    after_help = AFTER_HELP
+)]
+pub struct Cli {
+    /// mfad's socket [env: MFAD_SOCKET] [default: /run/mfad/mfad.sock]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    /// Print exactly one JSON document on stdout (errors too)
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Seconds to wait for mfad to accept and to answer each request (give it
+    /// before the subcommand: `ip add` has its own --timeout)
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..=86400)
+    )]
+    pub timeout: u64,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show your two-factor settings
+    Status {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Set up a device (interactive), or complete a pending set-up with --confirm
+    Setup {
+        #[command(flatten)]
+        options: SetupOptions,
+        /// A code from the device already set up (needed to replace it)
+        #[arg(long, value_name = "CURRENT", conflicts_with = "confirm")]
+        code: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Set how often a code is asked
+    Level {
+        #[arg(value_enum)]
+        level: LevelArg,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Remove your device (two-factor authentication off)
+    Disable {
+        /// A current code from the device
+        #[arg(long, value_name = "CODE")]
+        code: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Issue a fresh set of recovery codes (the old ones stop working)
+    RecoveryCodes {
+        /// A current code from the device
+        #[arg(long, value_name = "CODE")]
+        code: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Check a code (for scripts and screen lockers); it counts as a use
+    Verify {
+        /// The code to check
+        #[arg(long, value_name = "CODE")]
+        code: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Administer accounts
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Administer IP bypass rules
+    #[command(subcommand)]
+    Ip(IpCommand),
+    /// Make mfad re-read its configuration file (like SIGHUP)
+    Reload,
+}
+
+/// `--user` of the self-service commands.
+#[derive(Debug, Args)]
+pub struct Target {
+    /// Act on USER as that user would (root only)
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+}
+
+/// Options shared by `setup` and `user setup`.
+#[derive(Debug, Args)]
+pub struct SetupOptions {
+    /// OTP type (asked when not given)
+    #[arg(long = "type", value_enum, value_name = "TYPE")]
+    pub otp_type: Option<TypeArg>,
+    /// Show the secret to type in by hand instead of asking about a QR code
+    #[arg(long)]
+    pub no_barcode: bool,
+    /// Challenge level to set with the new device
+    #[arg(long, value_enum, value_name = "LEVEL")]
+    pub level: Option<LevelArg>,
+    /// Complete a pending set-up with a code from the new device
+    #[arg(long, value_name = "CODE", conflicts_with_all = ["otp_type", "no_barcode", "level"])]
+    pub confirm: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// List every account with a record
+    List,
+    /// Show an account's settings
+    Show { user: String },
+    /// Set up a device for USER (interactive), or complete it with --confirm
+    Setup {
+        user: String,
+        #[command(flatten)]
+        options: SetupOptions,
+    },
+    /// Remove USER's device
+    Disable { user: String },
+    /// Set USER's challenge level
+    Level {
+        user: String,
+        #[arg(value_enum)]
+        level: LevelArg,
+    },
+    /// Print USER's check value (the code at counter 0)
+    Verify { user: String },
+    /// Approve USER's device for super-user functions
+    Authorize {
+        user: String,
+        /// A current code from USER's device
+        #[arg(long, value_name = "CODE")]
+        code: String,
+    },
+    /// Withdraw USER's super-user approval
+    Revoke { user: String },
+    /// Clear USER's failure count and lock
+    Unlock { user: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IpCommand {
+    /// Add a runtime rule for a network (CIDR) or a single address
+    Add {
+        /// Network, e.g. 192.0.2.0/24 or 2001:db8::/32; a bare address is one host
+        #[arg(value_parser = parse_cidr, value_name = "CIDR")]
+        cidr: String,
+        /// Logins from this network need no code
+        #[arg(long)]
+        bypass_2fa: bool,
+        /// Lifetime of the rule, e.g. 90s, 15m, 8h, 7d (default: until removed)
+        #[arg(long, value_name = "DURATION", value_parser = parse_lifetime)]
+        timeout: Option<u64>,
+    },
+    /// List every rule, from the config file and runtime
+    List,
+    /// Remove a runtime rule
+    Remove {
+        /// The rule's id, as `ip list` shows it
+        id: i64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TypeArg {
+    /// Time-based (TOTP), recommended
+    Totp,
+    /// Counter-based (HOTP)
+    Hotp,
+}
+
+impl From<TypeArg> for OtpType {
+    fn from(arg: TypeArg) -> Self {
+        match arg {
+            TypeArg::Totp => OtpType::Totp,
+            TypeArg::Hotp => OtpType::Hotp,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LevelArg {
+    /// A code at every login
+    Always,
+    /// A code when the source is not trusted
+    Adaptive,
+    /// A code only for super-user functions
+    Superuser,
+}
+
+impl From<LevelArg> for ChallengeLevel {
+    fn from(arg: LevelArg) -> Self {
+        match arg {
+            LevelArg::Always => ChallengeLevel::Always,
+            LevelArg::Adaptive => ChallengeLevel::Adaptive,
+            LevelArg::Superuser => ChallengeLevel::Superuser,
+        }
+    }
+}
+
+/// Validate a network on the command line; the text is sent as typed.
+fn parse_cidr(text: &str) -> Result<String, String> {
+    mfa_shared::config::Cidr::parse(text)?;
+    Ok(text.trim().to_owned())
+}
+
+/// "90s", "15m", "8h", "7d" (a bare number is seconds) into seconds.
+pub fn parse_lifetime(text: &str) -> Result<u64, String> {
+    let secs = mfa_shared::config::parse_duration(text)?.as_secs();
+    if secs == 0 {
+        return Err("the timeout must be longer than zero".to_owned());
+    }
+    Ok(secs)
+}
+
+/// Why mfactl failed; picks the exit status and the JSON error kind.
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The code was refused too often during an interactive set-up.
+    #[error("{0}")]
+    SetupPending(String),
+    /// Standard input ended or failed while a question was asked.
+    #[error("{0}")]
+    Input(String),
+    /// Writing the output failed (e.g. a closed pipe).
+    #[error("cannot write output: {0}")]
+    Output(#[from] io::Error),
+    /// mfad answered with a response that does not fit the request.
+    #[error("unexpected answer from mfad ({0})")]
+    Unexpected(&'static str),
+}
+
+impl CtlError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CtlError::Client(ClientError::Connect { .. } | ClientError::TimedOut) => {
+                EXIT_UNREACHABLE
+            }
+            CtlError::Client(ClientError::Daemon { kind, .. }) => match kind {
+                ErrorKind::PermissionDenied => EXIT_PERMISSION,
+                ErrorKind::NotFound => EXIT_NOT_FOUND,
+                ErrorKind::InvalidCode => EXIT_INVALID_CODE,
+                _ => EXIT_FAILURE,
+            },
+            CtlError::SetupPending(_) => EXIT_INVALID_CODE,
+            _ => EXIT_FAILURE,
+        }
+    }
+
+    /// The `kind` of the JSON error: mfad's error kinds as on the wire, or
+    /// mfactl's own (`unreachable`, `timed_out`, `protocol`, `version`,
+    /// `input`, `output`).
+    pub fn kind(&self) -> String {
+        match self {
+            CtlError::Client(ClientError::Connect { .. }) => "unreachable".into(),
+            CtlError::Client(ClientError::TimedOut) => "timed_out".into(),
+            CtlError::Client(ClientError::Frame(_)) => "protocol".into(),
+            CtlError::Client(ClientError::Version(_)) => "version".into(),
+            CtlError::Client(ClientError::Daemon { kind, .. }) => error_kind_name(*kind),
+            CtlError::SetupPending(_) => "invalid_code".into(),
+            CtlError::Input(_) => "input".into(),
+            CtlError::Output(_) => "output".into(),
+            CtlError::Unexpected(_) => "protocol".into(),
+        }
+    }
+}
+
+fn error_kind_name(kind: ErrorKind) -> String {
+    match serde_json::to_value(kind) {
+        Ok(Value::String(name)) => name,
+        _ => format!("{kind:?}"),
+    }
+}
+
+/// The JSON document printed for an error.
+pub fn error_json(kind: &str, message: &str) -> Value {
+    json!({ "error": { "kind": kind, "message": message } })
+}
+
+/// A way to reach mfad: one connection per request.
+#[derive(Debug, Clone)]
+pub struct Daemon {
+    pub socket: PathBuf,
+    pub timeout: Duration,
+}
+
+impl Daemon {
+    /// Send one request; mfad's error responses come back as `Err`.
+    pub fn call(&self, request: Request) -> Result<Response, ClientError> {
+        Client::connect(&self.socket, self.timeout)?.call(request)
+    }
+}
+
+/// The socket to use: `--socket`, else `$MFAD_SOCKET` (when not empty),
+/// else the default.
+pub fn socket_path(arg: Option<PathBuf>, env: Option<OsString>) -> PathBuf {
+    arg.or_else(|| env.filter(|v| !v.is_empty()).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
+}
+
+/// The binary's entry point.
+pub fn main() -> ExitCode {
+    let stdin = io::stdin();
+    let mut input = stdin.lock();
+    let mut out = io::stdout().lock();
+    let mut err = io::stderr().lock();
+    let status = run(
+        std::env::args_os(),
+        std::env::var_os("MFAD_SOCKET"),
+        &mut input,
+        &mut out,
+        &mut err,
+    );
+    ExitCode::from(status)
+}
+
+/// Parse `args` (program name first), run the command, print its result and
+/// return the exit status.
+pub fn run<I, T>(
+    args: I,
+    env_socket: Option<OsString>,
+    input: &mut dyn BufRead,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e, args.iter().any(|a| a == "--json"), out, err),
+    };
+    let json = cli.json;
+    match execute(cli, env_socket, input, out) {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            let message = one_line(&e.to_string());
+            if json {
+                let _ = writeln!(out, "{}", error_json(&e.kind(), &message));
+            }
+            let _ = writeln!(err, "mfactl: {message}");
+            let _ = out.flush();
+            e.exit_code()
+        }
+    }
+}
+
+fn usage_error(e: &clap::Error, json: bool, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    use clap::error::ErrorKind as K;
+    let text = e.render().to_string();
+    let code = u8::try_from(e.exit_code()).unwrap_or(EXIT_USAGE);
+    if matches!(e.kind(), K::DisplayHelp | K::DisplayVersion) {
+        let _ = write!(out, "{text}");
+    } else {
+        if json {
+            let first = text.lines().next().unwrap_or("usage error");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            let _ = writeln!(out, "{}", error_json("usage", first));
+        }
+        let _ = write!(err, "{text}");
+    }
+    let _ = out.flush();
+    code
+}
+
+/// Messages from mfad or the OS on one line.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn execute(
+    cli: Cli,
+    env_socket: Option<OsString>,
+    input: &mut dyn BufRead,
+    out: &mut dyn Write,
+) -> Result<(), CtlError> {
+    let daemon = Daemon {
+        socket: socket_path(cli.socket, env_socket),
+        timeout: Duration::from_secs(cli.timeout),
+    };
+    let json = cli.json;
+    match cli.command {
+        Command::Setup {
+            options,
+            code,
+            target,
+        } => {
+            let plan = SetupPlan::new(target.user, &options, code.map(Code::new), false);
+            setup(&daemon, plan, options.confirm, json, input, out)
+        }
+        Command::User(UserCommand::Setup { user, options }) => {
+            let plan = SetupPlan::new(Some(user), &options, None, true);
+            setup(&daemon, plan, options.confirm, json, input, out)
+        }
+        other => {
+            let (request, done) = simple_request(other)?;
+            let response = daemon.call(request)?;
+            print_response(response, json, &done, out)
+        }
+    }
+}
+
+/// What to print on a bare `Ok` for each command.
+type DoneText = String;
+
+/// The request of every command but `setup`, and the text for its `Ok`.
+fn simple_request(command: Command) -> Result<(Request, DoneText), CtlError> {
+    let for_user = |user: &Option<String>| match user {
+        Some(user) => format!(" for {user}"),
+        None => String::new(),
+    };
+    Ok(match command {
+        Command::Status { target } => (Request::Status { user: target.user }, String::new()),
+        Command::Level { level, target } => {
+            let level = ChallengeLevel::from(level);
+            let done = format!("Challenge level set to {level}{}.", for_user(&target.user));
+            (
+                Request::SetLevel {
+                    user: target.user,
+                    level,
+                },
+                done,
+            )
+        }
+        Command::Disable { code, target } => {
+            let done = format!(
+                "Two-factor authentication is disabled{}.",
+                for_user(&target.user)
+            );
+            (
+                Request::Disable {
+                    user: target.user,
+                    code: Some(Code::new(code)),
+                },
+                done,
+            )
+        }
+        Command::RecoveryCodes { code, target } => (
+            Request::RecoveryCodes {
+                user: target.user,
+                code: Code::new(code),
+            },
+            String::new(),
+        ),
+        Command::Verify { code, target } => (
+            Request::VerifyCode {
+                user: target.user,
+                code: Code::new(code),
+            },
+            "Code accepted.".into(),
+        ),
+        Command::User(command) => match command {
+            UserCommand::List => (Request::ListUsers, String::new()),
+            UserCommand::Show { user } => (Request::Status { user: Some(user) }, String::new()),
+            UserCommand::Disable { user } => {
+                let done = format!("Two-factor authentication is disabled for {user}.");
+                (
+                    Request::Disable {
+                        user: Some(user),
+                        code: None,
+                    },
+                    done,
+                )
+            }
+            UserCommand::Level { user, level } => {
+                let level = ChallengeLevel::from(level);
+                let done = format!("Challenge level set to {level} for {user}.");
+                (
+                    Request::SetLevel {
+                        user: Some(user),
+                        level,
+                    },
+                    done,
+                )
+            }
+            UserCommand::Verify { user } => (Request::CheckValue { user }, String::new()),
+            UserCommand::Authorize { user, code } => {
+                let done = format!("{user} is approved for super-user functions.");
+                (
+                    Request::Authorize {
+                        user,
+                        code: Code::new(code),
+                    },
+                    done,
+                )
+            }
+            UserCommand::Revoke { user } => {
+                let done = format!("Super-user approval withdrawn for {user}.");
+                (Request::Revoke { user }, done)
+            }
+            UserCommand::Unlock { user } => {
+                let done = format!("{user} is unlocked.");
+                (Request::Unlock { user }, done)
+            }
+            UserCommand::Setup { .. } => return Err(CtlError::Unexpected("setup")),
+        },
+        Command::Ip(command) => match command {
+            IpCommand::Add {
+                cidr,
+                bypass_2fa,
+                timeout,
+            } => (
+                Request::IpAdd {
+                    cidr,
+                    bypass_2fa,
+                    timeout_secs: timeout,
+                },
+                String::new(),
+            ),
+            IpCommand::List => (Request::IpList, String::new()),
+            IpCommand::Remove { id } => {
+                (Request::IpRemove { id }, format!("IP rule {id} removed."))
+            }
+        },
+        Command::Reload => (Request::Reload, "mfad reloaded its configuration.".into()),
+        Command::Setup { .. } => return Err(CtlError::Unexpected("setup")),
+    })
+}
+
+fn response_name(response: &Response) -> &'static str {
+    match response {
+        Response::Ok { .. } => "ok",
+        Response::Error { .. } => "error",
+        Response::Auth(_) => "auth",
+        Response::Status(_) => "status",
+        Response::SetupStarted { .. } => "setup_started",
+        Response::SetupCompleted { .. } => "setup_completed",
+        Response::RecoveryCodes { .. } => "recovery_codes",
+        Response::Users { .. } => "users",
+        Response::CheckValue { .. } => "check_value",
+        Response::IpRuleAdded { .. } => "ip_rule_added",
+        Response::IpRules { .. } => "ip_rules",
+    }
+}
+
+/// The JSON document for a successful response: its payload, without the
+/// protocol's tag.
+pub fn response_json(response: &Response) -> Result<Value, CtlError> {
+    let to_value =
+        |v: Result<Value, serde_json::Error>| v.map_err(|_| CtlError::Unexpected("unencodable"));
+    Ok(match response {
+        Response::Ok { message } => json!({ "ok": true, "message": message }),
+        Response::Status(status) => to_value(serde_json::to_value(status))?,
+        Response::SetupStarted { setup } => to_value(serde_json::to_value(setup))?,
+        Response::SetupCompleted { recovery_codes }
+        | Response::RecoveryCodes { recovery_codes } => {
+            json!({ "recovery_codes": recovery_codes })
+        }
+        Response::Users { users } => json!({ "users": users }),
+        Response::CheckValue { user, value } => json!({ "user": user, "value": value }),
+        Response::IpRuleAdded { id } => json!({ "id": id }),
+        Response::IpRules { rules } => json!({ "rules": rules }),
+        other => return Err(CtlError::Unexpected(response_name(other))),
+    })
+}
+
+fn print_response(
+    response: Response,
+    json: bool,
+    done: &str,
+    out: &mut dyn Write,
+) -> Result<(), CtlError> {
+    if json {
+        let value = response_json(&response)?;
+        writeln!(out, "{value}")?;
+        out.flush()?;
+        return Ok(());
+    }
+    match response {
+        Response::Ok { message } => {
+            let text = message
+                .filter(|m| !m.trim().is_empty())
+                .unwrap_or_else(|| done.to_owned());
+            if !text.is_empty() {
+                writeln!(out, "{text}")?;
+            }
+        }
+        Response::Status(status) => write!(out, "{}", format_status(&status))?,
+        Response::SetupCompleted { recovery_codes } => {
+            writeln!(out, "Two-factor authentication is enabled.")?;
+            write!(out, "{}", format_recovery_codes(&recovery_codes))?;
+        }
+        Response::RecoveryCodes { recovery_codes } => {
+            write!(out, "{}", format_recovery_codes(&recovery_codes))?
+        }
+        Response::Users { users } => write!(out, "{}", format_users(&users))?,
+        Response::CheckValue { value, .. } => writeln!(out, "{value}")?,
+        Response::IpRuleAdded { id } => writeln!(out, "IP rule {id} added.")?,
+        Response::IpRules { rules } => write!(out, "{}", format_rules(&rules))?,
+        other => return Err(CtlError::Unexpected(response_name(&other))),
+    }
+    out.flush()?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- set-up
+
+/// An interactive or `--json` set-up, as asked on the command line.
+#[derive(Debug, Clone)]
+pub struct SetupPlan {
+    pub user: Option<String>,
+    /// None: ask.
+    pub otp_type: Option<OtpType>,
+    pub level: Option<ChallengeLevel>,
+    /// A code from the device already set up.
+    pub current_code: Option<Code>,
+    /// None: ask; Some(false) with --no-barcode.
+    pub barcode: Option<bool>,
+    /// `user setup USER` (an administrator): no current code is asked.
+    pub admin: bool,
+}
+
+impl SetupPlan {
+    fn new(
+        user: Option<String>,
+        options: &SetupOptions,
+        current_code: Option<Code>,
+        admin: bool,
+    ) -> Self {
+        SetupPlan {
+            user,
+            otp_type: options.otp_type.map(OtpType::from),
+            level: options.level.map(ChallengeLevel::from),
+            current_code,
+            barcode: if options.no_barcode {
+                Some(false)
+            } else {
+                None
+            },
+            admin,
+        }
+    }
+
+    /// The command that completes this set-up later.
+    fn confirm_hint(&self) -> String {
+        match (&self.user, self.admin) {
+            (Some(user), true) => format!("mfactl user setup {user} --confirm CODE"),
+            (Some(user), false) => format!("mfactl setup --user {user} --confirm CODE"),
+            (None, _) => "mfactl setup --confirm CODE".to_owned(),
+        }
+    }
+}
+
+fn setup(
+    daemon: &Daemon,
+    plan: SetupPlan,
+    confirm: Option<String>,
+    json: bool,
+    input: &mut dyn BufRead,
+    out: &mut dyn Write,
+) -> Result<(), CtlError> {
+    if let Some(code) = confirm {
+        let response = daemon.call(Request::SetupConfirm {
+            user: plan.user,
+            code: Code::new(code),
+        })?;
+        return print_response(response, json, "", out);
+    }
+    if json {
+        let response = daemon.call(Request::SetupBegin {
+            user: plan.user,
+            otp_type: plan.otp_type,
+            level: plan.level,
+            current_code: plan.current_code,
+        })?;
+        return match response {
+            Response::SetupStarted { .. } => print_response(response, true, "", out),
+            other => Err(CtlError::Unexpected(response_name(&other))),
+        };
+    }
+    interactive_setup(daemon, plan, input, out)
+}
+
+/// Write `prompt`, read one line, trimmed. End of input is an error.
+fn ask(input: &mut dyn BufRead, out: &mut dyn Write, prompt: &str) -> Result<String, CtlError> {
+    write!(out, "{prompt}")?;
+    out.flush()?;
+    let mut line = String::new();
+    let read = input
+        .read_line(&mut line)
+        .map_err(|e| CtlError::Input(format!("cannot read standard input: {e}")))?;
+    if read == 0 {
+        // The answer would have gone on the prompt's line.
+        writeln!(out)?;
+        return Err(CtlError::Input(
+            "no answer: standard input ended".to_owned(),
+        ));
+    }
+    Ok(line.trim().to_owned())
+}
+
+fn ask_barcode(input: &mut dyn BufRead, out: &mut dyn Write) -> Result<bool, CtlError> {
+    loop {
+        let answer = ask(
+            input,
+            out,
+            "Does your device support scanning a barcode? [y/n] ",
+        )?;
+        match answer.to_ascii_lowercase().as_str() {
+            "y" | "yes" => return Ok(true),
+            "n" | "no" => return Ok(false),
+            _ => writeln!(out, "Please answer y or n.")?,
+        }
+    }
+}
+
+fn ask_type(input: &mut dyn BufRead, out: &mut dyn Write) -> Result<OtpType, CtlError> {
+    loop {
+        let answer = ask(input, out, "Time-based or counter-based? [t/c] ")?;
+        match answer.to_ascii_lowercase().as_str() {
+            "" | "t" | "time" | "time-based" | "totp" => return Ok(OtpType::Totp),
+            "c" | "counter" | "counter-based" | "hotp" => return Ok(OtpType::Hotp),
+            _ => writeln!(
+                out,
+                "Please answer t (time-based, recommended) or c (counter-based)."
+            )?,
+        }
+    }
+}
+
+/// The secret and parameters to type into an app by hand.
+pub fn format_manual_entry(info: &SetupInfo) -> String {
+    let mut text = String::from("Enter this key in your authenticator app:\n\n");
+    text.push_str(&format!(
+        "    {}\n\n",
+        mfa_shared::otp::group_secret(&info.secret)
+    ));
+    let kind = match info.otp_type {
+        OtpType::Totp => "time-based (TOTP)",
+        OtpType::Hotp => "counter-based (HOTP)",
+    };
+    let mut rows = vec![
+        ("account", info.user.clone()),
+        ("type", kind.to_owned()),
+        ("algorithm", info.algorithm.to_string()),
+        ("digits", info.digits.to_string()),
+    ];
+    match info.otp_type {
+        OtpType::Totp => rows.push(("period", format!("{} seconds", info.period))),
+        OtpType::Hotp => rows.push(("starting counter", info.counter.to_string())),
+    }
+    text.push_str(&format_fields(&rows, "  "));
+    text
+}
+
+/// The QR code and the URI, or the manual entry when no QR code fits.
+fn format_barcode(info: &SetupInfo) -> String {
+    match mfa_shared::qr::render_terminal(&info.uri) {
+        Ok(qr) => format!(
+            "Scan this QR code with your authenticator app:\n\n{qr}\nOr open this URI on the device:\n{}\n",
+            info.uri
+        ),
+        Err(e) => format!("(no QR code: {e})\n{}", format_manual_entry(info)),
+    }
+}
+
+/// The interactive set-up: questions, SetupBegin, the QR code or the secret,
+/// then codes until one completes the set-up (at most [`SETUP_ATTEMPTS`]).
+pub fn interactive_setup(
+    daemon: &Daemon,
+    plan: SetupPlan,
+    input: &mut dyn BufRead,
+    out: &mut dyn Write,
+) -> Result<(), CtlError> {
+    let mut current_code = plan.current_code.clone();
+    if !plan.admin && current_code.is_none() {
+        // Replacing an enabled device needs a code from it.
+        match daemon.call(Request::Status {
+            user: plan.user.clone(),
+        })? {
+            Response::Status(status) if status.state == EnrollmentState::Enabled => {
+                writeln!(
+                    out,
+                    "A device is already set up; setting up a new one replaces it."
+                )?;
+                let code = loop {
+                    let code = ask(input, out, "Enter a code from your current device: ")?;
+                    if !code.is_empty() {
+                        break code;
+                    }
+                };
+                current_code = Some(Code::new(code));
+            }
+            Response::Status(_) => {}
+            other => return Err(CtlError::Unexpected(response_name(&other))),
+        }
+    }
+    let barcode = match plan.barcode {
+        Some(barcode) => barcode,
+        None => ask_barcode(input, out)?,
+    };
+    let otp_type = match plan.otp_type {
+        Some(otp_type) => otp_type,
+        None => ask_type(input, out)?,
+    };
+    let info = match daemon.call(Request::SetupBegin {
+        user: plan.user.clone(),
+        otp_type: Some(otp_type),
+        level: plan.level,
+        current_code,
+    })? {
+        Response::SetupStarted { setup } => setup,
+        other => return Err(CtlError::Unexpected(response_name(&other))),
+    };
+    writeln!(out)?;
+    if barcode {
+        write!(out, "{}", format_barcode(&info))?;
+    } else {
+        write!(out, "{}", format_manual_entry(&info))?;
+    }
+    writeln!(out)?;
+
+    let pending = |why: &str| {
+        format!(
+            "{why}; the set-up stays pending and can be completed with `{}`",
+            plan.confirm_hint()
+        )
+    };
+    let mut attempts = 0;
+    while attempts < SETUP_ATTEMPTS {
+        let code = match ask(
+            input,
+            out,
+            "Enter the code from your device to complete setup: ",
+        ) {
+            Ok(code) => code,
+            Err(CtlError::Input(why)) => return Err(CtlError::Input(pending(&why))),
+            Err(e) => return Err(e),
+        };
+        if code.is_empty() {
+            continue;
+        }
+        attempts += 1;
+        match daemon.call(Request::SetupConfirm {
+            user: plan.user.clone(),
+            code: Code::new(code),
+        }) {
+            Ok(Response::SetupCompleted { recovery_codes }) => {
+                writeln!(out, "Two-factor authentication is enabled.")?;
+                write!(out, "{}", format_recovery_codes(&recovery_codes))?;
+                out.flush()?;
+                return Ok(());
+            }
+            Ok(other) => return Err(CtlError::Unexpected(response_name(&other))),
+            Err(ClientError::Daemon {
+                kind: ErrorKind::InvalidCode,
+                message,
+            }) => {
+                let message = one_line(&message);
+                if attempts < SETUP_ATTEMPTS {
+                    writeln!(
+                        out,
+                        "That code was not accepted ({message}). Please try again."
+                    )?;
+                } else {
+                    writeln!(out, "That code was not accepted ({message}).")?;
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(CtlError::SetupPending(pending(&format!(
+        "the code was not accepted {SETUP_ATTEMPTS} times"
+    ))))
+}
+
+// ---------------------------------------------------------------- formatting
+
+/// Unix seconds as "YYYY-MM-DD HH:MM:SS UTC".
+pub fn format_time(secs: u64) -> String {
+    format!("{} UTC", crate::timefmt::utc(secs))
+}
+
+/// "key: value" lines with the values aligned.
+fn format_fields(rows: &[(&str, String)], indent: &str) -> String {
+    let width = rows
+        .iter()
+        .map(|(k, _)| k.chars().count() + 1)
+        .max()
+        .unwrap_or(0);
+    let mut text = String::new();
+    for (key, value) in rows {
+        text.push_str(&format!("{indent}{:<width$} {value}\n", format!("{key}:")));
+    }
+    text
+}
+
+fn state_text(status: &UserStatus) -> String {
+    if status.pending && status.state == EnrollmentState::Enabled {
+        "enabled (a new device is pending confirmation)".to_owned()
+    } else {
+        status.state.as_str().to_owned()
+    }
+}
+
+fn level_text(status: &UserStatus) -> String {
+    if status.level_is_default {
+        format!("{} (default)", status.level)
+    } else {
+        status.level.to_string()
+    }
+}
+
+/// `status` / `user show`.
+pub fn format_status(status: &UserStatus) -> String {
+    let last_success = match (status.last_success, &status.last_source) {
+        (Some(time), Some(source)) => format!("{} from {source}", format_time(time)),
+        (Some(time), None) => format_time(time),
+        (None, _) => "never".to_owned(),
+    };
+    let rows = [
+        ("user", status.user.clone()),
+        ("state", state_text(status)),
+        (
+            "type",
+            status
+                .otp_type
+                .map_or_else(|| "-".to_owned(), |t| t.to_string()),
+        ),
+        ("level", level_text(status)),
+        (
+            "super-user approval",
+            if status.superuser_approved {
+                "granted"
+            } else {
+                "not granted"
+            }
+            .to_owned(),
+        ),
+        ("failures", status.failures.to_string()),
+        (
+            "locked until",
+            status
+                .locked_until
+                .map_or_else(|| "not locked".to_owned(), format_time),
+        ),
+        ("last success", last_success),
+        (
+            "recovery codes left",
+            status.recovery_codes_left.to_string(),
+        ),
+        (
+            "role policy",
+            status
+                .role_policy
+                .clone()
+                .unwrap_or_else(|| "none".to_owned()),
+        ),
+    ];
+    format_fields(&rows, "")
+}
+
+fn format_recovery_codes(codes: &[Code]) -> String {
+    if codes.is_empty() {
+        return String::new();
+    }
+    let mut text = String::from(
+        "\nRecovery codes: each works once in place of a code at login. They are shown\n\
+         only this once: store them somewhere safe, away from your device.\n\n",
+    );
+    for code in codes {
+        text.push_str(&format!("    {}\n", code.expose()));
+    }
+    text
+}
+
+/// Columns padded to their widest cell, two spaces apart.
+pub fn format_table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut text = String::new();
+        for (i, (cell, width)) in cells.iter().zip(&widths).enumerate() {
+            if i > 0 {
+                text.push_str("  ");
+            }
+            text.push_str(&format!("{cell:<width$}"));
+        }
+        text.truncate(text.trim_end().len());
+        text.push('\n');
+        text
+    };
+    let mut text = line(headers.to_vec());
+    for row in rows {
+        text.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    text
+}
+
+/// `user list`.
+pub fn format_users(users: &[UserStatus]) -> String {
+    if users.is_empty() {
+        return "No accounts.\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = users
+        .iter()
+        .map(|u| {
+            vec![
+                u.user.clone(),
+                if u.pending && u.state == EnrollmentState::Enabled {
+                    "enabled+pending".to_owned()
+                } else {
+                    u.state.as_str().to_owned()
+                },
+                u.otp_type.map_or_else(|| "-".to_owned(), |t| t.to_string()),
+                level_text(u),
+                if u.superuser_approved { "granted" } else { "-" }.to_owned(),
+                u.failures.to_string(),
+                u.locked_until.map_or_else(|| "-".to_owned(), format_time),
+                u.last_success
+                    .map_or_else(|| "never".to_owned(), format_time),
+                u.last_source.clone().unwrap_or_else(|| "-".to_owned()),
+            ]
+        })
+        .collect();
+    format_table(
+        &[
+            "USER",
+            "STATE",
+            "TYPE",
+            "LEVEL",
+            "SUPER-USER",
+            "FAILURES",
+            "LOCKED UNTIL",
+            "LAST SUCCESS",
+            "FROM",
+        ],
+        &rows,
+    )
+}
+
+/// `ip list`.
+pub fn format_rules(rules: &[IpRuleInfo]) -> String {
+    if rules.is_empty() {
+        return "No IP rules.\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = rules
+        .iter()
+        .map(|r| {
+            vec![
+                r.id.map_or_else(|| "-".to_owned(), |id| id.to_string()),
+                r.cidr.clone(),
+                if r.bypass_2fa { "yes" } else { "no" }.to_owned(),
+                r.source.clone(),
+                r.expires_at.map_or_else(|| "never".to_owned(), format_time),
+                if r.in_force { "yes" } else { "no" }.to_owned(),
+            ]
+        })
+        .collect();
+    format_table(
+        &["ID", "CIDR", "BYPASS", "SOURCE", "EXPIRES", "IN FORCE"],
+        &rows,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mfa_shared::frame::{read_frame, write_frame};
+    use mfa_shared::{Algorithm, RequestFrame, ResponseFrame};
+    use std::os::unix::net::UnixListener;
+    use std::sync::{Arc, Mutex};
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("mfactl").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    fn parse_err(args: &[&str]) -> clap::Error {
+        Cli::try_parse_from(std::iter::once("mfactl").chain(args.iter().copied())).unwrap_err()
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_before_and_after_the_subcommand() {
+        let before = parse(&["--socket", "/tmp/s", "--json", "status"]);
+        let after = parse(&["status", "--socket", "/tmp/s", "--json"]);
+        for cli in [before, after] {
+            assert_eq!(cli.socket, Some(PathBuf::from("/tmp/s")));
+            assert!(cli.json);
+            assert!(matches!(
+                cli.command,
+                Command::Status {
+                    target: Target { user: None }
+                }
+            ));
+        }
+        let nested = parse(&["user", "show", "alice", "--json"]);
+        assert!(nested.json);
+        assert!(
+            matches!(nested.command, Command::User(UserCommand::Show { ref user }) if user == "alice")
+        );
+        let mid = parse(&["ip", "--json", "list"]);
+        assert!(mid.json);
+        let plain = parse(&["status"]);
+        assert!(!plain.json);
+        assert_eq!(plain.socket, None);
+        assert_eq!(plain.timeout, 30);
+    }
+
+    #[test]
+    fn connection_timeout_and_rule_timeout_do_not_clash() {
+        let cli = parse(&[
+            "--timeout",
+            "5",
+            "ip",
+            "add",
+            "10.0.0.0/8",
+            "--timeout",
+            "8h",
+            "--bypass-2fa",
+        ]);
+        assert_eq!(cli.timeout, 5);
+        let (request, _) = simple_request(cli.command).unwrap();
+        assert_eq!(
+            request,
+            Request::IpAdd {
+                cidr: "10.0.0.0/8".into(),
+                bypass_2fa: true,
+                timeout_secs: Some(8 * 3600)
+            }
+        );
+        assert_eq!(
+            parse_err(&["--timeout", "0", "status"]).kind(),
+            clap::error::ErrorKind::ValueValidation
+        );
+    }
+
+    #[test]
+    fn user_flag_goes_into_the_request() {
+        let cli = parse(&["level", "always", "--user", "bob"]);
+        let (request, _) = simple_request(cli.command).unwrap();
+        assert_eq!(
+            request,
+            Request::SetLevel {
+                user: Some("bob".into()),
+                level: ChallengeLevel::Always
+            }
+        );
+        let cli = parse(&["status", "--user", "bob"]);
+        let (request, _) = simple_request(cli.command).unwrap();
+        assert_eq!(
+            request,
+            Request::Status {
+                user: Some("bob".into())
+            }
+        );
+        let cli = parse(&["verify", "--code", "123 456", "--user", "carol"]);
+        let (request, _) = simple_request(cli.command).unwrap();
+        assert_eq!(
+            request,
+            Request::VerifyCode {
+                user: Some("carol".into()),
+                code: Code::new("123 456")
+            }
+        );
+        let cli = parse(&["disable", "--code", "111111"]);
+        let (request, _) = simple_request(cli.command).unwrap();
+        assert_eq!(
+            request,
+            Request::Disable {
+                user: None,
+                code: Some(Code::new("111111"))
+            }
+        );
+        assert!(parse_err(&["disable"]).kind() == clap::error::ErrorKind::MissingRequiredArgument);
+    }
+
+    #[test]
+    fn admin_commands_build_their_requests() {
+        let cases: Vec<(&[&str], Request)> = vec![
+            (&["user", "list"], Request::ListUsers),
+            (
+                &["user", "show", "al"],
+                Request::Status {
+                    user: Some("al".into()),
+                },
+            ),
+            (
+                &["user", "disable", "al"],
+                Request::Disable {
+                    user: Some("al".into()),
+                    code: None,
+                },
+            ),
+            (
+                &["user", "level", "al", "superuser"],
+                Request::SetLevel {
+                    user: Some("al".into()),
+                    level: ChallengeLevel::Superuser,
+                },
+            ),
+            (
+                &["user", "verify", "al"],
+                Request::CheckValue { user: "al".into() },
+            ),
+            (
+                &["user", "authorize", "al", "--code", "123456"],
+                Request::Authorize {
+                    user: "al".into(),
+                    code: Code::new("123456"),
+                },
+            ),
+            (
+                &["user", "revoke", "al"],
+                Request::Revoke { user: "al".into() },
+            ),
+            (
+                &["user", "unlock", "al"],
+                Request::Unlock { user: "al".into() },
+            ),
+            (
+                &["ip", "add", "192.0.2.7"],
+                Request::IpAdd {
+                    cidr: "192.0.2.7".into(),
+                    bypass_2fa: false,
+                    timeout_secs: None,
+                },
+            ),
+            (&["ip", "list"], Request::IpList),
+            (&["ip", "remove", "12"], Request::IpRemove { id: 12 }),
+            (&["reload"], Request::Reload),
+            (
+                &["recovery-codes", "--code", "654321"],
+                Request::RecoveryCodes {
+                    user: None,
+                    code: Code::new("654321"),
+                },
+            ),
+        ];
+        for (args, expected) in cases {
+            let (request, _) = simple_request(parse(args).command).unwrap();
+            assert_eq!(request, expected, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn setup_flags() {
+        let cli = parse(&[
+            "setup",
+            "--type",
+            "hotp",
+            "--no-barcode",
+            "--level",
+            "always",
+            "--code",
+            "123456",
+        ]);
+        let Command::Setup {
+            options,
+            code,
+            target,
+        } = cli.command
+        else {
+            panic!()
+        };
+        let plan = SetupPlan::new(target.user, &options, code.map(Code::new), false);
+        assert_eq!(plan.otp_type, Some(OtpType::Hotp));
+        assert_eq!(plan.barcode, Some(false));
+        assert_eq!(plan.level, Some(ChallengeLevel::Always));
+        assert_eq!(plan.current_code, Some(Code::new("123456")));
+        let cli = parse(&["setup", "--confirm", "123456", "--json"]);
+        let Command::Setup { options, .. } = cli.command else {
+            panic!()
+        };
+        assert_eq!(options.confirm.as_deref(), Some("123456"));
+        assert_eq!(
+            parse_err(&["setup", "--confirm", "1", "--type", "totp"]).kind(),
+            clap::error::ErrorKind::ArgumentConflict
+        );
+        assert_eq!(
+            parse_err(&["setup", "--type", "sms"]).kind(),
+            clap::error::ErrorKind::InvalidValue
+        );
+        let cli = parse(&[
+            "user", "setup", "dave", "--type", "totp", "--level", "adaptive",
+        ]);
+        let Command::User(UserCommand::Setup { user, options }) = cli.command else {
+            panic!()
+        };
+        assert_eq!(user, "dave");
+        assert_eq!(options.otp_type, Some(TypeArg::Totp));
+        assert_eq!(
+            parse_err(&["level", "sometimes"]).kind(),
+            clap::error::ErrorKind::InvalidValue
+        );
+    }
+
+    #[test]
+    fn durations_and_networks() {
+        assert_eq!(parse_lifetime("90s"), Ok(90));
+        assert_eq!(parse_lifetime("15m"), Ok(900));
+        assert_eq!(parse_lifetime("8h"), Ok(28_800));
+        assert_eq!(parse_lifetime("7d"), Ok(604_800));
+        assert_eq!(parse_lifetime("120"), Ok(120));
+        assert!(parse_lifetime("0s").is_err());
+        assert!(parse_lifetime("soon").is_err());
+        assert!(parse_lifetime("8w").is_err());
+        let cli = parse(&["ip", "add", "2001:db8::/32", "--timeout", "90s"]);
+        let (request, _) = simple_request(cli.command).unwrap();
+        assert_eq!(
+            request,
+            Request::IpAdd {
+                cidr: "2001:db8::/32".into(),
+                bypass_2fa: false,
+                timeout_secs: Some(90)
+            }
+        );
+        assert_eq!(
+            parse_err(&["ip", "add", "10.0.0.0/33"]).kind(),
+            clap::error::ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            parse_err(&["ip", "add", "example.com"]).kind(),
+            clap::error::ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            parse_err(&["ip", "add", "10.0.0.1", "--timeout", "forever"]).kind(),
+            clap::error::ErrorKind::ValueValidation
+        );
+    }
+
+    #[test]
+    fn socket_resolution() {
+        assert_eq!(socket_path(None, None), PathBuf::from(DEFAULT_SOCKET));
+        assert_eq!(socket_path(None, Some("/e".into())), PathBuf::from("/e"));
+        assert_eq!(
+            socket_path(None, Some("".into())),
+            PathBuf::from(DEFAULT_SOCKET)
+        );
+        assert_eq!(
+            socket_path(Some("/a".into()), Some("/e".into())),
+            PathBuf::from("/a")
+        );
+    }
+
+    #[test]
+    fn human_time() {
+        assert_eq!(format_time(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(format_time(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(format_time(1_700_000_000), "2023-11-14 22:13:20 UTC");
+        assert_eq!(format_time(1_709_251_199), "2024-02-29 23:59:59 UTC");
+        assert_eq!(format_time(4_102_444_800), "2100-01-01 00:00:00 UTC");
+        assert_eq!(format_time(253_402_300_799), "9999-12-31 23:59:59 UTC");
+        // Absurd values still format rather than panic.
+        assert!(format_time(u64::MAX).ends_with(" UTC"));
+    }
+
+    fn sample_status() -> UserStatus {
+        UserStatus {
+            user: "alice".into(),
+            state: EnrollmentState::Enabled,
+            otp_type: Some(OtpType::Totp),
+            pending: false,
+            level: ChallengeLevel::Adaptive,
+            level_is_default: true,
+            superuser_approved: true,
+            failures: 2,
+            locked_until: None,
+            last_success: Some(1_700_000_000),
+            last_source: Some("192.0.2.1".into()),
+            recovery_codes_left: 9,
+            role_policy: Some("require".into()),
+        }
+    }
+
+    #[test]
+    fn status_lines_are_aligned() {
+        let text = format_status(&sample_status());
+        assert!(
+            text.contains("level:               adaptive (default)\n"),
+            "{text}"
+        );
+        assert!(text.contains("super-user approval: granted\n"), "{text}");
+        assert!(text.contains("locked until:        not locked\n"), "{text}");
+        assert!(
+            text.contains("last success:        2023-11-14 22:13:20 UTC from 192.0.2.1\n"),
+            "{text}"
+        );
+        let col: Vec<usize> = text
+            .lines()
+            .map(|l| {
+                l.find(": ").unwrap()
+                    + l[l.find(": ").unwrap()..]
+                        .find(|c: char| c != ':' && c != ' ')
+                        .unwrap()
+            })
+            .collect();
+        assert!(col.windows(2).all(|w| w[0] == w[1]), "{text}");
+        let table = format_users(&[sample_status()]);
+        let mut lines = table.lines();
+        assert!(
+            lines
+                .next()
+                .unwrap()
+                .starts_with("USER   STATE    TYPE  LEVEL"),
+            "{table}"
+        );
+        assert!(
+            lines
+                .next()
+                .unwrap()
+                .starts_with("alice  enabled  totp  adaptive (default)"),
+            "{table}"
+        );
+        let rules = format_rules(&[IpRuleInfo {
+            id: Some(3),
+            cidr: "10.0.0.0/8".into(),
+            bypass_2fa: true,
+            source: "runtime".into(),
+            expires_at: None,
+            in_force: false,
+        }]);
+        assert_eq!(
+            rules,
+            "ID  CIDR        BYPASS  SOURCE   EXPIRES  IN FORCE\n3   10.0.0.0/8  yes     runtime  never    no\n"
+        );
+    }
+
+    #[test]
+    fn json_shapes() {
+        assert_eq!(
+            error_json("not_found", "no such user"),
+            json!({"error": {"kind": "not_found", "message": "no such user"}})
+        );
+        let e = CtlError::Client(ClientError::Daemon {
+            kind: ErrorKind::PermissionDenied,
+            message: "no".into(),
+        });
+        assert_eq!(
+            (e.kind().as_str(), e.exit_code()),
+            ("permission_denied", EXIT_PERMISSION)
+        );
+        let e = CtlError::Client(ClientError::Daemon {
+            kind: ErrorKind::InvalidCode,
+            message: "no".into(),
+        });
+        assert_eq!(
+            (e.kind().as_str(), e.exit_code()),
+            ("invalid_code", EXIT_INVALID_CODE)
+        );
+        let e = CtlError::Client(ClientError::Daemon {
+            kind: ErrorKind::NotFound,
+            message: "no".into(),
+        });
+        assert_eq!(e.exit_code(), EXIT_NOT_FOUND);
+        let e = CtlError::Client(ClientError::TimedOut);
+        assert_eq!(
+            (e.kind().as_str(), e.exit_code()),
+            ("timed_out", EXIT_UNREACHABLE)
+        );
+        assert_eq!(
+            response_json(&Response::Ok { message: None }).unwrap(),
+            json!({"ok": true, "message": null})
+        );
+        assert_eq!(
+            response_json(&Response::CheckValue {
+                user: "a".into(),
+                value: "123456".into()
+            })
+            .unwrap(),
+            json!({"user": "a", "value": "123456"})
+        );
+        assert_eq!(
+            response_json(&Response::IpRuleAdded { id: 4 }).unwrap(),
+            json!({"id": 4})
+        );
+        assert_eq!(
+            response_json(&Response::RecoveryCodes {
+                recovery_codes: vec![Code::new("a-b")]
+            })
+            .unwrap(),
+            json!({"recovery_codes": ["a-b"]})
+        );
+        let status = response_json(&Response::Status(sample_status())).unwrap();
+        assert_eq!(status["user"], "alice");
+        assert_eq!(status["state"], "enabled");
+        assert!(status.get("type").is_none());
+        let info = response_json(&Response::SetupStarted {
+            setup: sample_info(OtpType::Hotp),
+        })
+        .unwrap();
+        for key in [
+            "uri",
+            "secret",
+            "type",
+            "algorithm",
+            "digits",
+            "period",
+            "counter",
+            "user",
+        ] {
+            assert!(info.get(key).is_some(), "{key} in {info}");
+        }
+        assert_eq!(info["type"], "hotp");
+    }
+
+    #[test]
+    fn unreachable_daemon_exits_6_with_a_json_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("none.sock");
+        let (code, out, err) = run_with(
+            &["status", "--json", "--socket", socket.to_str().unwrap()],
+            "",
+            None,
+        );
+        assert_eq!(code, EXIT_UNREACHABLE);
+        let doc: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(doc["error"]["kind"], "unreachable");
+        assert!(err.starts_with("mfactl: cannot connect to mfad"), "{err}");
+        assert_eq!(err.lines().count(), 1);
+        // Without --json, nothing on stdout.
+        let (code, out, _) = run_with(&["status"], "", Some(socket.as_os_str().to_owned()));
+        assert_eq!((code, out.as_str()), (EXIT_UNREACHABLE, ""));
+    }
+
+    #[test]
+    fn usage_errors() {
+        let (code, out, err) = run_with(&["frobnicate", "--json"], "", None);
+        assert_eq!(code, EXIT_USAGE);
+        let doc: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(doc["error"]["kind"], "usage");
+        assert!(err.contains("frobnicate"), "{err}");
+        let (code, out, _) = run_with(&["--help"], "", None);
+        assert_eq!(code, EXIT_OK);
+        assert!(out.contains("6  mfad unreachable"), "{out}");
+    }
+
+    // ------------------------------------------------------- fake daemon
+
+    fn sample_info(otp_type: OtpType) -> SetupInfo {
+        SetupInfo {
+            user: "alice".into(),
+            uri: "otpauth://totp/host:alice%40host?secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP&issuer=host".into(),
+            secret: "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP".into(),
+            otp_type,
+            algorithm: Algorithm::Sha1,
+            digits: 6,
+            period: 30,
+            counter: 0,
+        }
+    }
+
+    /// A daemon that answers requests, on any number of connections, with
+    /// `answers` in order, and records the requests.
+    struct FakeDaemon {
+        _dir: tempfile::TempDir,
+        socket: PathBuf,
+        requests: Arc<Mutex<Vec<Request>>>,
+    }
+
+    impl FakeDaemon {
+        fn start(answers: Vec<Response>) -> FakeDaemon {
+            let dir = tempfile::tempdir().unwrap();
+            let socket = dir.path().join("mfad.sock");
+            let listener = UnixListener::bind(&socket).unwrap();
+            let requests = Arc::new(Mutex::new(Vec::new()));
+            let seen = Arc::clone(&requests);
+            std::thread::spawn(move || {
+                let mut answers = answers.into_iter();
+                for stream in listener.incoming() {
+                    let Ok(mut stream) = stream else { return };
+                    while let Ok(frame) = read_frame::<_, RequestFrame>(&mut stream) {
+                        seen.lock().unwrap().push(frame.request);
+                        let answer = answers.next().unwrap_or_else(|| {
+                            Response::error(ErrorKind::Internal, "unexpected request")
+                        });
+                        if write_frame(&mut stream, &ResponseFrame::new(answer)).is_err() {
+                            break;
+                        }
+                    }
+                }
+            });
+            FakeDaemon {
+                _dir: dir,
+                socket,
+                requests,
+            }
+        }
+
+        fn daemon(&self) -> Daemon {
+            Daemon {
+                socket: self.socket.clone(),
+                timeout: Duration::from_secs(10),
+            }
+        }
+
+        fn requests(&self) -> Vec<Request> {
+            self.requests.lock().unwrap().clone()
+        }
+    }
+
+    fn run_with(args: &[&str], input: &str, env_socket: Option<OsString>) -> (u8, String, String) {
+        let mut input = input.as_bytes();
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        let code = run(
+            std::iter::once("mfactl").chain(args.iter().copied()),
+            env_socket,
+            &mut input,
+            &mut out,
+            &mut err,
+        );
+        (
+            code,
+            String::from_utf8(out).unwrap(),
+            String::from_utf8(err).unwrap(),
+        )
+    }
+
+    fn not_enrolled() -> Response {
+        Response::Status(UserStatus {
+            state: EnrollmentState::NotEnrolled,
+            otp_type: None,
+            superuser_approved: false,
+            ..sample_status()
+        })
+    }
+
+    fn completed() -> Response {
+        Response::SetupCompleted {
+            recovery_codes: vec![Code::new("rc-one"), Code::new("rc-two")],
+        }
+    }
+
+    fn wrong() -> Response {
+        Response::error(ErrorKind::InvalidCode, "wrong code")
+    }
+
+    fn plan() -> SetupPlan {
+        SetupPlan {
+            user: None,
+            otp_type: None,
+            level: None,
+            current_code: None,
+            barcode: None,
+            admin: false,
+        }
+    }
+
+    #[test]
+    fn interactive_setup_with_barcode_and_a_wrong_code() {
+        let fake = FakeDaemon::start(vec![
+            not_enrolled(),
+            Response::SetupStarted {
+                setup: sample_info(OtpType::Totp),
+            },
+            wrong(),
+            completed(),
+        ]);
+        let mut input: &[u8] = b"y\n\n111111\n222 222\n";
+        let mut out = Vec::new();
+        interactive_setup(&fake.daemon(), plan(), &mut input, &mut out).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        let asked: Vec<&str> = out.matches("? [").collect();
+        assert_eq!(asked.len(), 2, "{out}");
+        assert!(out.starts_with("Does your device support scanning a barcode? [y/n] Time-based or counter-based? [t/c] "), "{out}");
+        assert!(out.contains("Scan this QR code"), "{out}");
+        let qr = mfa_shared::qr::render_terminal(&sample_info(OtpType::Totp).uri).unwrap();
+        assert!(out.contains(&qr), "{out}");
+        assert!(out.contains(&sample_info(OtpType::Totp).uri), "{out}");
+        assert_eq!(
+            out.matches("Enter the code from your device to complete setup: ")
+                .count(),
+            2,
+            "{out}"
+        );
+        assert!(
+            out.contains("That code was not accepted (wrong code). Please try again."),
+            "{out}"
+        );
+        assert!(
+            out.contains("Two-factor authentication is enabled."),
+            "{out}"
+        );
+        assert!(out.contains("store them somewhere safe"), "{out}");
+        assert!(out.contains("    rc-one\n    rc-two\n"), "{out}");
+        assert_eq!(
+            fake.requests(),
+            vec![
+                Request::Status { user: None },
+                Request::SetupBegin {
+                    user: None,
+                    otp_type: Some(OtpType::Totp),
+                    level: None,
+                    current_code: None
+                },
+                Request::SetupConfirm {
+                    user: None,
+                    code: Code::new("111111")
+                },
+                Request::SetupConfirm {
+                    user: None,
+                    code: Code::new("222 222")
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn interactive_setup_by_hand_for_hotp() {
+        let mut info = sample_info(OtpType::Hotp);
+        info.counter = 0;
+        let fake = FakeDaemon::start(vec![
+            not_enrolled(),
+            Response::SetupStarted { setup: info },
+            completed(),
+        ]);
+        let mut input: &[u8] = b"maybe\nn\nc\n123456\n";
+        let mut out = Vec::new();
+        let plan = SetupPlan {
+            level: Some(ChallengeLevel::Always),
+            ..plan()
+        };
+        interactive_setup(&fake.daemon(), plan, &mut input, &mut out).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.contains("Please answer y or n."), "{out}");
+        assert!(
+            out.contains("    JBSW Y3DP EHPK 3PXP JBSW Y3DP EHPK 3PXP\n"),
+            "{out}"
+        );
+        assert!(out.contains("counter-based (HOTP)"), "{out}");
+        assert!(out.contains("starting counter: 0"), "{out}");
+        assert!(out.contains("algorithm:        SHA1"), "{out}");
+        assert!(!out.contains("QR code"), "{out}");
+        assert!(!out.contains("otpauth://"), "{out}");
+        assert_eq!(
+            fake.requests()[1],
+            Request::SetupBegin {
+                user: None,
+                otp_type: Some(OtpType::Hotp),
+                level: Some(ChallengeLevel::Always),
+                current_code: None
+            }
+        );
+    }
+
+    #[test]
+    fn flags_skip_the_questions() {
+        let fake = FakeDaemon::start(vec![
+            Response::SetupStarted {
+                setup: sample_info(OtpType::Totp),
+            },
+            completed(),
+        ]);
+        let (code, out, err) = run_with(
+            &[
+                "user",
+                "setup",
+                "alice",
+                "--no-barcode",
+                "--type",
+                "totp",
+                "--socket",
+                fake.socket.to_str().unwrap(),
+            ],
+            "123456\n",
+            None,
+        );
+        assert_eq!(code, EXIT_OK, "{err}");
+        assert!(!out.contains("[y/n]") && !out.contains("[t/c]"), "{out}");
+        assert!(out.contains("  period:    30 seconds\n"), "{out}");
+        assert_eq!(
+            fake.requests(),
+            vec![
+                Request::SetupBegin {
+                    user: Some("alice".into()),
+                    otp_type: Some(OtpType::Totp),
+                    level: None,
+                    current_code: None
+                },
+                Request::SetupConfirm {
+                    user: Some("alice".into()),
+                    code: Code::new("123456")
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn replacing_an_enabled_device_asks_for_the_current_code() {
+        let fake = FakeDaemon::start(vec![
+            Response::Status(sample_status()),
+            Response::SetupStarted {
+                setup: sample_info(OtpType::Totp),
+            },
+            completed(),
+        ]);
+        let mut input: &[u8] = b"999999\nn\nt\n123456\n";
+        let mut out = Vec::new();
+        interactive_setup(&fake.daemon(), plan(), &mut input, &mut out).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            out.contains("Enter a code from your current device: "),
+            "{out}"
+        );
+        assert_eq!(
+            fake.requests()[1],
+            Request::SetupBegin {
+                user: None,
+                otp_type: Some(OtpType::Totp),
+                level: None,
+                current_code: Some(Code::new("999999"))
+            }
+        );
+    }
+
+    #[test]
+    fn three_wrong_codes_leave_it_pending() {
+        let fake = FakeDaemon::start(vec![
+            Response::SetupStarted {
+                setup: sample_info(OtpType::Totp),
+            },
+            wrong(),
+            wrong(),
+            wrong(),
+        ]);
+        let (code, out, err) = run_with(
+            &[
+                "setup",
+                "--user",
+                "bob",
+                "--no-barcode",
+                "--type",
+                "totp",
+                "--code",
+                "000000",
+            ],
+            "1\n2\n3\n4\n",
+            Some(fake.socket.clone().into_os_string()),
+        );
+        assert_eq!(code, EXIT_INVALID_CODE);
+        assert_eq!(out.matches("complete setup: ").count(), 3, "{out}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("stays pending"), "{err}");
+        assert!(
+            err.contains("`mfactl setup --user bob --confirm CODE`"),
+            "{err}"
+        );
+        assert_eq!(fake.requests().len(), 4);
+        assert!(!fake.requests().contains(&Request::SetupConfirm {
+            user: Some("bob".into()),
+            code: Code::new("4")
+        }));
+    }
+
+    #[test]
+    fn end_of_input_is_a_clean_error() {
+        let fake = FakeDaemon::start(vec![not_enrolled()]);
+        let (code, _, err) = run_with(
+            &["setup", "--socket", fake.socket.to_str().unwrap()],
+            "y\n",
+            None,
+        );
+        assert_eq!(code, EXIT_FAILURE);
+        assert_eq!(err, "mfactl: no answer: standard input ended\n");
+        // Nothing was started: only the status was asked.
+        assert_eq!(fake.requests(), vec![Request::Status { user: None }]);
+
+        let fake = FakeDaemon::start(vec![
+            not_enrolled(),
+            Response::SetupStarted {
+                setup: sample_info(OtpType::Totp),
+            },
+        ]);
+        let (code, _, err) = run_with(
+            &["setup", "--socket", fake.socket.to_str().unwrap()],
+            "y\nt\n",
+            None,
+        );
+        assert_eq!(code, EXIT_FAILURE);
+        assert!(err.contains("stays pending"), "{err}");
+    }
+
+    #[test]
+    fn setup_json_prints_the_info_and_leaves_it_pending() {
+        let fake = FakeDaemon::start(vec![Response::SetupStarted {
+            setup: sample_info(OtpType::Totp),
+        }]);
+        let (code, out, _) = run_with(
+            &[
+                "setup",
+                "--json",
+                "--type",
+                "totp",
+                "--socket",
+                fake.socket.to_str().unwrap(),
+            ],
+            "",
+            None,
+        );
+        assert_eq!(code, EXIT_OK);
+        let doc: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(doc["secret"], "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP");
+        assert_eq!(doc["type"], "totp");
+        assert_eq!(doc["period"], 30);
+        assert_eq!(out.lines().count(), 1);
+        assert_eq!(
+            fake.requests(),
+            vec![Request::SetupBegin {
+                user: None,
+                otp_type: Some(OtpType::Totp),
+                level: None,
+                current_code: None
+            }]
+        );
+    }
+
+    #[test]
+    fn commands_against_the_fake_daemon() {
+        let fake = FakeDaemon::start(vec![
+            Response::CheckValue {
+                user: "al".into(),
+                value: "328482".into(),
+            },
+            Response::error(ErrorKind::NotFound, "no such user\n\"zed\""),
+            Response::Ok { message: None },
+            Response::Ok { message: None },
+            completed(),
+        ]);
+        let s = fake.socket.to_str().unwrap();
+        let (code, out, _) = run_with(&["user", "verify", "al", "--socket", s], "", None);
+        assert_eq!((code, out.as_str()), (EXIT_OK, "328482\n"));
+        let (code, out, err) =
+            run_with(&["--json", "user", "show", "zed", "--socket", s], "", None);
+        assert_eq!(code, EXIT_NOT_FOUND);
+        assert_eq!(
+            serde_json::from_str::<Value>(&out).unwrap(),
+            json!({"error": {"kind": "not_found", "message": "no such user \"zed\""}})
+        );
+        assert_eq!(err, "mfactl: no such user \"zed\"\n");
+        let (_, out, _) = run_with(&["user", "unlock", "al", "--socket", s], "", None);
+        assert_eq!(out, "al is unlocked.\n");
+        let (_, out, _) = run_with(&["reload", "--json", "--socket", s], "", None);
+        assert_eq!(
+            serde_json::from_str::<Value>(&out).unwrap(),
+            json!({"ok": true, "message": null})
+        );
+        let (code, out, _) = run_with(&["setup", "--confirm", "123456", "--socket", s], "", None);
+        assert_eq!(code, EXIT_OK);
+        assert!(
+            out.starts_with("Two-factor authentication is enabled.\n"),
+            "{out}"
+        );
+        assert!(out.contains("rc-one"), "{out}");
+    }
+}
