@@ -1,1 +1,152 @@
-//! pam_mfa: placeholder until the module lands.
+//! pam_mfa: the PAM module of the two-factor system.
+//!
+//! It holds no secret and makes no decision beyond its failmode: it sends the
+//! PAM items to mfad and relays the conversation mfad runs. This file is the
+//! FFI shim; the logic is in [`conversation`], tested without libpam.
+//!
+//! ```text
+//! auth required pam_mfa.so [socket=PATH] [failmode=secure|safe] [timeout=SECONDS] [debug]
+//! ```
+
+pub mod conversation;
+pub mod options;
+mod pam_prompter;
+mod syslog;
+
+use std::ffi::CStr;
+
+use pam::constants::{PAM_SILENT, PamFlag, PamResultCode};
+use pam::conv::Conv;
+use pam::items::{RHost, RUser, Service, Tty};
+use pam::module::{PamHandle, PamHooks};
+
+pub use conversation::{
+    AuthError, Context, ConversationError, Log, LogLevel, Login, PamCode, Prompter, Transport,
+    authenticate, authenticate_with, converse, pam_code,
+};
+pub use options::{FailMode, Options};
+
+use crate::pam_prompter::PamPrompter;
+use crate::syslog::Syslog;
+
+pub struct PamMfa;
+pam::pam_hooks!(PamMfa);
+
+impl PamHooks for PamMfa {
+    fn sm_authenticate(pamh: &mut PamHandle, args: Vec<&CStr>, flags: PamFlag) -> PamResultCode {
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let (options, warnings) = Options::parse(&args);
+
+        // pam_get_user first (it may prompt); the other items borrow the handle.
+        let user = match pamh.get_user(None) {
+            Ok(user) => user,
+            Err(code) => {
+                let service = item::<Service>(pamh).unwrap_or_default();
+                Syslog::new(&service).log(
+                    LogLevel::Error,
+                    &format!("cannot get the user name: {code:?}"),
+                );
+                return code;
+            }
+        };
+        let service = item::<Service>(pamh);
+        let mut log = Syslog::new(service.as_deref().unwrap_or("?"));
+        for warning in &warnings {
+            log.log(LogLevel::Warning, warning);
+        }
+        let Some(service) = service else {
+            log.log(LogLevel::Error, "the application set no PAM service name");
+            return PamResultCode::PAM_SERVICE_ERR;
+        };
+        let login = Login {
+            service,
+            user,
+            ruser: item::<RUser>(pamh),
+            rhost: item::<RHost>(pamh),
+            tty: item::<Tty>(pamh),
+        };
+        let ctx = Context {
+            options,
+            login,
+            silent: flags & PAM_SILENT != 0,
+        };
+
+        let conv = pamh.get_item::<Conv>().ok().flatten();
+        let mut prompter = PamPrompter::new(conv);
+        to_pam(authenticate(&ctx, &mut prompter, &mut log))
+    }
+
+    /// There are no credentials to set; the default PAM_IGNORE would make
+    /// sshd accept the login and then drop the session.
+    fn sm_setcred(_pamh: &mut PamHandle, _args: Vec<&CStr>, _flags: PamFlag) -> PamResultCode {
+        PamResultCode::PAM_SUCCESS
+    }
+
+    /// An `auth` module only: on an `account` line it has no say.
+    fn acct_mgmt(_pamh: &mut PamHandle, _args: Vec<&CStr>, _flags: PamFlag) -> PamResultCode {
+        PamResultCode::PAM_IGNORE
+    }
+
+    /// Not a `password` module: never changes or blocks a password change.
+    fn sm_chauthtok(_pamh: &mut PamHandle, _args: Vec<&CStr>, _flags: PamFlag) -> PamResultCode {
+        PamResultCode::PAM_IGNORE
+    }
+
+    fn sm_open_session(_pamh: &mut PamHandle, _args: Vec<&CStr>, _flags: PamFlag) -> PamResultCode {
+        PamResultCode::PAM_IGNORE
+    }
+
+    fn sm_close_session(
+        _pamh: &mut PamHandle,
+        _args: Vec<&CStr>,
+        _flags: PamFlag,
+    ) -> PamResultCode {
+        PamResultCode::PAM_IGNORE
+    }
+}
+
+/// A string item, owned, with an empty one read as unset.
+fn item<'a, T>(pamh: &'a PamHandle) -> Option<String>
+where
+    T: pam::items::Item<'a> + std::ops::Deref<Target = &'a CStr>,
+{
+    let value = pamh.get_item::<T>().ok().flatten()?;
+    conversation::non_empty(Some(value.to_string_lossy().into_owned()))
+}
+
+fn to_pam(code: PamCode) -> PamResultCode {
+    match code {
+        PamCode::Success => PamResultCode::PAM_SUCCESS,
+        PamCode::Ignore => PamResultCode::PAM_IGNORE,
+        PamCode::AuthErr => PamResultCode::PAM_AUTH_ERR,
+        PamCode::MaxTries => PamResultCode::PAM_MAXTRIES,
+        PamCode::PermDenied => PamResultCode::PAM_PERM_DENIED,
+        PamCode::AuthInfoUnavail => PamResultCode::PAM_AUTHINFO_UNAVAIL,
+        PamCode::ConvErr => PamResultCode::PAM_CONV_ERR,
+        PamCode::ServiceErr => PamResultCode::PAM_SERVICE_ERR,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_map_onto_the_linux_pam_values() {
+        for code in [
+            PamCode::Success,
+            PamCode::Ignore,
+            PamCode::AuthErr,
+            PamCode::MaxTries,
+            PamCode::PermDenied,
+            PamCode::AuthInfoUnavail,
+            PamCode::ConvErr,
+            PamCode::ServiceErr,
+        ] {
+            assert_eq!(to_pam(code) as i32, code.as_raw(), "{}", code.name());
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! The module's arguments on its `auth` line, e.g.
+//! `auth required pam_mfa.so socket=/run/mfad/mfad.sock failmode=secure timeout=10 debug`.
+//!
+//! Parsing is a pure function: it never fails, it returns the options it
+//! understood plus one warning per argument it ignored, which the shim logs.
+//! A bad value keeps the default, and every default is the fail-closed one.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use mfa_shared::DEFAULT_SOCKET;
+
+/// Seconds allowed for the connect and for each read or write, by default.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 10;
+/// Largest `timeout=` accepted: a login must never wait for long on a daemon.
+pub const MAX_TIMEOUT_SECS: u64 = 300;
+
+/// What to do when mfad cannot be reached or fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailMode {
+    /// Deny with PAM_AUTHINFO_UNAVAIL (the default).
+    #[default]
+    Secure,
+    /// Let non-elevation logins through (PAM_IGNORE) with a syslog warning;
+    /// elevation services still fail.
+    Safe,
+}
+
+impl FailMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailMode::Secure => "secure",
+            FailMode::Safe => "safe",
+        }
+    }
+}
+
+/// The module's options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// mfad's socket.
+    pub socket: PathBuf,
+    pub failmode: FailMode,
+    /// Applies to the connect and to each read and write.
+    pub timeout: Duration,
+    /// Log each step of the conversation (its kind, never its content).
+    pub debug: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            socket: PathBuf::from(DEFAULT_SOCKET),
+            failmode: FailMode::Secure,
+            timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
+            debug: false,
+        }
+    }
+}
+
+impl Options {
+    /// Parse the module arguments. Returns the options and a warning for
+    /// each argument that was ignored (unknown, or with a bad value).
+    pub fn parse<S: AsRef<str>>(args: &[S]) -> (Options, Vec<String>) {
+        let mut options = Options::default();
+        let mut warnings = Vec::new();
+        for arg in args {
+            let arg = arg.as_ref();
+            match arg.split_once('=') {
+                None if arg == "debug" => options.debug = true,
+                Some(("socket", path)) if !path.is_empty() => options.socket = PathBuf::from(path),
+                Some(("socket", _)) => {
+                    warnings.push("ignoring empty socket= option".to_string());
+                }
+                Some(("failmode", "secure")) => options.failmode = FailMode::Secure,
+                Some(("failmode", "safe")) => options.failmode = FailMode::Safe,
+                Some(("failmode", other)) => warnings.push(format!(
+                    "ignoring failmode={other:?} (expected secure or safe); using failmode={}",
+                    options.failmode.as_str()
+                )),
+                Some(("timeout", secs)) => match parse_timeout(secs) {
+                    Some(timeout) => options.timeout = timeout,
+                    None => warnings.push(format!(
+                        "ignoring timeout={secs:?} (expected whole seconds from 1 to {MAX_TIMEOUT_SECS}); using {} s",
+                        options.timeout.as_secs()
+                    )),
+                },
+                _ => warnings.push(format!("ignoring unknown option {arg:?}")),
+            }
+        }
+        (options, warnings)
+    }
+}
+
+fn parse_timeout(text: &str) -> Option<Duration> {
+    let secs: u64 = text.trim().parse().ok()?;
+    (1..=MAX_TIMEOUT_SECS)
+        .contains(&secs)
+        .then(|| Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_arguments_give_the_defaults() {
+        let (options, warnings) = Options::parse::<&str>(&[]);
+        assert_eq!(options, Options::default());
+        assert_eq!(options.socket, PathBuf::from("/run/mfad/mfad.sock"));
+        assert_eq!(options.failmode, FailMode::Secure);
+        assert_eq!(options.timeout, Duration::from_secs(10));
+        assert!(!options.debug);
+        assert!(warnings.is_empty());
+    }
+
+    #[test]
+    fn every_option_is_understood() {
+        let (options, warnings) =
+            Options::parse(&["socket=/tmp/x.sock", "failmode=safe", "timeout=3", "debug"]);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(
+            options,
+            Options {
+                socket: PathBuf::from("/tmp/x.sock"),
+                failmode: FailMode::Safe,
+                timeout: Duration::from_secs(3),
+                debug: true,
+            }
+        );
+    }
+
+    #[test]
+    fn later_options_win() {
+        let (options, _) = Options::parse(&["failmode=safe", "failmode=secure"]);
+        assert_eq!(options.failmode, FailMode::Secure);
+    }
+
+    #[test]
+    fn unknown_options_are_reported_and_ignored() {
+        let (options, warnings) = Options::parse(&["nullok", "debug", "use_first_pass=1"]);
+        assert!(options.debug);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("nullok"));
+        assert!(warnings[1].contains("use_first_pass"));
+    }
+
+    #[test]
+    fn bad_values_keep_the_fail_closed_defaults() {
+        let (options, warnings) = Options::parse(&[
+            "failmode=open",
+            "timeout=0",
+            "timeout=-1",
+            "timeout=ten",
+            "timeout=100000",
+            "socket=",
+        ]);
+        assert_eq!(options, Options::default());
+        assert_eq!(warnings.len(), 6, "{warnings:?}");
+        assert!(warnings[0].contains("failmode"));
+        assert!(warnings[1].contains("timeout"));
+    }
+
+    #[test]
+    fn debug_takes_no_value() {
+        let (options, warnings) = Options::parse(&["debug=1"]);
+        assert!(!options.debug);
+        assert_eq!(warnings.len(), 1);
+    }
+}
