@@ -1,9 +1,10 @@
 #!/bin/sh
 # Install mfad, mfactl and pam_mfa from this source tree.
 #
-#   packaging/install.sh [--no-build]
+#   packaging/install.sh [--no-build | --from DIR]
 #
-# Builds the release binaries (unless --no-build) and installs:
+# Builds the release binaries (unless --no-build, or --from DIR which installs
+# the artifacts already built in DIR, e.g. target/debug) and installs:
 #   mfad          -> $PREFIX/sbin/mfad                    (0755)
 #   mfactl        -> $PREFIX/bin/mfactl                   (0755)
 #   pam_mfa.so    -> $PAM_MODULE_DIR/pam_mfa.so           (0644)
@@ -31,9 +32,15 @@ usage() {
 }
 
 build=yes
-for arg in "$@"; do
+from=
+while [ $# -gt 0 ]; do
+    arg=$1
+    shift
     case "$arg" in
         --no-build) build=no ;;
+        --from)
+            [ $# -gt 0 ] || { echo "install.sh: --from needs a directory" >&2; exit 2; }
+            from=$1; build=no; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "install.sh: unknown argument: $arg (try --help)" >&2; exit 2 ;;
     esac
@@ -48,7 +55,11 @@ case "$target_dir" in
     /*) ;;
     *) target_dir=$root/$target_dir ;;
 esac
-release=$target_dir/release
+release=${from:-$target_dir/release}
+case "$release" in
+    /*) ;;
+    *) release=$PWD/$release ;;
+esac
 
 # The system's PAM module directory: Debian/Ubuntu multiarch first, then the
 # usual places of other distributions.
