@@ -221,3 +221,28 @@ fn su_asks_the_person_running_it() {
     assert!(!out.status.success(), "wrong code");
     mfad.audit_lines_until("user=mfae_su service=su rhost=- outcome=success");
 }
+
+#[test]
+fn of_many_parallel_logins_offering_one_code_exactly_one_wins() {
+    let mfad = Mfad::start("default_level = \"always\"\nmax_tries = 1\n[lockout]\nmax_failures = 1000");
+    let secret = mfad.enroll("race_user", "hotp");
+    let services = PamServices::new();
+    services.add("mfatest", &[mfad.module_line("required", "")]);
+    for round in 1..=5u64 {
+        let code = hotp(&secret, round);
+        let children: Vec<_> = (0..8)
+            .map(|_| {
+                Command::new(bin("pam_client"))
+                    .env("PAM_WRAPPER", "1")
+                    .env("PAM_WRAPPER_SERVICE_DIR", services.dir.path())
+                    .env("LD_PRELOAD", pam_wrapper_lib())
+                    .args(["--service", "mfatest", "--user", "race_user", "--answer", &code])
+                    .stdout(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let wins = children.into_iter().filter_map(|mut c| c.wait().unwrap().success().then_some(())).count();
+        assert_eq!(wins, 1, "round {round}: {wins} logins accepted the same code");
+    }
+}

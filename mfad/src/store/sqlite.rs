@@ -2,7 +2,9 @@
 //! (a verification is acknowledged only once its state change is on disk).
 
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -24,8 +26,28 @@ const MIGRATIONS: &[&str] = &[
      );",
 ];
 
+/// SQLite behind one connection, with group commit: concurrent updates are
+/// applied one after another (each in its own savepoint, so per-user
+/// read-modify-write stays serial) into one open transaction, and the last
+/// of them to arrive commits it with a single fsync. Every caller returns
+/// only once the transaction holding its change is on disk.
 pub struct SqliteStore {
-    conn: Mutex<Connection>,
+    state: Mutex<State>,
+    committed: Condvar,
+    /// Writers that have announced themselves but not applied yet; while
+    /// there are any, the current batch waits for them instead of committing.
+    arriving: AtomicUsize,
+}
+
+struct State {
+    conn: Connection,
+    /// Id of the open write transaction, if any.
+    open: Option<u64>,
+    next_batch: u64,
+    /// Every batch below this id has finished (committed or failed).
+    finished_below: u64,
+    /// Recent batches whose commit failed, with the error.
+    failed: VecDeque<(u64, String)>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -71,11 +93,99 @@ impl SqliteStore {
             tx.pragma_update(None, "user_version", i + 1).map_err(db)?;
             tx.commit().map_err(db)?;
         }
-        Ok(SqliteStore { conn: Mutex::new(conn) })
+        Ok(SqliteStore {
+            state: Mutex::new(State {
+                conn,
+                open: None,
+                next_batch: 0,
+                finished_below: 0,
+                failed: VecDeque::new(),
+            }),
+            committed: Condvar::new(),
+            arriving: AtomicUsize::new(0),
+        })
     }
 
-    fn lock(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
-        self.conn.lock().map_err(|_| StoreError::Database("connection mutex poisoned".into()))
+    fn lock(&self) -> Result<MutexGuard<'_, State>, StoreError> {
+        self.state.lock().map_err(|_| StoreError::Database("store mutex poisoned".into()))
+    }
+
+    /// Run `apply` as one durable write (see the type's doc).
+    fn write<R>(&self, apply: impl FnOnce(&Connection) -> Result<R, StoreError>) -> Result<R, StoreError> {
+        self.arriving.fetch_add(1, Ordering::SeqCst);
+        let locked = self.lock();
+        let mut state = match locked {
+            Ok(state) => state,
+            Err(err) => {
+                self.arriving.fetch_sub(1, Ordering::SeqCst);
+                return Err(err);
+            }
+        };
+        let applied = Self::apply_in_batch(&mut state, apply);
+        self.arriving.fetch_sub(1, Ordering::SeqCst);
+        let (batch, result) = match applied {
+            Ok(pair) => pair,
+            Err(err) => {
+                // Nothing of ours is in the batch, but others' may be.
+                if self.arriving.load(Ordering::SeqCst) == 0 {
+                    self.commit(&mut state);
+                }
+                return Err(err);
+            }
+        };
+        while state.finished_below <= batch {
+            if state.open == Some(batch) && self.arriving.load(Ordering::SeqCst) == 0 {
+                self.commit(&mut state);
+            } else {
+                state = self
+                    .committed
+                    .wait(state)
+                    .map_err(|_| StoreError::Database("store mutex poisoned".into()))?;
+            }
+        }
+        match state.failed.iter().find(|(id, _)| *id == batch) {
+            Some((_, err)) => Err(StoreError::Database(format!("commit failed: {err}"))),
+            None => result,
+        }
+    }
+
+    /// Open a batch if none is, and apply one change in a savepoint of it.
+    fn apply_in_batch<R>(
+        state: &mut State,
+        apply: impl FnOnce(&Connection) -> Result<R, StoreError>,
+    ) -> Result<(u64, Result<R, StoreError>), StoreError> {
+        let batch = match state.open {
+            Some(batch) => batch,
+            None => {
+                // IMMEDIATE takes the write lock before reading, so another
+                // process sharing the file cannot interleave with our batch.
+                state.conn.execute_batch("BEGIN IMMEDIATE").map_err(db)?;
+                let batch = state.next_batch;
+                state.next_batch += 1;
+                state.open = Some(batch);
+                batch
+            }
+        };
+        state.conn.execute_batch("SAVEPOINT one_write").map_err(db)?;
+        let result = apply(&state.conn);
+        let end = if result.is_ok() { "RELEASE one_write" } else { "ROLLBACK TO one_write; RELEASE one_write" };
+        state.conn.execute_batch(end).map_err(db)?;
+        Ok((batch, result))
+    }
+
+    fn commit(&self, state: &mut State) {
+        let Some(batch) = state.open.take() else {
+            return;
+        };
+        if let Err(err) = state.conn.execute_batch("COMMIT") {
+            let _ = state.conn.execute_batch("ROLLBACK");
+            state.failed.push_back((batch, err.to_string()));
+            if state.failed.len() > 64 {
+                state.failed.pop_front();
+            }
+        }
+        state.finished_below = batch + 1;
+        self.committed.notify_all();
     }
 }
 
@@ -88,14 +198,17 @@ fn encode(record: &UserRecord) -> Result<String, StoreError> {
     serde_json::to_string(record).map_err(|e| StoreError::Database(e.to_string()))
 }
 
+fn read_user(conn: &Connection, user: &str) -> Result<Option<UserRecord>, StoreError> {
+    let json: Option<String> = conn
+        .prepare_cached("SELECT record FROM users WHERE name = ?1")
+        .and_then(|mut stmt| stmt.query_row([user], |r| r.get(0)).optional())
+        .map_err(db)?;
+    json.map(|j| decode(user, &j)).transpose()
+}
+
 impl Store for SqliteStore {
     fn get_user(&self, user: &str) -> Result<Option<UserRecord>, StoreError> {
-        let conn = self.lock()?;
-        let json: Option<String> = conn
-            .query_row("SELECT record FROM users WHERE name = ?1", [user], |r| r.get(0))
-            .optional()
-            .map_err(db)?;
-        json.map(|j| decode(user, &j)).transpose()
+        read_user(&self.lock()?.conn, user)
     }
 
     fn update_user(
@@ -103,35 +216,28 @@ impl Store for SqliteStore {
         user: &str,
         change: &mut dyn FnMut(Option<&UserRecord>) -> Change,
     ) -> Result<(), StoreError> {
-        let mut conn = self.lock()?;
-        // IMMEDIATE takes the write lock before reading, so another process
-        // sharing the file cannot interleave between our read and write.
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
-        let json: Option<String> = tx
-            .query_row("SELECT record FROM users WHERE name = ?1", [user], |r| r.get(0))
-            .optional()
-            .map_err(db)?;
-        let current = json.map(|j| decode(user, &j)).transpose()?;
-        match change(current.as_ref()) {
-            Change::Keep => return Ok(()),
-            Change::Put(record) => {
-                tx.execute(
-                    "INSERT INTO users (name, record) VALUES (?1, ?2)
-                     ON CONFLICT(name) DO UPDATE SET record = excluded.record",
-                    params![user, encode(&record)?],
-                )
-                .map_err(db)?;
+        self.write(|conn| {
+            let current = read_user(conn, user)?;
+            match change(current.as_ref()) {
+                Change::Keep => Ok(()),
+                Change::Put(record) => {
+                    let json = encode(&record)?;
+                    conn.prepare_cached(
+                        "INSERT INTO users (name, record) VALUES (?1, ?2)
+                         ON CONFLICT(name) DO UPDATE SET record = excluded.record",
+                    )
+                    .and_then(|mut stmt| stmt.execute(params![user, json]))
+                    .map(drop)
+                    .map_err(db)
+                }
+                Change::Delete => conn.execute("DELETE FROM users WHERE name = ?1", [user]).map(drop).map_err(db),
             }
-            Change::Delete => {
-                tx.execute("DELETE FROM users WHERE name = ?1", [user]).map_err(db)?;
-            }
-        }
-        tx.commit().map_err(db)
+        })
     }
 
     fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
-        let conn = self.lock()?;
-        let mut stmt = conn.prepare("SELECT name, record FROM users ORDER BY name").map_err(db)?;
+        let state = self.lock()?;
+        let mut stmt = state.conn.prepare("SELECT name, record FROM users ORDER BY name").map_err(db)?;
         let rows = stmt
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
             .map_err(db)?;
@@ -143,20 +249,23 @@ impl Store for SqliteStore {
     }
 
     fn add_ip_rule(&self, cidr: &str, bypass_2fa: bool, expires_at: Option<u64>) -> Result<i64, StoreError> {
-        let conn = self.lock()?;
         let expires = expires_at.map(|t| i64::try_from(t).unwrap_or(i64::MAX));
-        conn.execute(
-            "INSERT INTO ip_rules (cidr, bypass_2fa, expires_at) VALUES (?1, ?2, ?3)",
-            params![cidr, bypass_2fa, expires],
-        )
-        .map_err(db)?;
-        Ok(conn.last_insert_rowid())
+        self.write(|conn| {
+            conn.execute(
+                "INSERT INTO ip_rules (cidr, bypass_2fa, expires_at) VALUES (?1, ?2, ?3)",
+                params![cidr, bypass_2fa, expires],
+            )
+            .map_err(db)?;
+            Ok(conn.last_insert_rowid())
+        })
     }
 
     fn list_ip_rules(&self) -> Result<Vec<StoredIpRule>, StoreError> {
-        let conn = self.lock()?;
-        let mut stmt =
-            conn.prepare("SELECT id, cidr, bypass_2fa, expires_at FROM ip_rules ORDER BY id").map_err(db)?;
+        let state = self.lock()?;
+        let mut stmt = state
+            .conn
+            .prepare_cached("SELECT id, cidr, bypass_2fa, expires_at FROM ip_rules ORDER BY id")
+            .map_err(db)?;
         let rows = stmt
             .query_map([], |r| {
                 Ok(StoredIpRule {
@@ -171,8 +280,7 @@ impl Store for SqliteStore {
     }
 
     fn remove_ip_rule(&self, id: i64) -> Result<bool, StoreError> {
-        let conn = self.lock()?;
-        Ok(conn.execute("DELETE FROM ip_rules WHERE id = ?1", [id]).map_err(db)? > 0)
+        self.write(|conn| Ok(conn.execute("DELETE FROM ip_rules WHERE id = ?1", [id]).map_err(db)? > 0))
     }
 }
 
@@ -210,6 +318,52 @@ mod tests {
         assert_eq!(store.list_ip_rules().unwrap()[0].id, id);
         assert!(store.remove_ip_rule(id).unwrap());
         assert!(!store.remove_ip_rule(id).unwrap());
+    }
+
+    #[test]
+    fn concurrent_updates_share_commits_and_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.db");
+        let store = std::sync::Arc::new(SqliteStore::open(&path).unwrap());
+        let threads: Vec<_> = (0..16)
+            .map(|i| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..20 {
+                        for user in ["shared", if i % 2 == 0 { "even" } else { "odd" }] {
+                            store
+                                .update_user(user, &mut |cur| {
+                                    let mut r = cur.cloned().unwrap_or_else(|| UserRecord::new(user));
+                                    r.failures += 1;
+                                    Change::Put(r)
+                                })
+                                .unwrap();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        drop(store);
+        // Reopened from disk: every acknowledged update is there.
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.get_user("shared").unwrap().unwrap().failures, 320);
+        assert_eq!(store.get_user("even").unwrap().unwrap().failures, 160);
+        assert_eq!(store.get_user("odd").unwrap().unwrap().failures, 160);
+    }
+
+    #[test]
+    fn a_failed_change_leaves_the_batch_intact() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        store.update_user("a", &mut |_| Change::Put(UserRecord::new("a"))).unwrap();
+        let err = store.write(|conn| {
+            conn.execute("DELETE FROM users WHERE name = 'a'", []).map_err(db)?;
+            Err::<(), _>(StoreError::Database("boom".into()))
+        });
+        assert!(err.is_err());
+        assert!(store.get_user("a").unwrap().is_some(), "the failed change was rolled back");
     }
 
     #[test]
