@@ -815,7 +815,7 @@ pub fn format_manual_entry(info: &SetupInfo) -> String {
 }
 
 /// The QR code and the URI, or the manual entry when no QR code fits.
-fn format_barcode(info: &SetupInfo) -> String {
+pub fn format_barcode(info: &SetupInfo) -> String {
     match mfa_shared::qr::render_terminal(&info.uri) {
         Ok(qr) => format!(
             "Scan this QR code with your authenticator app:\n\n{qr}\nOr open this URI on the device:\n{}\n",
@@ -1021,7 +1021,7 @@ pub fn format_status(status: &UserStatus) -> String {
     format_fields(&rows, "")
 }
 
-fn format_recovery_codes(codes: &[Code]) -> String {
+pub fn format_recovery_codes(codes: &[Code]) -> String {
     if codes.is_empty() {
         return String::new();
     }

@@ -168,3 +168,491 @@ fn adaptive_reason(config: &Config, record: &UserRecord, request: &LoginRequest,
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use mfa_shared::config::{ConfigDuration, RoleConfig};
+    use mfa_shared::protocol::{Algorithm, OtpType};
+
+    use super::*;
+    use crate::store::{Device, TrustedSource};
+
+    const NOW: u64 = 1_700_000_000;
+    const SOURCE: &str = "10.0.0.1";
+    const RULE: &str = "10.0.0.0/8 (config)";
+    const LOCKED_UNTIL: u64 = NOW + 600;
+
+    fn config() -> Config {
+        Config { enabled: true, ..Config::default() }
+    }
+
+    fn device() -> Device {
+        Device {
+            otp_type: OtpType::Totp,
+            algorithm: Algorithm::Sha1,
+            digits: 6,
+            period: 30,
+            sealed_secret: Vec::new(),
+            next_counter: 0,
+            last_step: None,
+            created_at: 0,
+        }
+    }
+
+    fn login(service: &str, source: &str) -> LoginRequest {
+        LoginRequest { service: service.into(), person: "alice".into(), source: source.into(), elevation: false }
+    }
+
+    /// An enrolled adaptive user whose last code came from `SOURCE` a minute ago.
+    fn trusted_record() -> UserRecord {
+        UserRecord {
+            device: Some(device()),
+            level: Some(ChallengeLevel::Adaptive),
+            last_success: Some(NOW - 60),
+            trusted_sources: vec![TrustedSource { source: SOURCE.into(), at: NOW - 60 }],
+            ..UserRecord::new("alice")
+        }
+    }
+
+    // ---- the decision matrix ---------------------------------------------
+
+    const LEVELS: [ChallengeLevel; 3] = [ChallengeLevel::Superuser, ChallengeLevel::Adaptive, ChallengeLevel::Always];
+    const ROLES: [Option<RolePolicy>; 4] =
+        [None, Some(RolePolicy::Encourage), Some(RolePolicy::Force), Some(RolePolicy::Require)];
+    const BOOLS: [bool; 2] = [false, true];
+
+    /// One cell of the matrix.
+    #[derive(Debug, Clone, Copy)]
+    struct Cell {
+        level: ChallengeLevel,
+        role: Option<RolePolicy>,
+        enrolled: bool,
+        elevation: bool,
+        bypass: bool,
+        locked: bool,
+        /// Super-user approval of the device.
+        approved: bool,
+        /// The source had a code accepted within trust_window.
+        trusted: bool,
+    }
+
+    impl Cell {
+        fn record(&self) -> UserRecord {
+            UserRecord {
+                device: self.enrolled.then(device),
+                level: Some(self.level),
+                approved: self.approved,
+                locked_until: self.locked.then_some(LOCKED_UNTIL),
+                failures: if self.locked { 5 } else { 0 },
+                last_success: Some(NOW - 60),
+                trusted_sources: if self.trusted {
+                    vec![TrustedSource { source: SOURCE.into(), at: NOW - 60 }]
+                } else {
+                    vec![TrustedSource { source: "10.9.9.9".into(), at: NOW - 60 }]
+                },
+                ..UserRecord::new("alice")
+            }
+        }
+
+        fn request(&self) -> LoginRequest {
+            let service = if self.elevation { "sudo" } else { "sshd" };
+            LoginRequest { elevation: self.elevation, ..login(service, SOURCE) }
+        }
+
+        fn context(&self) -> Context {
+            Context { role: self.role, bypass: self.bypass.then(|| RULE.to_string()) }
+        }
+    }
+
+    /// The expected outcome of a row of the rule table.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Expect {
+        DenyLocked,
+        DenyElevationNotEnrolled,
+        DenyElevationNotApproved,
+        AskElevation,
+        AllowBypass,
+        AllowNotEnrolled,
+        Offer(RolePolicy, bool),
+        AskRoleRequire,
+        AskAlways,
+        AllowSuperuser,
+        AllowTrusted,
+        AskAdaptive,
+    }
+
+    impl Expect {
+        fn decision(self) -> Decision {
+            let ask = |reason| Decision::AskCode { reason, recovery_allowed: true };
+            match self {
+                Expect::DenyLocked => Decision::Deny(DenyReason::Locked { until: LOCKED_UNTIL }),
+                Expect::DenyElevationNotEnrolled => Decision::Deny(DenyReason::ElevationNotEnrolled),
+                Expect::DenyElevationNotApproved => Decision::Deny(DenyReason::ElevationNotApproved),
+                Expect::AskElevation => Decision::AskCode { reason: "elevation", recovery_allowed: false },
+                Expect::AllowBypass => Decision::Allow(AllowReason::Bypass(RULE.into())),
+                Expect::AllowNotEnrolled => Decision::Allow(AllowReason::NotEnrolled),
+                Expect::Offer(policy, mandatory) => Decision::OfferEnrollment { policy, mandatory },
+                Expect::AskRoleRequire => ask("role policy require"),
+                Expect::AskAlways => ask("level always"),
+                Expect::AllowSuperuser => Decision::Allow(AllowReason::LevelSuperuser),
+                Expect::AllowTrusted => Decision::Allow(AllowReason::TrustedSource),
+                Expect::AskAdaptive => ask("adaptive: new or expired source"),
+            }
+        }
+    }
+
+    /// A row of the rule table: `None` columns match anything.
+    struct Row {
+        locked: Option<bool>,
+        elevation: Option<bool>,
+        enrolled: Option<bool>,
+        approved: Option<bool>,
+        bypass: Option<bool>,
+        role: Option<Option<RolePolicy>>,
+        level: Option<ChallengeLevel>,
+        trusted: Option<bool>,
+        expect: Expect,
+    }
+
+    const ANY: Row = Row {
+        locked: None,
+        elevation: None,
+        enrolled: None,
+        approved: None,
+        bypass: None,
+        role: None,
+        level: None,
+        trusted: None,
+        expect: Expect::DenyLocked,
+    };
+
+    /// SPEC sections 5 to 8 written out as a table, in the spec's order:
+    /// the first row that matches a cell gives its expected decision.
+    const RULES: &[Row] = &[
+        // 5.2: a locked account is refused, whatever else holds.
+        Row { locked: Some(true), expect: Expect::DenyLocked, ..ANY },
+        // 6: elevation needs enrollment, approval and a code; never bypassed,
+        // never a recovery code, whatever the level or role.
+        Row { elevation: Some(true), enrolled: Some(false), expect: Expect::DenyElevationNotEnrolled, ..ANY },
+        Row { elevation: Some(true), approved: Some(false), expect: Expect::DenyElevationNotApproved, ..ANY },
+        Row { elevation: Some(true), expect: Expect::AskElevation, ..ANY },
+        // 5.3 / 8: IP bypass skips the code and any inline enrollment.
+        Row { bypass: Some(true), expect: Expect::AllowBypass, ..ANY },
+        // 5.4 / 7: not enrolled: the strictest role decides.
+        Row { enrolled: Some(false), role: Some(None), expect: Expect::AllowNotEnrolled, ..ANY },
+        Row {
+            enrolled: Some(false),
+            role: Some(Some(RolePolicy::Encourage)),
+            expect: Expect::Offer(RolePolicy::Encourage, false),
+            ..ANY
+        },
+        Row {
+            enrolled: Some(false),
+            role: Some(Some(RolePolicy::Force)),
+            expect: Expect::Offer(RolePolicy::Force, true),
+            ..ANY
+        },
+        Row {
+            enrolled: Some(false),
+            role: Some(Some(RolePolicy::Require)),
+            expect: Expect::Offer(RolePolicy::Require, true),
+            ..ANY
+        },
+        // 5.5: role require asks at every login, whatever the level.
+        Row { role: Some(Some(RolePolicy::Require)), expect: Expect::AskRoleRequire, ..ANY },
+        Row { level: Some(ChallengeLevel::Always), expect: Expect::AskAlways, ..ANY },
+        // 5.7: superuser: codes only for elevation.
+        Row { level: Some(ChallengeLevel::Superuser), expect: Expect::AllowSuperuser, ..ANY },
+        // 5.6: adaptive: a trusted source skips the code.
+        Row { level: Some(ChallengeLevel::Adaptive), trusted: Some(true), expect: Expect::AllowTrusted, ..ANY },
+        Row { level: Some(ChallengeLevel::Adaptive), trusted: Some(false), expect: Expect::AskAdaptive, ..ANY },
+    ];
+
+    impl Row {
+        fn matches(&self, c: &Cell) -> bool {
+            self.locked.is_none_or(|v| v == c.locked)
+                && self.elevation.is_none_or(|v| v == c.elevation)
+                && self.enrolled.is_none_or(|v| v == c.enrolled)
+                && self.approved.is_none_or(|v| v == c.approved)
+                && self.bypass.is_none_or(|v| v == c.bypass)
+                && self.role.is_none_or(|v| v == c.role)
+                && self.level.is_none_or(|v| v == c.level)
+                && self.trusted.is_none_or(|v| v == c.trusted)
+        }
+    }
+
+    fn all_cells() -> Vec<Cell> {
+        let mut cells = Vec::new();
+        for level in LEVELS {
+            for role in ROLES {
+                for enrolled in BOOLS {
+                    for elevation in BOOLS {
+                        for bypass in BOOLS {
+                            for locked in BOOLS {
+                                for approved in BOOLS {
+                                    for trusted in BOOLS {
+                                        cells.push(Cell {
+                                            level,
+                                            role,
+                                            enrolled,
+                                            elevation,
+                                            bypass,
+                                            locked,
+                                            approved,
+                                            trusted,
+                                        });
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        cells
+    }
+
+    #[test]
+    fn every_cell_of_the_matrix_follows_the_rule_table() {
+        let config = config();
+        let cells = all_cells();
+        assert_eq!(cells.len(), 3 * 4 * 2 * 2 * 2 * 2 * 2 * 2);
+        let mut used = vec![0usize; RULES.len()];
+        for cell in &cells {
+            let row = RULES.iter().position(|r| r.matches(cell)).unwrap_or_else(|| panic!("no rule for {cell:?}"));
+            used[row] += 1;
+            let record = cell.record();
+            let got = decide(&config, Some(&record), &cell.request(), &cell.context(), NOW);
+            assert_eq!(got, RULES[row].expect.decision(), "cell {cell:?} (rule {row})");
+        }
+        // Every rule of the table decides some cell: none is dead.
+        assert!(used.iter().all(|&n| n > 0), "rules never used: {used:?}");
+    }
+
+    #[test]
+    fn no_record_is_not_enrolled() {
+        let config = config();
+        for elevation in BOOLS {
+            for role in ROLES {
+                for bypass in BOOLS {
+                    let cell = Cell {
+                        level: ChallengeLevel::Always,
+                        role,
+                        enrolled: false,
+                        elevation,
+                        bypass,
+                        locked: false,
+                        approved: false,
+                        trusted: false,
+                    };
+                    let row = RULES.iter().position(|r| r.matches(&cell)).unwrap();
+                    let got = decide(&config, None, &cell.request(), &cell.context(), NOW);
+                    assert_eq!(got, RULES[row].expect.decision(), "{cell:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn hand_picked_cells() {
+        let config = config();
+        let cell = |level, role, enrolled, elevation, bypass, locked, approved| Cell {
+            level,
+            role,
+            enrolled,
+            elevation,
+            bypass,
+            locked,
+            approved,
+            trusted: true,
+        };
+        let check = |c: Cell, want: Decision| {
+            assert_eq!(decide(&config, Some(&c.record()), &c.request(), &c.context(), NOW), want, "{c:?}");
+        };
+        use ChallengeLevel::*;
+        // A bypassed, approved superuser-level admin still gives a code for sudo.
+        check(
+            cell(Superuser, None, true, true, true, false, true),
+            Decision::AskCode { reason: "elevation", recovery_allowed: false },
+        );
+        // A locked account is refused even from a bypassed address.
+        check(
+            cell(Always, None, true, false, true, true, true),
+            Decision::Deny(DenyReason::Locked { until: LOCKED_UNTIL }),
+        );
+        // Bypass skips a mandatory enrollment.
+        check(
+            cell(Always, Some(RolePolicy::Force), false, false, true, false, false),
+            Decision::Allow(AllowReason::Bypass(RULE.into())),
+        );
+        // require beats a superuser level; force does not.
+        check(
+            cell(Superuser, Some(RolePolicy::Require), true, false, false, false, false),
+            Decision::AskCode { reason: "role policy require", recovery_allowed: true },
+        );
+        check(
+            cell(Superuser, Some(RolePolicy::Force), true, false, false, false, false),
+            Decision::Allow(AllowReason::LevelSuperuser),
+        );
+        // An unenrolled encourage member gets a skippable offer, never at sudo.
+        check(
+            cell(Adaptive, Some(RolePolicy::Encourage), false, false, false, false, false),
+            Decision::OfferEnrollment { policy: RolePolicy::Encourage, mandatory: false },
+        );
+        check(
+            cell(Adaptive, Some(RolePolicy::Encourage), false, true, false, false, false),
+            Decision::Deny(DenyReason::ElevationNotEnrolled),
+        );
+    }
+
+    #[test]
+    fn mfa_disabled_allows_every_cell() {
+        let config = Config::default();
+        assert!(!config.enabled);
+        for cell in all_cells() {
+            let got = decide(&config, Some(&cell.record()), &cell.request(), &cell.context(), NOW);
+            assert_eq!(got, Decision::Allow(AllowReason::MfaDisabled), "{cell:?}");
+        }
+    }
+
+    #[test]
+    fn approval_is_not_needed_when_not_required() {
+        let mut config = config();
+        config.elevation.require_approval = false;
+        let record = UserRecord { approved: false, ..trusted_record() };
+        let request = LoginRequest { elevation: true, ..login("sudo", SOURCE) };
+        assert_eq!(
+            decide(&config, Some(&record), &request, &Context::default(), NOW),
+            Decision::AskCode { reason: "elevation", recovery_allowed: false }
+        );
+    }
+
+    #[test]
+    fn a_lapsed_lock_no_longer_denies() {
+        let config = config();
+        let record = UserRecord { locked_until: Some(NOW), failures: 5, ..trusted_record() };
+        assert_eq!(
+            decide(&config, Some(&record), &login("sshd", SOURCE), &Context::default(), NOW),
+            Decision::Allow(AllowReason::TrustedSource)
+        );
+        let record = UserRecord { locked_until: Some(NOW + 1), ..record };
+        assert_eq!(
+            decide(&config, Some(&record), &login("sshd", SOURCE), &Context::default(), NOW),
+            Decision::Deny(DenyReason::Locked { until: NOW + 1 })
+        );
+    }
+
+    #[test]
+    fn the_default_level_applies_when_none_is_set() {
+        let mut config = config();
+        let record = UserRecord { level: None, ..trusted_record() };
+        for (default, want) in [
+            (ChallengeLevel::Always, Decision::AskCode { reason: "level always", recovery_allowed: true }),
+            (ChallengeLevel::Superuser, Decision::Allow(AllowReason::LevelSuperuser)),
+            (ChallengeLevel::Adaptive, Decision::Allow(AllowReason::TrustedSource)),
+        ] {
+            config.default_level = default;
+            assert_eq!(decide(&config, Some(&record), &login("sshd", SOURCE), &Context::default(), NOW), want);
+        }
+    }
+
+    // ---- adaptive ----------------------------------------------------------
+
+    fn adaptive(config: &Config, record: &UserRecord, request: &LoginRequest) -> Decision {
+        decide(config, Some(record), request, &Context::default(), NOW)
+    }
+
+    fn asks(reason: &'static str) -> Decision {
+        Decision::AskCode { reason, recovery_allowed: true }
+    }
+
+    #[test]
+    fn adaptive_first_code_ever_is_asked() {
+        let record = UserRecord { last_success: None, trusted_sources: Vec::new(), ..trusted_record() };
+        assert_eq!(adaptive(&config(), &record, &login("sshd", SOURCE)), asks("adaptive: no success within max_trust"));
+    }
+
+    #[test]
+    fn adaptive_same_source_within_trust_window_is_trusted() {
+        let config = config();
+        let window = config.trust_window.as_secs();
+        let at = |at| UserRecord {
+            last_success: Some(at),
+            trusted_sources: vec![TrustedSource { source: SOURCE.into(), at }],
+            ..trusted_record()
+        };
+        let request = login("sshd", SOURCE);
+        assert_eq!(adaptive(&config, &at(NOW - 60), &request), Decision::Allow(AllowReason::TrustedSource));
+        assert_eq!(adaptive(&config, &at(NOW - window + 1), &request), Decision::Allow(AllowReason::TrustedSource));
+        // At the end of the window the source is no longer trusted.
+        assert_eq!(adaptive(&config, &at(NOW - window), &request), asks("adaptive: new or expired source"));
+    }
+
+    #[test]
+    fn adaptive_other_source_is_asked() {
+        let config = config();
+        let record = trusted_record();
+        assert_eq!(adaptive(&config, &record, &login("sshd", "10.0.0.2")), asks("adaptive: new or expired source"));
+        // Local logins are told apart by terminal.
+        let record = UserRecord {
+            trusted_sources: vec![TrustedSource { source: "local:pts/1".into(), at: NOW - 60 }],
+            ..record
+        };
+        assert_eq!(adaptive(&config, &record, &login("login", "local:pts/1")), Decision::Allow(AllowReason::TrustedSource));
+        assert_eq!(adaptive(&config, &record, &login("login", "local:pts/2")), asks("adaptive: new or expired source"));
+    }
+
+    #[test]
+    fn adaptive_asks_after_a_failure() {
+        let record = UserRecord { failed_since_success: true, failures: 1, ..trusted_record() };
+        assert_eq!(
+            adaptive(&config(), &record, &login("sshd", SOURCE)),
+            asks("adaptive: failed code since last success")
+        );
+    }
+
+    #[test]
+    fn adaptive_always_challenge_services_are_asked() {
+        let config = Config { always_challenge_services: vec!["vpn".into()], ..config() };
+        let record = trusted_record();
+        assert_eq!(adaptive(&config, &record, &login("vpn", SOURCE)), asks("adaptive: service always challenged"));
+        assert_eq!(adaptive(&config, &record, &login("sshd", SOURCE)), Decision::Allow(AllowReason::TrustedSource));
+    }
+
+    #[test]
+    fn adaptive_asks_when_the_last_success_is_older_than_max_trust() {
+        // A trust window longer than max_trust: max_trust still bounds it.
+        let config = Config {
+            trust_window: ConfigDuration(Duration::from_secs(30 * 86400)),
+            max_trust: ConfigDuration(Duration::from_secs(7 * 86400)),
+            ..config()
+        };
+        let at = |at| UserRecord {
+            last_success: Some(at),
+            trusted_sources: vec![TrustedSource { source: SOURCE.into(), at }],
+            ..trusted_record()
+        };
+        let request = login("sshd", SOURCE);
+        assert_eq!(adaptive(&config, &at(NOW - 8 * 86400), &request), asks("adaptive: no success within max_trust"));
+        assert_eq!(adaptive(&config, &at(NOW - 6 * 86400), &request), Decision::Allow(AllowReason::TrustedSource));
+    }
+
+    #[test]
+    fn the_strictest_role_wins() {
+        let config = Config {
+            roles: vec![
+                RoleConfig { group: "staff".into(), policy: RolePolicy::Encourage },
+                RoleConfig { group: "wheel".into(), policy: RolePolicy::Require },
+                RoleConfig { group: "ops".into(), policy: RolePolicy::Force },
+            ],
+            ..config()
+        };
+        let groups = |g: &[&str]| g.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(strictest_role(&config, &groups(&["users"])), None);
+        assert_eq!(strictest_role(&config, &groups(&["staff"])), Some(RolePolicy::Encourage));
+        assert_eq!(strictest_role(&config, &groups(&["staff", "ops"])), Some(RolePolicy::Force));
+        assert_eq!(strictest_role(&config, &groups(&["ops", "wheel", "staff"])), Some(RolePolicy::Require));
+    }
+}

@@ -1,15 +1,15 @@
 //! Recovery codes: ten single-use codes issued at enrollment, kept only as
-//! salted SHA-256 hashes (each code carries 50 random bits, so a hash is not
-//! worth brute-forcing); accepted in place of a code at login, never for
-//! elevation.
+//! salted SHA-256 hashes (each code is ten symbols out of 31, about 49.5
+//! random bits, so a hash is not worth brute-forcing); accepted in place of a
+//! code at login, never for elevation.
 
 use mfa_shared::protocol::Code;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 pub const COUNT: usize = 10;
-/// Unambiguous lower-case letters and digits (no 0/o, 1/l/i).
-const ALPHABET: &[u8; 32] = b"abcdefghjkmnpqrstuvwxyz23456789_";
+/// Unambiguous lower-case letters and digits (no 0/o, 1/l/i): 31 symbols.
+const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
 const CODE_LEN: usize = 10;
 
 #[derive(Debug, thiserror::Error)]
@@ -21,15 +21,30 @@ pub fn generate() -> Result<(Vec<Code>, Vec<String>), RandomError> {
     let mut codes = Vec::with_capacity(COUNT);
     let mut hashes = Vec::with_capacity(COUNT);
     for _ in 0..COUNT {
-        let mut raw = [0u8; CODE_LEN];
-        getrandom::getrandom(&mut raw).map_err(|_| RandomError)?;
-        // 31 symbols: reject the 32nd to keep the draw uniform enough and readable.
-        let chars: String = raw.iter().map(|b| char::from(ALPHABET[usize::from(b % 31)])).collect();
-        let code = format!("{}-{}", &chars[..5], &chars[5..]);
+        let chars = random_chars()?;
+        let code = format!("{}-{}", &chars[..CODE_LEN / 2], &chars[CODE_LEN / 2..]);
         hashes.push(hash(&code, &random_salt()?));
         codes.push(Code::new(code));
     }
     Ok((codes, hashes))
+}
+
+/// `CODE_LEN` symbols drawn uniformly from `ALPHABET`: bytes at or above the
+/// largest multiple of its length are rejected, so no symbol is favoured.
+fn random_chars() -> Result<String, RandomError> {
+    let n = ALPHABET.len();
+    let limit = 256 - 256 % n;
+    let mut chars = String::with_capacity(CODE_LEN);
+    while chars.len() < CODE_LEN {
+        let mut raw = [0u8; 32];
+        getrandom::getrandom(&mut raw).map_err(|_| RandomError)?;
+        for b in raw.iter().map(|&b| usize::from(b)).filter(|&b| b < limit) {
+            if chars.len() < CODE_LEN {
+                chars.push(char::from(ALPHABET[b % n]));
+            }
+        }
+    }
+    Ok(chars)
 }
 
 fn random_salt() -> Result<[u8; 16], RandomError> {
@@ -85,5 +100,17 @@ mod tests {
         assert_eq!(consume(&mut hashes, "aaaaa-aaaaa"), None);
         assert_eq!(consume(&mut hashes, "123456"), None);
         assert_eq!(consume(&mut hashes, codes[0].expose()), Some(8));
+    }
+
+    #[test]
+    fn codes_use_only_the_alphabet() {
+        let (codes, _) = generate().unwrap();
+        for code in &codes {
+            let (a, b) = code.expose().split_once('-').unwrap();
+            assert_eq!((a.len(), b.len()), (5, 5), "{}", code.expose());
+            assert!(format!("{a}{b}").bytes().all(|c| ALPHABET.contains(&c)), "{}", code.expose());
+        }
+        let distinct: std::collections::HashSet<_> = codes.iter().map(|c| c.expose().to_string()).collect();
+        assert_eq!(distinct.len(), COUNT);
     }
 }

@@ -18,7 +18,7 @@ use crate::audit::{Audit, Entry, Severity};
 use crate::clock::Clock;
 use crate::crypto::Vault;
 use crate::nss::Directory;
-use crate::policy::{self, AllowReason, Context, Decision, LoginRequest};
+use crate::policy::{self, Context, Decision, LoginRequest};
 use crate::recovery;
 use crate::store::{Change, Device, Store, StoreError, TrustedSource, UserRecord};
 
@@ -61,10 +61,36 @@ struct Session {
     login: LoginRequest,
     user: String,
     rhost: Option<String>,
-    recovery_allowed: bool,
+    stage: Stage,
+    /// Unusable answers given at the current stage.
     tries: u32,
     expires_at: u64,
 }
+
+/// What the open prompt of a conversation asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// A code from the enabled device (or, at login, a recovery code).
+    Code { recovery_allowed: bool },
+    /// Inline set-up: "Does your device support scanning a barcode?"
+    AskBarcode(Offer),
+    /// Inline set-up: "Time-based or counter-based?"
+    AskType { offer: Offer, barcode: bool },
+    /// Inline set-up: the first code of the pending device.
+    ConfirmSetup(Offer),
+}
+
+/// Why inline set-up is offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Offer {
+    policy: RolePolicy,
+    /// force/require: no set-up, no login; encourage: may be skipped.
+    mandatory: bool,
+}
+
+const BARCODE_QUESTION: &str = "Does your device support scanning a barcode? [y/n] ";
+const TYPE_QUESTION: &str = "Time-based or counter-based? [t/c] ";
+const SETUP_CODE_PROMPT: &str = "Enter the code from your device to complete setup: ";
 
 /// Why a request was refused; becomes `Response::Error`.
 #[derive(Debug)]
@@ -293,15 +319,7 @@ impl Daemon {
         };
         match accepted {
             Some(recovery_left) => {
-                record.failures = 0;
-                record.failed_since_success = false;
-                record.last_success = Some(now);
-                if let Some(source) = source {
-                    record.last_source = Some(source.to_string());
-                    record.trusted_sources.retain(|t| t.source != source);
-                    record.trusted_sources.insert(0, TrustedSource { source: source.to_string(), at: now });
-                    record.trusted_sources.truncate(MAX_TRUSTED_SOURCES);
-                }
+                record_success(record, source, now);
                 match recovery_left {
                     Some(left) => CodeCheck::AcceptedRecovery { left },
                     None => CodeCheck::Accepted,
@@ -423,58 +441,74 @@ impl Daemon {
             bypass: self.bypass_rule(&config, rhost.as_deref(), now)?,
         };
         let decision = policy::decide(&config, record.as_ref(), &login, &context, now);
-        let entry = |outcome: &'static str, reason: &str| {
-            self.audit.decision(&Entry {
-                user: &login.person,
-                service: &login.service,
-                rhost: rhost.as_deref(),
-                outcome,
-                reason,
-            })
+        let session = Session {
+            peer_uid: peer.uid,
+            user,
+            login,
+            rhost,
+            stage: Stage::Code { recovery_allowed: false },
+            tries: 0,
+            expires_at: 0,
         };
         match decision {
             Decision::Allow(reason) => {
-                entry("not_required", &reason.describe());
+                self.log_session(&session, "not_required", &reason.describe());
                 Ok(decision_response(Outcome::NotRequired, Vec::new()))
             }
             Decision::Deny(reason) => {
-                entry("denied", reason.describe());
+                self.log_session(&session, "denied", reason.describe());
                 Ok(decision_response(Outcome::Denied, vec![Message::error(reason.message())]))
             }
             Decision::OfferEnrollment { policy, mandatory } => {
-                // Inline enrollment arrives with the policy engine; until then a
-                // mandatory policy refuses and an optional one lets through.
-                if mandatory {
-                    entry("denied", &format!("role policy {}: enrollment required", policy.as_str()));
-                    Ok(decision_response(
-                        Outcome::Denied,
-                        vec![Message::error("Two-factor authentication must be set up first: run `mfactl setup`.")],
-                    ))
+                let offer = Offer { policy, mandatory };
+                self.log_session(&session, "enroll", &format!("enrollment offered (role policy {})", policy.as_str()));
+                let intro = if mandatory {
+                    format!(
+                        "Your account must use two-factor authentication (role policy {}): set it up now to log in.",
+                        policy.as_str()
+                    )
                 } else {
-                    entry("not_required", "role policy encourage: enrollment offered");
-                    Ok(decision_response(
-                        Outcome::NotRequired,
-                        vec![Message::info("Please set up two-factor authentication: run `mfactl setup`.")],
-                    ))
-                }
+                    "Two-factor authentication is recommended for your account: you can set it up now. \
+                     Press Enter at the first question to skip it this time."
+                        .to_string()
+                };
+                self.ask(session, Stage::AskBarcode(offer), vec![Message::info(intro)], now)
             }
             Decision::AskCode { reason, recovery_allowed } => {
-                entry("challenge", reason);
-                let session_id = new_session_id()?;
-                let session = Session {
-                    peer_uid: peer.uid,
-                    user: user.clone(),
-                    login,
-                    rhost,
-                    recovery_allowed,
-                    tries: 0,
-                    expires_at: now + config.request_timeout.as_secs(),
-                };
-                let prompt = code_prompt(&session);
-                self.sessions_insert(session_id.clone(), session, now);
-                Ok(Response::Auth(AuthStep::Prompt { session_id, messages: Vec::new(), prompt, echo: false }))
+                self.log_session(&session, "challenge", reason);
+                self.ask(session, Stage::Code { recovery_allowed }, Vec::new(), now)
             }
         }
+    }
+
+    /// One decision of a login conversation for the audit trail.
+    fn log_session(&self, session: &Session, outcome: &str, reason: &str) {
+        self.audit.decision(&Entry {
+            user: &session.login.person,
+            service: &session.login.service,
+            rhost: session.rhost.as_deref(),
+            outcome,
+            reason,
+        });
+    }
+
+    /// Keep the conversation going: store `session` at `stage` under a fresh
+    /// id and ask the question of that stage after `messages`.
+    fn ask(&self, mut session: Session, stage: Stage, messages: Vec<Message>, now: u64) -> Reply {
+        if session.stage != stage {
+            session.tries = 0;
+        }
+        session.stage = stage;
+        let (prompt, echo) = match stage {
+            Stage::Code { .. } => (code_prompt(&session), false),
+            Stage::AskBarcode(_) => (BARCODE_QUESTION.to_string(), true),
+            Stage::AskType { .. } => (TYPE_QUESTION.to_string(), true),
+            Stage::ConfirmSetup(_) => (SETUP_CODE_PROMPT.to_string(), false),
+        };
+        let session_id = new_session_id()?;
+        session.expires_at = now + self.config().request_timeout.as_secs();
+        self.sessions_insert(session_id.clone(), session, now);
+        Ok(Response::Auth(AuthStep::Prompt { session_id, messages, prompt, echo }))
     }
 
     fn sessions_insert(&self, id: String, session: Session, now: u64) {
@@ -496,36 +530,32 @@ impl Daemon {
 
     fn auth_answer(&self, peer: &Peer, session_id: &str, answer: &Code) -> Reply {
         let now = self.clock.now();
-        let Some(mut session) = self.sessions_take(session_id).filter(|s| s.expires_at > now) else {
+        let Some(session) = self.sessions_take(session_id).filter(|s| s.expires_at > now && s.peer_uid == peer.uid)
+        else {
             return Err(refuse(ErrorKind::NotFound, "no such login conversation (it may have timed out)"));
         };
-        if session.peer_uid != peer.uid {
-            return Err(refuse(ErrorKind::NotFound, "no such login conversation (it may have timed out)"));
+        match session.stage {
+            Stage::Code { recovery_allowed } => self.answer_code(session, recovery_allowed, answer, now),
+            Stage::AskBarcode(offer) => self.answer_barcode(session, offer, answer.expose(), now),
+            Stage::AskType { offer, barcode } => self.answer_type(session, offer, barcode, answer.expose(), now),
+            Stage::ConfirmSetup(offer) => self.answer_setup_code(session, offer, answer, now),
         }
+    }
+
+    fn answer_code(&self, mut session: Session, recovery_allowed: bool, answer: &Code, now: u64) -> Reply {
         let config = self.config();
-        let person = session.login.person.clone();
         let source = session.login.source.clone();
-        let recovery_allowed = session.recovery_allowed;
-        let check = self.with_record(&person, |record| {
+        let check = self.with_record(&session.login.person, |record| {
             let check = self.check_code(&config, record, answer, Some(&source), recovery_allowed, now);
             (check != CodeCheck::NotEnrolled, check)
         })?;
-        let entry = |outcome: &'static str, reason: &str| {
-            self.audit.decision(&Entry {
-                user: &person,
-                service: &session.login.service,
-                rhost: session.rhost.as_deref(),
-                outcome,
-                reason,
-            })
-        };
         match check {
             CodeCheck::Accepted => {
-                entry("success", "challenge passed");
+                self.log_session(&session, "success", "challenge passed");
                 Ok(decision_response(Outcome::Verified, Vec::new()))
             }
             CodeCheck::AcceptedRecovery { left } => {
-                entry("success", &format!("recovery code used, {left} left"));
+                self.log_session(&session, "success", &format!("challenge passed: recovery code used, {left} left"));
                 Ok(decision_response(
                     Outcome::Verified,
                     vec![Message::info(format!(
@@ -534,37 +564,118 @@ impl Daemon {
                 ))
             }
             CodeCheck::NotEnrolled => {
-                entry("denied", "device removed during the conversation");
+                self.log_session(&session, "denied", "device removed during the conversation");
                 Ok(decision_response(Outcome::Denied, vec![Message::error("Two-factor authentication is not set up.")]))
             }
             CodeCheck::Locked { until } => {
-                entry("denied", "account locked");
+                self.log_session(&session, "denied", "account locked");
                 let reason = policy::DenyReason::Locked { until };
                 Ok(decision_response(Outcome::Denied, vec![Message::error(reason.message())]))
             }
             CodeCheck::Wrong { message, locked } => {
                 session.tries += 1;
                 if locked {
-                    entry("failure", "challenge failed; account now locked");
+                    self.log_session(&session, "failure", "challenge failed; account now locked");
                     let until = now + config.lockout.duration.as_secs();
                     let reason = policy::DenyReason::Locked { until };
                     return Ok(decision_response(Outcome::Failed, vec![Message::error(reason.message())]));
                 }
                 if session.tries >= config.max_tries {
-                    entry("failure", "challenge failed; too many tries");
+                    self.log_session(&session, "failure", "challenge failed; too many tries");
                     return Ok(decision_response(Outcome::MaxTries, vec![Message::error(message)]));
                 }
-                entry("failure", "challenge failed");
-                let prompt = code_prompt(&session);
-                let session_id = new_session_id()?;
-                session.expires_at = now + config.request_timeout.as_secs();
-                self.sessions_insert(session_id.clone(), session, now);
-                Ok(Response::Auth(AuthStep::Prompt {
-                    session_id,
-                    messages: vec![Message::error(format!("{message} Try again."))],
-                    prompt,
-                    echo: false,
-                }))
+                self.log_session(&session, "failure", "challenge failed");
+                let stage = session.stage;
+                self.ask(session, stage, vec![Message::error(format!("{message} Try again."))], now)
+            }
+        }
+    }
+
+    /// An answer to a set-up question that was not understood: ask again,
+    /// up to `max_tries` times; then a skippable offer lets the login go on
+    /// and a mandatory one refuses it.
+    fn reask(&self, mut session: Session, offer: Offer, hint: &str, now: u64) -> Reply {
+        session.tries += 1;
+        if session.tries < self.config().max_tries {
+            let stage = session.stage;
+            return self.ask(session, stage, vec![Message::error(hint)], now);
+        }
+        if offer.mandatory {
+            self.log_session(&session, "denied", "enrollment not completed: no usable answer");
+            Ok(decision_response(
+                Outcome::Denied,
+                vec![Message::error("Two-factor authentication must be set up before you can log in.")],
+            ))
+        } else {
+            self.log_session(&session, "not_required", "enrollment skipped: no usable answer");
+            Ok(decision_response(Outcome::NotRequired, Vec::new()))
+        }
+    }
+
+    fn answer_barcode(&self, session: Session, offer: Offer, answer: &str, now: u64) -> Reply {
+        let answer = answer.trim();
+        if answer.is_empty() && !offer.mandatory {
+            self.log_session(&session, "not_required", "enrollment skipped");
+            return Ok(decision_response(
+                Outcome::NotRequired,
+                vec![Message::info("Set-up skipped; it will be offered again at your next login.")],
+            ));
+        }
+        match yes_no(answer) {
+            Some(barcode) => self.ask(session, Stage::AskType { offer, barcode }, Vec::new(), now),
+            None if answer.is_empty() => {
+                self.reask(session, offer, "Set-up is required to log in. Please answer y or n.", now)
+            }
+            None => self.reask(session, offer, "Please answer y or n.", now),
+        }
+    }
+
+    fn answer_type(&self, session: Session, offer: Offer, barcode: bool, answer: &str, now: u64) -> Reply {
+        let Some(otp_type) = time_or_counter(answer) else {
+            return self.reask(session, offer, "Please answer t (time-based, recommended) or c (counter-based).", now);
+        };
+        let config = self.config();
+        let info = self.start_setup(&config, &session.login.person, otp_type, None)?;
+        self.log_session(&session, "pending", &format!("inline set-up started ({otp_type})"));
+        let shown = if barcode { crate::ctl::format_barcode(&info) } else { crate::ctl::format_manual_entry(&info) };
+        self.ask(session, Stage::ConfirmSetup(offer), vec![Message::info(shown)], now)
+    }
+
+    fn answer_setup_code(&self, mut session: Session, offer: Offer, answer: &Code, now: u64) -> Reply {
+        let config = self.config();
+        let person = session.login.person.clone();
+        match self.complete_setup(&config, &person, answer, Some(&session.login.source), now) {
+            Ok(codes) => {
+                self.log_session(
+                    &session,
+                    "success",
+                    &format!("enrollment completed (role policy {})", offer.policy.as_str()),
+                );
+                let text = format!(
+                    "Two-factor authentication is enabled.{}",
+                    crate::ctl::format_recovery_codes(&codes)
+                );
+                Ok(decision_response(Outcome::Verified, vec![Message::info(text)]))
+            }
+            Err(refusal) if refusal.kind == ErrorKind::InvalidCode => {
+                session.tries += 1;
+                if session.tries < config.max_tries {
+                    self.log_session(&session, "failure", "enrollment code wrong");
+                    let stage = session.stage;
+                    return self.ask(session, stage, vec![Message::error(format!("{}. Try again.", refusal.message))], now);
+                }
+                self.log_session(&session, "failure", "enrollment failed: too many wrong codes; set-up stays pending");
+                Ok(decision_response(
+                    Outcome::Failed,
+                    vec![Message::error(format!(
+                        "{}. Set-up not completed: it will be offered again at your next login.",
+                        refusal.message
+                    ))],
+                ))
+            }
+            Err(refusal) => {
+                self.log_session(&session, "denied", &format!("enrollment failed: {}", refusal.message));
+                Ok(decision_response(Outcome::Denied, vec![Message::error(refusal.message)]))
             }
         }
     }
@@ -659,15 +770,35 @@ impl Daemon {
             _ => {}
         }
         let otp_type = otp_type.unwrap_or(config.default_type);
+        let setup = self.start_setup(&config, &user, otp_type, level)?;
+        self.audit.decision(&Entry {
+            user: &user,
+            service: "mfactl",
+            rhost: None,
+            outcome: "pending",
+            reason: &format!("set-up started ({otp_type})"),
+        });
+        Ok(Response::SetupStarted { setup })
+    }
+
+    /// Create a pending device for `user` (an enabled one stays until the
+    /// set-up completes) and return what the person needs to add it to an
+    /// app. Shared by `mfactl setup` and inline enrollment at login.
+    fn start_setup(
+        &self,
+        config: &Config,
+        user: &str,
+        otp_type: OtpType,
+        level: Option<ChallengeLevel>,
+    ) -> Result<SetupInfo, Refusal> {
         let params = OtpParams { otp_type, algorithm: config.algorithm, digits: config.digits, period: config.period };
         let secret = zeroize::Zeroizing::new(
             otp::generate_secret().map_err(|_| refuse(ErrorKind::Internal, "no random bytes from the OS"))?,
         );
         let sealed = self
             .vault
-            .seal(&user, &secret)
+            .seal(user, &secret)
             .map_err(|e| refuse(ErrorKind::Internal, format!("cannot seal the secret: {e}")))?;
-        let now = self.clock.now();
         let device = Device {
             otp_type,
             algorithm: params.algorithm,
@@ -676,9 +807,9 @@ impl Daemon {
             sealed_secret: sealed,
             next_counter: 0,
             last_step: None,
-            created_at: now,
+            created_at: self.clock.now(),
         };
-        self.with_record(&user, |record| {
+        self.with_record(user, |record| {
             record.pending = Some(device.clone());
             record.pending_level = level;
             (true, ())
@@ -687,15 +818,8 @@ impl Daemon {
         let issuer = config.issuer_or(&self.host_name);
         let account = format!("{user}@{}", self.host_name);
         let uri = otp::otpauth_uri(&issuer, &account, &secret_b32, &params, 0);
-        self.audit.decision(&Entry {
-            user: &user,
-            service: "mfactl",
-            rhost: None,
-            outcome: "pending",
-            reason: &format!("set-up started ({otp_type})"),
-        });
-        Ok(Response::SetupStarted { setup: SetupInfo {
-            user,
+        Ok(SetupInfo {
+            user: user.to_string(),
             uri,
             secret: secret_b32,
             otp_type,
@@ -703,15 +827,38 @@ impl Daemon {
             digits: params.digits,
             period: params.period,
             counter: 0,
-        } })
+        })
     }
 
     fn setup_confirm(&self, peer: &Peer, user: Option<String>, code: &Code) -> Reply {
         let user = self.target(peer, user)?;
         let config = self.config();
-        let now = self.clock.now();
+        let recovery_codes = self.complete_setup(&config, &user, code, None, self.clock.now())?;
+        self.audit.decision(&Entry {
+            user: &user,
+            service: "mfactl",
+            rhost: None,
+            outcome: "enrolled",
+            reason: "set-up completed",
+        });
+        Ok(Response::SetupCompleted { recovery_codes })
+    }
+
+    /// Complete `user`'s pending set-up with a code from the new device: it
+    /// becomes the enabled device (dropping super-user approval) and fresh
+    /// recovery codes are issued, returned to be shown once. A wrong code
+    /// (`ErrorKind::InvalidCode`) leaves the set-up pending. `source` is
+    /// where the code came from at a login, trusted from now on.
+    fn complete_setup(
+        &self,
+        config: &Config,
+        user: &str,
+        code: &Code,
+        source: Option<&str>,
+        now: u64,
+    ) -> Result<Vec<Code>, Refusal> {
         let (codes, hashes) = recovery::generate().map_err(|_| refuse(ErrorKind::Internal, "no random bytes from the OS"))?;
-        let result = self.with_record(&user, |record| {
+        let result = self.with_record(user, |record| {
             let Some(pending) = record.pending.clone() else {
                 return (false, Err(refuse(ErrorKind::Conflict, "no set-up is pending: start one with `mfactl setup`")));
             };
@@ -719,11 +866,8 @@ impl Daemon {
                 Ok(typed) => typed,
                 Err(err) => return (false, Err(refuse(ErrorKind::InvalidCode, format!("{err}; the set-up is still pending")))),
             };
-            let Some(device) = self.match_device(&user, &pending, &typed, &config, now) else {
-                return (
-                    false,
-                    Err(refuse(ErrorKind::InvalidCode, "wrong code; the set-up is still pending")),
-                );
+            let Some(device) = self.match_device(user, &pending, &typed, config, now) else {
+                return (false, Err(refuse(ErrorKind::InvalidCode, "wrong code; the set-up is still pending")));
             };
             record.device = Some(device);
             record.pending = None;
@@ -733,20 +877,11 @@ impl Daemon {
             // A new device is not the one an administrator approved.
             record.approved = false;
             record.recovery_hashes = hashes.clone();
-            record.failures = 0;
             record.locked_until = None;
-            record.failed_since_success = false;
+            record_success(record, source, now);
             (true, Ok(()))
         })?;
-        result?;
-        self.audit.decision(&Entry {
-            user: &user,
-            service: "mfactl",
-            rhost: None,
-            outcome: "enrolled",
-            reason: "set-up completed",
-        });
-        Ok(Response::SetupCompleted { recovery_codes: codes })
+        result.map(|()| codes)
     }
 
     fn set_level(&self, peer: &Peer, user: Option<String>, level: ChallengeLevel) -> Reply {
@@ -933,6 +1068,39 @@ impl Daemon {
     }
 }
 
+/// A code was accepted: reset the failure count and remember when and from
+/// where (the source is trusted by the adaptive level from now on).
+fn record_success(record: &mut UserRecord, source: Option<&str>, now: u64) {
+    record.failures = 0;
+    record.failed_since_success = false;
+    record.last_success = Some(now);
+    if let Some(source) = source {
+        record.last_source = Some(source.to_string());
+        record.trusted_sources.retain(|t| t.source != source);
+        record.trusted_sources.insert(0, TrustedSource { source: source.to_string(), at: now });
+        record.trusted_sources.truncate(MAX_TRUSTED_SOURCES);
+    }
+}
+
+/// "Does your device support scanning a barcode?"
+fn yes_no(answer: &str) -> Option<bool> {
+    match answer.trim().to_ascii_lowercase().as_str() {
+        "y" | "yes" => Some(true),
+        "n" | "no" => Some(false),
+        _ => None,
+    }
+}
+
+/// "Time-based or counter-based?"; time-based (the recommended type) when
+/// the answer is empty.
+fn time_or_counter(answer: &str) -> Option<OtpType> {
+    match answer.trim().to_ascii_lowercase().as_str() {
+        "" | "t" | "time" | "time-based" | "totp" => Some(OtpType::Totp),
+        "c" | "counter" | "counter-based" | "hotp" => Some(OtpType::Hotp),
+        _ => None,
+    }
+}
+
 fn device_params(device: &Device) -> OtpParams {
     OtpParams { otp_type: device.otp_type, algorithm: device.algorithm, digits: device.digits, period: device.period }
 }
@@ -965,13 +1133,296 @@ fn valid_user_name(user: &str) -> Result<(), Refusal> {
     if ok { Ok(()) } else { Err(refuse(ErrorKind::BadRequest, "invalid user name")) }
 }
 
-// Role policy names are also used by the audit trail.
-#[allow(dead_code)]
-fn describe_allow(reason: &AllowReason) -> String {
-    reason.describe()
-}
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixDatagram;
 
-#[allow(dead_code)]
-fn role_name(policy: RolePolicy) -> &'static str {
-    policy.as_str()
+    use mfa_shared::config::RoleConfig;
+    use mfa_shared::protocol::{Algorithm, MessageStyle};
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::store::SqliteStore;
+
+    const NOW: u64 = 1_700_000_000;
+
+    struct Groups;
+
+    impl Directory for Groups {
+        /// Users are in the group named after the part before the first '_'.
+        fn groups_of(&self, user: &str) -> Vec<String> {
+            user.split('_').next().map(|g| vec![g.to_string()]).unwrap_or_default()
+        }
+    }
+
+    struct Fixture {
+        daemon: Daemon,
+        clock: Arc<ManualClock>,
+        audit: UnixDatagram,
+        _dir: tempfile::TempDir,
+    }
+
+    fn fixture(edit: impl FnOnce(&mut Config)) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let audit_path = dir.path().join("log");
+        let audit = UnixDatagram::bind(&audit_path).unwrap();
+        audit.set_nonblocking(true).unwrap();
+        let mut config = Config {
+            enabled: true,
+            roles: ["encourage", "force", "require"]
+                .iter()
+                .map(|p| RoleConfig { group: p.to_string(), policy: policy_named(p) })
+                .collect(),
+            ..Config::default()
+        };
+        edit(&mut config);
+        let clock = Arc::new(ManualClock::new(NOW));
+        let daemon = Daemon::new(
+            config,
+            None,
+            Arc::new(SqliteStore::open_in_memory().unwrap()),
+            Vault::from_key(&[7u8; 32]),
+            clock.clone(),
+            Arc::new(Groups),
+            Audit::new(audit_path),
+        );
+        Fixture { daemon, clock, audit, _dir: dir }
+    }
+
+    fn policy_named(name: &str) -> RolePolicy {
+        match name {
+            "encourage" => RolePolicy::Encourage,
+            "force" => RolePolicy::Force,
+            _ => RolePolicy::Require,
+        }
+    }
+
+    const ROOT: Peer = Peer { uid: 0, name: None };
+
+    /// A step as the module sees it.
+    #[derive(Debug)]
+    enum Step {
+        Prompt { id: String, text: String, echo: bool, shown: String },
+        Done { outcome: Outcome, shown: String },
+    }
+
+    fn shown(messages: &[Message]) -> String {
+        messages
+            .iter()
+            .map(|m| format!("{}: {}\n", if m.style == MessageStyle::Error { "error" } else { "info" }, m.text))
+            .collect()
+    }
+
+    fn step(response: Response) -> Step {
+        match response {
+            Response::Auth(AuthStep::Prompt { session_id, messages, prompt, echo }) => {
+                Step::Prompt { id: session_id, text: prompt, echo, shown: shown(&messages) }
+            }
+            Response::Auth(AuthStep::Decision { outcome, messages }) => Step::Done { outcome, shown: shown(&messages) },
+            other => panic!("not an auth step: {other:?}"),
+        }
+    }
+
+    impl Fixture {
+        fn begin(&self, user: &str, rhost: &str) -> Step {
+            step(self.daemon.handle(
+                &ROOT,
+                Request::AuthBegin {
+                    service: "sshd".into(),
+                    user: user.into(),
+                    ruser: None,
+                    rhost: Some(rhost.into()),
+                    tty: None,
+                },
+            ))
+        }
+
+        fn answer(&self, prompt: &Step, answer: &str) -> Step {
+            let Step::Prompt { id, .. } = prompt else { panic!("no open prompt: {prompt:?}") };
+            step(self.daemon.handle(&ROOT, Request::AuthAnswer { session_id: id.clone(), answer: Code::new(answer) }))
+        }
+
+        fn record(&self, user: &str) -> UserRecord {
+            self.daemon.store.get_user(user).unwrap().unwrap_or_else(|| UserRecord::new(user))
+        }
+
+        fn audit_lines(&self) -> Vec<String> {
+            let mut lines = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = self.audit.recv(&mut buf) {
+                lines.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+            lines
+        }
+    }
+
+    fn prompt_text(step: &Step) -> (&str, bool, &str) {
+        match step {
+            Step::Prompt { text, echo, shown, .. } => (text, *echo, shown),
+            Step::Done { .. } => panic!("expected a prompt, got {step:?}"),
+        }
+    }
+
+    fn done(step: &Step) -> (Outcome, String) {
+        match step {
+            Step::Done { outcome, shown } => (*outcome, shown.clone()),
+            Step::Prompt { .. } => panic!("expected a decision, got {step:?}"),
+        }
+    }
+
+    /// The secret in an otpauth URI shown in a message.
+    fn secret_from_uri(shown: &str) -> Vec<u8> {
+        let start = shown.find("secret=").unwrap() + "secret=".len();
+        let b32: String = shown[start..].chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+        otp::base32_decode(&b32).unwrap()
+    }
+
+    fn totp_code(secret: &[u8], now: u64) -> String {
+        let params = OtpParams { otp_type: OtpType::Totp, algorithm: Algorithm::Sha1, digits: 6, period: 30 };
+        otp::totp(secret, now, &params)
+    }
+
+    #[test]
+    fn encourage_can_be_skipped_and_returns_next_time() {
+        let f = fixture(|_| {});
+        for _ in 0..2 {
+            let first = f.begin("encourage_ann", "10.0.0.1");
+            let (text, echo, shown) = prompt_text(&first);
+            assert_eq!(text, BARCODE_QUESTION);
+            assert!(echo, "questions are shown as typed");
+            assert!(shown.contains("Press Enter"), "{shown}");
+            let (outcome, shown) = done(&f.answer(&first, ""));
+            assert_eq!(outcome, Outcome::NotRequired);
+            assert!(shown.contains("offered again"), "{shown}");
+        }
+        assert!(!f.record("encourage_ann").is_enrolled());
+        let lines = f.audit_lines().join("\n");
+        assert_eq!(lines.matches("enrollment offered (role policy encourage)").count(), 2, "{lines}");
+        assert_eq!(lines.matches("reason=\"enrollment skipped\"").count(), 2, "{lines}");
+    }
+
+    #[test]
+    fn force_cannot_be_skipped() {
+        let f = fixture(|c| c.max_tries = 2);
+        let first = f.begin("force_bob", "10.0.0.1");
+        assert!(prompt_text(&first).2.contains("role policy force"));
+        let again = f.answer(&first, "");
+        let (text, _, shown) = prompt_text(&again);
+        assert_eq!(text, BARCODE_QUESTION);
+        assert!(shown.contains("error: Set-up is required"), "{shown}");
+        let (outcome, shown) = done(&f.answer(&again, "maybe"));
+        assert_eq!(outcome, Outcome::Denied);
+        assert!(shown.contains("must be set up"), "{shown}");
+        assert!(!f.record("force_bob").is_enrolled());
+        assert!(f.audit_lines().join("\n").contains("enrollment not completed"));
+    }
+
+    #[test]
+    fn force_with_barcode_and_time_based_codes() {
+        let f = fixture(|_| {});
+        let first = f.begin("force_cy", "10.0.0.7");
+        let kind = f.answer(&first, "y");
+        let (text, echo, _) = prompt_text(&kind);
+        assert_eq!((text, echo), (TYPE_QUESTION, true));
+        let code_prompt = f.answer(&kind, "");
+        let (text, echo, shown) = prompt_text(&code_prompt);
+        assert_eq!((text, echo), (SETUP_CODE_PROMPT, false), "the code is asked with echo off");
+        assert!(shown.contains("otpauth://totp/"), "{shown}");
+        assert!(shown.contains('█'), "a QR code: {shown}");
+        assert!(f.record("force_cy").pending.is_some());
+        let secret = secret_from_uri(shown);
+        let right = totp_code(&secret, NOW);
+        let wrong = if right == "000000" { "111111" } else { "000000" };
+        let retry = f.answer(&code_prompt, wrong);
+        let (text, _, shown) = prompt_text(&retry);
+        assert_eq!(text, SETUP_CODE_PROMPT);
+        assert!(shown.contains("error: wrong code"), "{shown}");
+        let (outcome, shown) = done(&f.answer(&retry, &right));
+        assert_eq!(outcome, Outcome::Verified);
+        assert!(shown.contains("Recovery codes"), "{shown}");
+        let record = f.record("force_cy");
+        assert!(record.is_enrolled() && record.pending.is_none());
+        assert_eq!(record.recovery_hashes.len(), recovery::COUNT);
+        for hash in &record.recovery_hashes {
+            assert!(!shown.contains(hash.as_str()));
+        }
+        // The source of the enrollment code is trusted by the adaptive level.
+        f.clock.advance(60);
+        let (outcome, _) = done(&f.begin("force_cy", "10.0.0.7"));
+        assert_eq!(outcome, Outcome::NotRequired);
+        let next = f.begin("force_cy", "10.0.0.8");
+        assert_eq!(prompt_text(&next).0, "Verification code: ");
+        let lines = f.audit_lines().join("\n");
+        assert!(lines.contains("enrollment completed (role policy force)"), "{lines}");
+        assert!(lines.contains("reason=\"trusted source\""), "{lines}");
+        let b32 = otp::base32_encode(&secret);
+        assert!(!lines.contains(&b32) && !lines.contains(&right), "no secret or code in the audit trail");
+    }
+
+    #[test]
+    fn require_by_hand_with_a_counter_based_device() {
+        let f = fixture(|_| {});
+        let first = f.begin("require_dee", "10.0.0.1");
+        let kind = f.answer(&first, "n");
+        let code_prompt = f.answer(&kind, "c");
+        let shown = prompt_text(&code_prompt).2.to_string();
+        assert!(shown.contains("counter-based (HOTP)") && shown.contains("starting counter"), "{shown}");
+        assert!(!shown.contains("otpauth://"), "{shown}");
+        let grouped = shown.lines().find(|l| l.starts_with("    ")).unwrap().trim();
+        assert!(grouped.split(' ').all(|g| g.len() <= 4), "{grouped}");
+        let secret = otp::base32_decode(&grouped.replace(' ', "")).unwrap();
+        let (outcome, _) = done(&f.answer(&code_prompt, &otp::hotp(&secret, 0, Algorithm::Sha1, 6)));
+        assert_eq!(outcome, Outcome::Verified);
+        // Enrolled under require: a code at every login, even from that source.
+        f.daemon.handle(&ROOT, Request::SetLevel { user: Some("require_dee".into()), level: ChallengeLevel::Superuser });
+        let ask = f.begin("require_dee", "10.0.0.1");
+        assert_eq!(prompt_text(&ask).0, "Verification code: ");
+        let (outcome, _) = done(&f.answer(&ask, &otp::hotp(&secret, 1, Algorithm::Sha1, 6)));
+        assert_eq!(outcome, Outcome::Verified);
+    }
+
+    #[test]
+    fn wrong_codes_leave_the_set_up_pending() {
+        let f = fixture(|c| c.max_tries = 2);
+        let first = f.begin("force_eve", "10.0.0.1");
+        let kind = f.answer(&first, "n");
+        let mut code_prompt = f.answer(&kind, "t");
+        code_prompt = f.answer(&code_prompt, "12");
+        assert!(prompt_text(&code_prompt).2.contains("error:"));
+        let (outcome, shown) = done(&f.answer(&code_prompt, "999999x"));
+        assert_eq!(outcome, Outcome::Failed);
+        assert!(shown.contains("offered again"), "{shown}");
+        let record = f.record("force_eve");
+        assert!(!record.is_enrolled() && record.pending.is_some());
+        assert_eq!(record.failures, 0, "set-up codes do not count towards the lock");
+        // The next login offers it again.
+        assert_eq!(prompt_text(&f.begin("force_eve", "10.0.0.1")).0, BARCODE_QUESTION);
+    }
+
+    #[test]
+    fn bad_answers_are_asked_again() {
+        let f = fixture(|_| {});
+        let first = f.begin("encourage_fay", "10.0.0.1");
+        let again = f.answer(&first, "perhaps");
+        let (text, _, shown) = prompt_text(&again);
+        assert_eq!(text, BARCODE_QUESTION);
+        assert!(shown.contains("Please answer y or n"), "{shown}");
+        let kind = f.answer(&again, "YES");
+        let again = f.answer(&kind, "x");
+        assert_eq!(prompt_text(&again).0, TYPE_QUESTION);
+        assert_eq!(prompt_text(&f.answer(&again, "counter")).0, SETUP_CODE_PROMPT);
+        assert_eq!(f.record("encourage_fay").pending.as_ref().map(|d| d.otp_type), Some(OtpType::Hotp));
+    }
+
+    #[test]
+    fn only_the_caller_that_began_may_answer_and_no_role_means_no_offer() {
+        let f = fixture(|_| {});
+        let first = f.begin("force_gus", "10.0.0.1");
+        let Step::Prompt { id, .. } = &first else { panic!() };
+        let stranger = Peer { uid: 4242, name: Some("force_gus".into()) };
+        let reply = f.daemon.handle(&stranger, Request::AuthAnswer { session_id: id.clone(), answer: Code::new("y") });
+        assert!(matches!(reply, Response::Error { kind: ErrorKind::NotFound, .. }), "{reply:?}");
+        // Not-a-role user: no offer at all.
+        assert_eq!(done(&f.begin("plain_hal", "10.0.0.1")).0, Outcome::NotRequired);
+    }
 }
