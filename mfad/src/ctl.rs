@@ -203,6 +203,35 @@ pub enum UserCommand {
     Revoke { user: String },
     /// Clear USER's failure count and lock
     Unlock { user: String },
+    /// Enroll accounts from another tool's secrets (JSON lines, a pam_oath
+    /// users file, or google-authenticator files). Malformed lines are
+    /// listed with their numbers and nothing is imported, unless --keep-going.
+    Import {
+        /// JSON lines ({"user","type","secret","counter","level"}) or, with
+        /// --format oath, a pam_oath users file
+        #[arg(value_name = "FILE", required_unless_present = "google_authenticator")]
+        file: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "json")]
+        format: ImportFormat,
+        /// A google-authenticator file, or a directory of them (DIR/USER or
+        /// DIR/USER/.google_authenticator); scratch codes become recovery codes
+        #[arg(long, value_name = "DIR_OR_FILE", conflicts_with = "file")]
+        google_authenticator: Option<PathBuf>,
+        /// Import the good lines even when some are malformed
+        #[arg(long)]
+        keep_going: bool,
+        /// Replace the device of accounts that already have one
+        #[arg(long)]
+        replace: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImportFormat {
+    /// One JSON object per line
+    Json,
+    /// pam_oath's users file (TYPE USER PIN SECRET_HEX [COUNTER])
+    Oath,
 }
 
 #[derive(Debug, Subcommand)]
@@ -463,12 +492,101 @@ fn execute(
             let plan = SetupPlan::new(Some(user), &options, None, true);
             setup(&daemon, plan, options.confirm, json, input, out)
         }
+        Command::User(UserCommand::Import { file, format, google_authenticator, keep_going, replace }) => {
+            let parsed = read_import(file.as_deref(), format, google_authenticator.as_deref())?;
+            import(&daemon, parsed, keep_going, replace, json, out)
+        }
         other => {
             let (request, done) = simple_request(other)?;
             let response = daemon.call(request)?;
             print_response(response, json, &done, out)
         }
     }
+}
+
+/// Accounts sent to mfad per request, well under the frame limit.
+const IMPORT_BATCH: usize = 2000;
+
+fn read_import(
+    file: Option<&std::path::Path>,
+    format: ImportFormat,
+    google_authenticator: Option<&std::path::Path>,
+) -> Result<crate::import::Parsed, CtlError> {
+    use crate::import;
+    let read = |path: &std::path::Path| {
+        std::fs::read_to_string(path).map_err(|e| CtlError::Input(format!("cannot read {}: {e}", path.display())))
+    };
+    if let Some(path) = google_authenticator {
+        let files = import::google_authenticator_files(path)
+            .map_err(|e| CtlError::Input(format!("cannot read {}: {e}", path.display())))?;
+        let mut all = import::Parsed::default();
+        for (user, file) in files {
+            let one = import::parse_google_authenticator(&user, &file.display().to_string(), &read(&file)?);
+            all.users.extend(one.users);
+            all.errors.extend(one.errors);
+        }
+        return Ok(all);
+    }
+    let Some(path) = file else {
+        return Err(CtlError::Input("give a FILE or --google-authenticator".into()));
+    };
+    let text = read(path)?;
+    Ok(match format {
+        ImportFormat::Json => import::parse_json_lines(&text),
+        ImportFormat::Oath => import::parse_oath_users(&text),
+    })
+}
+
+fn import(
+    daemon: &Daemon,
+    parsed: crate::import::Parsed,
+    keep_going: bool,
+    replace: bool,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), CtlError> {
+    let errors: Vec<Value> =
+        parsed.errors.iter().map(|e| json!({"source": e.source, "line": e.line, "message": e.message})).collect();
+    if !json {
+        for error in &parsed.errors {
+            writeln!(out, "malformed: {error}")?;
+        }
+    }
+    if !parsed.errors.is_empty() && !keep_going {
+        if json {
+            writeln!(out, "{}", json!({"imported": 0, "refused": [], "malformed": errors}))?;
+        }
+        return Err(CtlError::Input(format!(
+            "{} malformed line(s); nothing imported (fix them, or import the rest with --keep-going)",
+            parsed.errors.len()
+        )));
+    }
+    let (mut imported, mut refused) = (0u64, Vec::new());
+    for batch in parsed.users.chunks(IMPORT_BATCH) {
+        let request = Request::ImportUsers { users: batch.to_vec(), replace };
+        match daemon.call(request)? {
+            Response::Imported { imported: n, refused: r } => {
+                imported += n;
+                refused.extend(r);
+            }
+            other => return Err(CtlError::Unexpected(response_name(&other))),
+        }
+    }
+    if json {
+        writeln!(out, "{}", json!({"imported": imported, "refused": refused, "malformed": errors}))?;
+    } else {
+        for r in &refused {
+            writeln!(out, "refused: {}: {}", r.user, r.reason)?;
+        }
+        writeln!(
+            out,
+            "Imported {imported} account(s); {} refused, {} malformed line(s) skipped.",
+            refused.len(),
+            parsed.errors.len()
+        )?;
+    }
+    out.flush()?;
+    Ok(())
 }
 
 /// What to print on a bare `Ok` for each command.
@@ -521,6 +639,7 @@ fn simple_request(command: Command) -> Result<(Request, DoneText), CtlError> {
             "Code accepted.".into(),
         ),
         Command::User(command) => match command {
+            UserCommand::Import { .. } => return Err(CtlError::Unexpected("import")),
             UserCommand::List => (Request::ListUsers, String::new()),
             UserCommand::Show { user } => (Request::Status { user: Some(user) }, String::new()),
             UserCommand::Disable { user } => {
@@ -601,6 +720,7 @@ fn response_name(response: &Response) -> &'static str {
         Response::CheckValue { .. } => "check_value",
         Response::IpRuleAdded { .. } => "ip_rule_added",
         Response::IpRules { .. } => "ip_rules",
+        Response::Imported { .. } => "imported",
     }
 }
 

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use mfa_shared::config::{Cidr, Config, RolePolicy};
 use mfa_shared::otp::{self, OtpParams};
 use mfa_shared::protocol::{
+    ImportRefusal, ImportUser,
     AuthStep, ChallengeLevel, Code, EnrollmentState, ErrorKind, IpRuleInfo, Message, OtpType, Outcome,
     Request, Response, SetupInfo, UserStatus,
 };
@@ -212,6 +213,7 @@ impl Daemon {
             Request::IpList => self.ip_list(peer),
             Request::IpRemove { id } => self.ip_remove(peer, id),
             Request::Reload => self.reload_request(peer),
+            Request::ImportUsers { users, replace } => self.import_users(peer, users, replace),
         };
         result.unwrap_or_else(|r| Response::error(r.kind, r.message))
     }
@@ -309,13 +311,17 @@ impl Daemon {
             return CodeCheck::NotEnrolled;
         };
         let params = device_params(&device);
-        let accepted = match otp::normalize_code(code.expose(), device.digits) {
-            Ok(typed) => self.match_device(&record.user, &device, &typed, config, now).map(|d| {
-                record.device = Some(d);
-                None
-            }),
-            Err(_) if allow_recovery => recovery::consume(&mut record.recovery_hashes, code.expose()).map(Some),
-            Err(_) => None,
+        let otp_match = otp::normalize_code(code.expose(), device.digits)
+            .ok()
+            .and_then(|typed| self.match_device(&record.user, &device, &typed, config, now));
+        let accepted = match otp_match {
+            Some(advanced) => {
+                record.device = Some(advanced);
+                Some(None)
+            }
+            // A recovery code may look like a code (imported scratch codes are digits).
+            None if allow_recovery => recovery::consume(&mut record.recovery_hashes, code.expose()).map(Some),
+            None => None,
         };
         match accepted {
             Some(recovery_left) => {
@@ -1059,6 +1065,81 @@ impl Daemon {
         }
         self.admin_event(peer, "-", &format!("ip rule #{id} removed"));
         Ok(Response::ok())
+    }
+
+    fn import_users(&self, peer: &Peer, users: Vec<ImportUser>, replace: bool) -> Reply {
+        self.require_admin(peer)?;
+        let config = self.config();
+        let now = self.clock.now();
+        let mut refused = Vec::new();
+        let mut records: HashMap<String, UserRecord> = HashMap::with_capacity(users.len());
+        for import in users {
+            match self.imported_record(&config, &import, now) {
+                Ok(record) => {
+                    records.insert(import.user.clone(), record);
+                }
+                Err(reason) => refused.push(ImportRefusal { user: import.user.clone(), reason }),
+            }
+        }
+        let names: Vec<String> = records.keys().cloned().collect();
+        let mut imported = 0u64;
+        self.store
+            .update_users(&names, &mut |user, current| {
+                let Some(new) = records.get(user) else { return Change::Keep };
+                match current {
+                    Some(existing) if existing.is_enrolled() && !replace => {
+                        refused.push(ImportRefusal {
+                            user: user.to_string(),
+                            reason: "already has a device (use --replace)".into(),
+                        });
+                        Change::Keep
+                    }
+                    _ => {
+                        imported += 1;
+                        let mut record = current.cloned().unwrap_or_else(|| UserRecord::new(user));
+                        record.device = new.device.clone();
+                        record.pending = None;
+                        record.approved = false;
+                        record.recovery_hashes = new.recovery_hashes.clone();
+                        record.level = new.level.or(record.level);
+                        Change::Put(record)
+                    }
+                }
+            })
+            .map_err(|e| self.internal(e))?;
+        self.admin_event(peer, "-", &format!("imported {imported} accounts, refused {}", refused.len()));
+        Ok(Response::Imported { imported, refused })
+    }
+
+    /// The record an import creates: the secret sealed, defaults filled in.
+    fn imported_record(&self, config: &Config, import: &ImportUser, now: u64) -> Result<UserRecord, String> {
+        if valid_user_name(&import.user).is_err() {
+            return Err("invalid user name".into());
+        }
+        let secret = zeroize::Zeroizing::new(
+            otp::base32_decode(import.secret.expose()).map_err(|_| "the secret is not base32".to_string())?,
+        );
+        let sealed = self.vault.seal(&import.user, &secret).map_err(|e| e.to_string())?;
+        let recovery_hashes = import
+            .recovery_codes
+            .iter()
+            .map(recovery::hash_existing)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        let mut record = UserRecord::new(&import.user);
+        record.device = Some(Device {
+            otp_type: import.otp_type,
+            algorithm: import.algorithm.unwrap_or(config.algorithm),
+            digits: import.digits.unwrap_or(config.digits),
+            period: import.period.unwrap_or(config.period),
+            sealed_secret: sealed,
+            next_counter: import.counter,
+            last_step: None,
+            created_at: now,
+        });
+        record.level = import.level;
+        record.recovery_hashes = recovery_hashes;
+        Ok(record)
     }
 
     fn reload_request(&self, peer: &Peer) -> Reply {

@@ -291,6 +291,14 @@ pub enum Request {
     IpRemove { id: i64 },
     /// Administration: re-read the config file, like SIGHUP. -> [`Response::Ok`]
     Reload,
+    /// Administration: enroll accounts from another tool's secrets. An
+    /// account that already has a device is refused unless `replace`.
+    /// -> [`Response::Imported`]
+    ImportUsers {
+        users: Vec<ImportUser>,
+        #[serde(default)]
+        replace: bool,
+    },
 }
 
 impl Request {
@@ -315,6 +323,7 @@ impl Request {
             Request::IpList => "ip_list",
             Request::IpRemove { .. } => "ip_remove",
             Request::Reload => "reload",
+            Request::ImportUsers { .. } => "import_users",
         }
     }
 }
@@ -440,6 +449,39 @@ impl fmt::Debug for SetupInfo {
     }
 }
 
+/// One enrollment brought from another tool (`mfactl user import`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ImportUser {
+    pub user: String,
+    #[serde(rename = "type")]
+    pub otp_type: OtpType,
+    /// Base32; redacted in Debug like every code.
+    pub secret: Code,
+    /// HOTP: the next counter the device will show.
+    #[serde(default)]
+    pub counter: u64,
+    #[serde(default)]
+    pub level: Option<ChallengeLevel>,
+    /// None: the configured default.
+    #[serde(default)]
+    pub digits: Option<u32>,
+    #[serde(default)]
+    pub period: Option<u64>,
+    #[serde(default)]
+    pub algorithm: Option<Algorithm>,
+    /// Single-use codes to keep as recovery codes (e.g. scratch codes).
+    #[serde(default)]
+    pub recovery_codes: Vec<Code>,
+}
+
+/// An account `mfactl user import` did not import, and why.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ImportRefusal {
+    pub user: String,
+    pub reason: String,
+}
+
 /// A bypass rule as listed by `mfactl ip list`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct IpRuleInfo {
@@ -498,6 +540,7 @@ pub enum Response {
     CheckValue { user: String, value: String },
     IpRuleAdded { id: i64 },
     IpRules { rules: Vec<IpRuleInfo> },
+    Imported { imported: u64, refused: Vec<ImportRefusal> },
 }
 
 impl Response {

@@ -61,29 +61,42 @@ pub struct TrustedSource {
     pub at: u64,
 }
 
-/// Everything mfad knows of one account.
+/// Everything mfad knows of one account. Stored as JSON with defaults left
+/// out, which keeps a million-user store small.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct UserRecord {
     pub user: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub device: Option<Device>,
     /// A set-up in progress; never replaces `device` until confirmed.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub pending: Option<Device>,
     /// Level to apply when the pending set-up completes.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub pending_level: Option<ChallengeLevel>,
     /// None: the configured default.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub level: Option<ChallengeLevel>,
     /// Super-user approval of the current device.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub approved: bool,
+    #[serde(skip_serializing_if = "is_zero")]
     pub failures: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub locked_until: Option<u64>,
     /// A wrong code was given since the last success (adaptive level asks).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub failed_since_success: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub last_success: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub last_source: Option<String>,
     /// Most recent first, bounded.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub trusted_sources: Vec<TrustedSource>,
     /// Salted hashes of unused recovery codes.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub recovery_hashes: Vec<String>,
 }
 
@@ -131,6 +144,14 @@ pub trait Store: Send + Sync {
         change: &mut dyn FnMut(Option<&UserRecord>) -> Change,
     ) -> Result<(), StoreError>;
 
+    /// [`Store::update_user`] for many users in one durable write (bulk
+    /// import): `change` is called once per name.
+    fn update_users(
+        &self,
+        users: &[String],
+        change: &mut dyn FnMut(&str, Option<&UserRecord>) -> Change,
+    ) -> Result<(), StoreError>;
+
     /// Every record, ordered by user name.
     fn list_users(&self) -> Result<Vec<UserRecord>, StoreError>;
 
@@ -138,6 +159,10 @@ pub trait Store: Send + Sync {
     fn list_ip_rules(&self) -> Result<Vec<StoredIpRule>, StoreError>;
     /// False when there was no such rule.
     fn remove_ip_rule(&self, id: i64) -> Result<bool, StoreError>;
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 mod hex_bytes {

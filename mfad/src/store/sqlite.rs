@@ -206,6 +206,23 @@ fn read_user(conn: &Connection, user: &str) -> Result<Option<UserRecord>, StoreE
     json.map(|j| decode(user, &j)).transpose()
 }
 
+fn apply_change(conn: &Connection, user: &str, change: Change) -> Result<(), StoreError> {
+    match change {
+        Change::Keep => Ok(()),
+        Change::Put(record) => {
+            let json = encode(&record)?;
+            conn.prepare_cached(
+                "INSERT INTO users (name, record) VALUES (?1, ?2)
+                 ON CONFLICT(name) DO UPDATE SET record = excluded.record",
+            )
+            .and_then(|mut stmt| stmt.execute(params![user, json]))
+            .map(drop)
+            .map_err(db)
+        }
+        Change::Delete => conn.execute("DELETE FROM users WHERE name = ?1", [user]).map(drop).map_err(db),
+    }
+}
+
 impl Store for SqliteStore {
     fn get_user(&self, user: &str) -> Result<Option<UserRecord>, StoreError> {
         read_user(&self.lock()?.conn, user)
@@ -218,20 +235,21 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         self.write(|conn| {
             let current = read_user(conn, user)?;
-            match change(current.as_ref()) {
-                Change::Keep => Ok(()),
-                Change::Put(record) => {
-                    let json = encode(&record)?;
-                    conn.prepare_cached(
-                        "INSERT INTO users (name, record) VALUES (?1, ?2)
-                         ON CONFLICT(name) DO UPDATE SET record = excluded.record",
-                    )
-                    .and_then(|mut stmt| stmt.execute(params![user, json]))
-                    .map(drop)
-                    .map_err(db)
-                }
-                Change::Delete => conn.execute("DELETE FROM users WHERE name = ?1", [user]).map(drop).map_err(db),
+            apply_change(conn, user, change(current.as_ref()))
+        })
+    }
+
+    fn update_users(
+        &self,
+        users: &[String],
+        change: &mut dyn FnMut(&str, Option<&UserRecord>) -> Change,
+    ) -> Result<(), StoreError> {
+        self.write(|conn| {
+            for user in users {
+                let current = read_user(conn, user)?;
+                apply_change(conn, user, change(user, current.as_ref()))?;
             }
+            Ok(())
         })
     }
 

@@ -1,0 +1,323 @@
+//! Reading enrollments from other tools, for `mfactl user import`:
+//! JSON lines, pam_oath users files and google-authenticator files.
+//! Pure functions of text; every error names its line.
+
+use std::path::{Path, PathBuf};
+
+use mfa_shared::otp;
+use mfa_shared::protocol::{Algorithm, ChallengeLevel, Code, ImportUser, OtpType};
+use serde::Deserialize;
+
+/// A line that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineError {
+    /// Where: a file name (for google-authenticator) or empty.
+    pub source: String,
+    pub line: usize,
+    pub message: String,
+}
+
+impl std::fmt::Display for LineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.source.is_empty() {
+            write!(f, "line {}: {}", self.line, self.message)
+        } else {
+            write!(f, "{}:{}: {}", self.source, self.line, self.message)
+        }
+    }
+}
+
+/// What a file gave: users read, lines refused.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    pub users: Vec<ImportUser>,
+    pub errors: Vec<LineError>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonLine {
+    user: String,
+    #[serde(rename = "type")]
+    otp_type: OtpType,
+    secret: String,
+    #[serde(default)]
+    counter: Option<u64>,
+    #[serde(default)]
+    level: Option<ChallengeLevel>,
+    #[serde(default)]
+    digits: Option<u32>,
+    #[serde(default)]
+    period: Option<u64>,
+    #[serde(default)]
+    algorithm: Option<Algorithm>,
+}
+
+/// `{"user": "...", "type": "totp|hotp", "secret": "BASE32", "counter": N, "level": "..."}`
+/// per line; blank lines and `#` comments are skipped.
+pub fn parse_json_lines(text: &str) -> Parsed {
+    let mut parsed = Parsed::default();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let result = serde_json::from_str::<JsonLine>(line)
+            .map_err(|e| e.to_string().split(" at line").next().unwrap_or("malformed JSON").to_string())
+            .and_then(|j| {
+                let secret = decode_base32(&j.secret)?;
+                Ok(ImportUser {
+                    user: j.user,
+                    otp_type: j.otp_type,
+                    secret: Code::new(otp::base32_encode(&secret)),
+                    counter: j.counter.unwrap_or(0),
+                    level: j.level,
+                    digits: j.digits,
+                    period: j.period,
+                    algorithm: j.algorithm,
+                    recovery_codes: Vec::new(),
+                })
+            })
+            .and_then(validate);
+        push(&mut parsed, "", i + 1, result);
+    }
+    parsed
+}
+
+/// pam_oath's users file: `TYPE USER PIN SECRET_HEX [COUNTER ...]` where
+/// TYPE is `HOTP`, `HOTP/E/8` (digits) or `HOTP/T30[/6]` (TOTP, period).
+pub fn parse_oath_users(text: &str) -> Parsed {
+    let mut parsed = Parsed::default();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let result = parse_oath_line(line).and_then(validate);
+        push(&mut parsed, "", i + 1, result);
+    }
+    parsed
+}
+
+fn parse_oath_line(line: &str) -> Result<ImportUser, String> {
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let [kind, user, pin, secret, rest @ ..] = fields.as_slice() else {
+        return Err("expected TYPE USER PIN SECRET [COUNTER]".into());
+    };
+    if *pin != "-" {
+        return Err("PINs are not supported (use - in the PIN field)".into());
+    }
+    let mut parts = kind.split('/');
+    if !parts.next().is_some_and(|p| p.eq_ignore_ascii_case("HOTP")) {
+        return Err(format!("unknown token type {kind:?}"));
+    }
+    let (mut otp_type, mut period, mut digits) = (OtpType::Hotp, None, None);
+    for part in parts {
+        if let Some(p) = part.strip_prefix('T') {
+            otp_type = OtpType::Totp;
+            period = Some(p.parse::<u64>().map_err(|_| format!("bad time step in {kind:?}"))?);
+        } else if part == "E" {
+            // Event-based (HOTP), the default.
+        } else {
+            digits = Some(part.parse::<u32>().map_err(|_| format!("bad digits in {kind:?}"))?);
+        }
+    }
+    let secret = data_encoding::HEXLOWER_PERMISSIVE
+        .decode(secret.as_bytes())
+        .map_err(|_| "the secret is not hexadecimal".to_string())?;
+    let counter = match rest.first() {
+        Some(c) => c.parse::<u64>().map_err(|_| format!("bad counter {c:?}"))?,
+        None => 0,
+    };
+    Ok(ImportUser {
+        user: (*user).to_string(),
+        otp_type,
+        secret: Code::new(otp::base32_encode(&secret)),
+        counter: if otp_type == OtpType::Hotp { counter } else { 0 },
+        level: None,
+        digits,
+        period,
+        algorithm: None,
+        recovery_codes: Vec::new(),
+    })
+}
+
+/// One google-authenticator file: the base32 secret on the first line,
+/// `" OPTION` lines (`HOTP_COUNTER N` makes it HOTP, `TOTP_AUTH` TOTP,
+/// `STEP_SIZE N`), then 8-digit scratch codes, which become recovery codes.
+pub fn parse_google_authenticator(user: &str, source: &str, text: &str) -> Parsed {
+    let mut parsed = Parsed::default();
+    let mut lines = text.lines().enumerate();
+    let Some((_, first)) = lines.next() else {
+        parsed.errors.push(LineError { source: source.into(), line: 1, message: "empty file".into() });
+        return parsed;
+    };
+    let secret = match decode_base32(first.trim()) {
+        Ok(s) => s,
+        Err(message) => {
+            parsed.errors.push(LineError { source: source.into(), line: 1, message });
+            return parsed;
+        }
+    };
+    let (mut otp_type, mut counter, mut period, mut scratch) = (OtpType::Totp, 0, None, Vec::new());
+    for (i, line) in lines {
+        let line = line.trim();
+        if let Some(option) = line.strip_prefix('"') {
+            let words: Vec<&str> = option.split_whitespace().collect();
+            match words.as_slice() {
+                ["HOTP_COUNTER", n] => {
+                    otp_type = OtpType::Hotp;
+                    match n.parse() {
+                        Ok(n) => counter = n,
+                        Err(_) => {
+                            let message = format!("bad HOTP_COUNTER {n:?}");
+                            parsed.errors.push(LineError { source: source.into(), line: i + 1, message });
+                            return parsed;
+                        }
+                    }
+                }
+                ["TOTP_AUTH"] => otp_type = OtpType::Totp,
+                ["STEP_SIZE", n] => period = n.parse().ok(),
+                _ => {} // RATE_LIMIT, WINDOW_SIZE, DISALLOW_REUSE: mfad's own rules apply.
+            }
+        } else if line.len() == 8 && line.bytes().all(|b| b.is_ascii_digit()) {
+            scratch.push(Code::new(line));
+        } else if !line.is_empty() {
+            let message = "neither an option nor an 8-digit scratch code".to_string();
+            parsed.errors.push(LineError { source: source.into(), line: i + 1, message });
+            return parsed;
+        }
+    }
+    let user = ImportUser {
+        user: user.to_string(),
+        otp_type,
+        secret: Code::new(otp::base32_encode(&secret)),
+        counter,
+        level: None,
+        digits: None,
+        period,
+        algorithm: None,
+        recovery_codes: scratch,
+    };
+    push(&mut parsed, source, 1, validate(user));
+    parsed
+}
+
+/// The google-authenticator files under `path`, with their users: a file
+/// itself (user = its owner for `.google_authenticator`, else its name), or
+/// a directory of home directories (`DIR/USER/.google_authenticator`) or of
+/// per-user files (`DIR/USER`, as with the module's `secret=` option).
+pub fn google_authenticator_files(path: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path)?;
+    if meta.is_file() {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let user = if name == ".google_authenticator" {
+            crate::nss::user_name(meta.uid()).unwrap_or_else(|| meta.uid().to_string())
+        } else {
+            name
+        };
+        return Ok(vec![(user, path.to_path_buf())]);
+    }
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(path)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let inner = entry.path().join(".google_authenticator");
+        if inner.is_file() {
+            found.push((name, inner));
+        } else if entry.path().is_file() && !name.starts_with('.') {
+            found.push((name, entry.path()));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+fn decode_base32(text: &str) -> Result<Vec<u8>, String> {
+    otp::base32_decode(text).map_err(|_| "the secret is not base32".to_string())
+}
+
+fn validate(user: ImportUser) -> Result<ImportUser, String> {
+    if user.user.is_empty() || user.user.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/') {
+        return Err(format!("invalid user name {:?}", user.user));
+    }
+    if otp::base32_decode(user.secret.expose()).map_or(true, |s| s.len() < 10) {
+        return Err("the secret is shorter than 80 bits".into());
+    }
+    if let Some(d) = user.digits.filter(|d| !(6..=8).contains(d)) {
+        return Err(format!("digits must be 6, 7 or 8, not {d}"));
+    }
+    if user.period == Some(0) {
+        return Err("period must be at least 1 second".into());
+    }
+    Ok(user)
+}
+
+fn push(parsed: &mut Parsed, source: &str, line: usize, result: Result<ImportUser, String>) {
+    match result {
+        Ok(user) => parsed.users.push(user),
+        Err(message) => parsed.errors.push(LineError { source: source.into(), line, message }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
+
+    #[test]
+    fn json_lines_with_errors_by_line() {
+        let text = format!(
+            "{{\"user\":\"a\",\"type\":\"hotp\",\"secret\":\"{SECRET}\",\"counter\":5}}\n\
+             \n\
+             {{\"user\":\"b\",\"type\":\"totp\",\"secret\":\"{SECRET}\",\"level\":\"always\"}}\n\
+             {{\"user\":\"c\",\"type\":\"totp\"}}\n\
+             not json\n\
+             {{\"user\":\"d\",\"type\":\"totp\",\"secret\":\"!!\"}}\n"
+        );
+        let parsed = parse_json_lines(&text);
+        assert_eq!(parsed.users.len(), 2);
+        assert_eq!(parsed.users[0].counter, 5);
+        assert_eq!(parsed.users[1].level, Some(ChallengeLevel::Always));
+        let lines: Vec<usize> = parsed.errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, vec![4, 5, 6]);
+        assert!(parsed.errors[0].message.contains("secret"), "{}", parsed.errors[0]);
+        // No error message repeats a secret.
+        assert!(parsed.errors.iter().all(|e| !e.message.contains(SECRET)));
+    }
+
+    #[test]
+    fn oath_users_file() {
+        let text = "# comment\nHOTP alice - 3132333435363738393031323334353637383930 7\n\
+                    HOTP/T30/8 bob - 3132333435363738393031323334353637383930\n\
+                    HOTP carol 1234 3132333435363738393031323334353637383930\n\
+                    HOTP dave -\n";
+        let parsed = parse_oath_users(text);
+        assert_eq!(parsed.users.len(), 2);
+        assert_eq!(parsed.users[0].otp_type, OtpType::Hotp);
+        assert_eq!(parsed.users[0].counter, 7);
+        assert_eq!(parsed.users[0].secret.expose(), "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ");
+        assert_eq!(parsed.users[1].otp_type, OtpType::Totp);
+        assert_eq!(parsed.users[1].digits, Some(8));
+        assert_eq!(parsed.users[1].period, Some(30));
+        assert_eq!(parsed.errors.iter().map(|e| e.line).collect::<Vec<_>>(), vec![4, 5]);
+    }
+
+    #[test]
+    fn google_authenticator_file() {
+        let text = format!("{SECRET}\n\" RATE_LIMIT 3 30\n\" WINDOW_SIZE 17\n\" HOTP_COUNTER 4\n12345678\n87654321\n");
+        let parsed = parse_google_authenticator("erin", "f", &text);
+        assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
+        let user = &parsed.users[0];
+        assert_eq!(user.otp_type, OtpType::Hotp);
+        assert_eq!(user.counter, 4);
+        assert_eq!(user.recovery_codes.len(), 2);
+        let totp = parse_google_authenticator("f", "g", &format!("{SECRET}\n\" TOTP_AUTH\n"));
+        assert_eq!(totp.users[0].otp_type, OtpType::Totp);
+        let bad = parse_google_authenticator("g", "h", &format!("{SECRET}\nhello\n"));
+        assert_eq!(bad.errors[0].line, 2);
+        assert!(bad.users.is_empty());
+    }
+}
