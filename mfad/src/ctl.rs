@@ -18,9 +18,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use mfa_shared::{
     ChallengeLevel, Client, ClientError, Code, DEFAULT_SOCKET, EnrollmentState, ErrorKind,
-    IpRuleInfo, OtpType, Request, Response, SetupInfo, UserStatus,
+    IpRuleInfo, OtpType, Request, Response, UserStatus,
 };
 use serde_json::{Value, json};
+
+use crate::enrollment::{self, format_barcode, format_fields, format_manual_entry, format_recovery_codes};
 
 /// Exit status: success.
 pub const EXIT_OK: u8 = 0;
@@ -882,66 +884,21 @@ fn ask(input: &mut dyn BufRead, out: &mut dyn Write, prompt: &str) -> Result<Str
 
 fn ask_barcode(input: &mut dyn BufRead, out: &mut dyn Write) -> Result<bool, CtlError> {
     loop {
-        let answer = ask(
-            input,
-            out,
-            "Does your device support scanning a barcode? [y/n] ",
-        )?;
-        match answer.to_ascii_lowercase().as_str() {
-            "y" | "yes" => return Ok(true),
-            "n" | "no" => return Ok(false),
-            _ => writeln!(out, "Please answer y or n.")?,
+        let answer = ask(input, out, enrollment::BARCODE_QUESTION)?;
+        match enrollment::yes_no(&answer) {
+            Some(barcode) => return Ok(barcode),
+            None => writeln!(out, "{}", enrollment::YES_NO_HINT)?,
         }
     }
 }
 
 fn ask_type(input: &mut dyn BufRead, out: &mut dyn Write) -> Result<OtpType, CtlError> {
     loop {
-        let answer = ask(input, out, "Time-based or counter-based? [t/c] ")?;
-        match answer.to_ascii_lowercase().as_str() {
-            "" | "t" | "time" | "time-based" | "totp" => return Ok(OtpType::Totp),
-            "c" | "counter" | "counter-based" | "hotp" => return Ok(OtpType::Hotp),
-            _ => writeln!(
-                out,
-                "Please answer t (time-based, recommended) or c (counter-based)."
-            )?,
+        let answer = ask(input, out, enrollment::TYPE_QUESTION)?;
+        match enrollment::time_or_counter(&answer) {
+            Some(otp_type) => return Ok(otp_type),
+            None => writeln!(out, "{}", enrollment::TYPE_HINT)?,
         }
-    }
-}
-
-/// The secret and parameters to type into an app by hand.
-pub fn format_manual_entry(info: &SetupInfo) -> String {
-    let mut text = String::from("Enter this key in your authenticator app:\n\n");
-    text.push_str(&format!(
-        "    {}\n\n",
-        mfa_shared::otp::group_secret(&info.secret)
-    ));
-    let kind = match info.otp_type {
-        OtpType::Totp => "time-based (TOTP)",
-        OtpType::Hotp => "counter-based (HOTP)",
-    };
-    let mut rows = vec![
-        ("account", info.user.clone()),
-        ("type", kind.to_owned()),
-        ("algorithm", info.algorithm.to_string()),
-        ("digits", info.digits.to_string()),
-    ];
-    match info.otp_type {
-        OtpType::Totp => rows.push(("period", format!("{} seconds", info.period))),
-        OtpType::Hotp => rows.push(("starting counter", info.counter.to_string())),
-    }
-    text.push_str(&format_fields(&rows, "  "));
-    text
-}
-
-/// The QR code and the URI, or the manual entry when no QR code fits.
-pub fn format_barcode(info: &SetupInfo) -> String {
-    match mfa_shared::qr::render_terminal(&info.uri) {
-        Ok(qr) => format!(
-            "Scan this QR code with your authenticator app:\n\n{qr}\nOr open this URI on the device:\n{}\n",
-            info.uri
-        ),
-        Err(e) => format!("(no QR code: {e})\n{}", format_manual_entry(info)),
     }
 }
 
@@ -1012,7 +969,7 @@ pub fn interactive_setup(
         let code = match ask(
             input,
             out,
-            "Enter the code from your device to complete setup: ",
+            enrollment::SETUP_CODE_PROMPT,
         ) {
             Ok(code) => code,
             Err(CtlError::Input(why)) => return Err(CtlError::Input(pending(&why))),
@@ -1060,20 +1017,6 @@ pub fn interactive_setup(
 /// Unix seconds as "YYYY-MM-DD HH:MM:SS UTC".
 pub fn format_time(secs: u64) -> String {
     format!("{} UTC", crate::timefmt::utc(secs))
-}
-
-/// "key: value" lines with the values aligned.
-fn format_fields(rows: &[(&str, String)], indent: &str) -> String {
-    let width = rows
-        .iter()
-        .map(|(k, _)| k.chars().count() + 1)
-        .max()
-        .unwrap_or(0);
-    let mut text = String::new();
-    for (key, value) in rows {
-        text.push_str(&format!("{indent}{:<width$} {value}\n", format!("{key}:")));
-    }
-    text
 }
 
 fn state_text(status: &UserStatus) -> String {
@@ -1139,20 +1082,6 @@ pub fn format_status(status: &UserStatus) -> String {
         ),
     ];
     format_fields(&rows, "")
-}
-
-pub fn format_recovery_codes(codes: &[Code]) -> String {
-    if codes.is_empty() {
-        return String::new();
-    }
-    let mut text = String::from(
-        "\nRecovery codes: each works once in place of a code at login. They are shown\n\
-         only this once: store them somewhere safe, away from your device.\n\n",
-    );
-    for code in codes {
-        text.push_str(&format!("    {}\n", code.expose()));
-    }
-    text
 }
 
 /// Columns padded to their widest cell, two spaces apart.
@@ -1254,7 +1183,7 @@ pub fn format_rules(rules: &[IpRuleInfo]) -> String {
 mod tests {
     use super::*;
     use mfa_shared::frame::{read_frame, write_frame};
-    use mfa_shared::{Algorithm, RequestFrame, ResponseFrame};
+    use mfa_shared::{Algorithm, RequestFrame, ResponseFrame, SetupInfo};
     use std::os::unix::net::UnixListener;
     use std::sync::{Arc, Mutex};
 

@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod clock;
 pub mod crypto;
+pub mod enrollment;
 pub mod import;
 pub mod daemon_main;
 pub mod nss;

@@ -18,6 +18,10 @@ use mfa_shared::protocol::{
 use crate::audit::{Audit, Entry, Severity};
 use crate::clock::Clock;
 use crate::crypto::Vault;
+use crate::enrollment::{
+    BARCODE_QUESTION, SETUP_CODE_PROMPT, TYPE_HINT, TYPE_QUESTION, YES_NO_HINT, format_barcode, format_manual_entry,
+    format_recovery_codes, time_or_counter, yes_no,
+};
 use crate::nss::Directory;
 use crate::policy::{self, Context, Decision, LoginRequest};
 use crate::recovery;
@@ -89,9 +93,6 @@ struct Offer {
     mandatory: bool,
 }
 
-const BARCODE_QUESTION: &str = "Does your device support scanning a barcode? [y/n] ";
-const TYPE_QUESTION: &str = "Time-based or counter-based? [t/c] ";
-const SETUP_CODE_PROMPT: &str = "Enter the code from your device to complete setup: ";
 
 /// Why a request was refused; becomes `Response::Error`.
 #[derive(Debug)]
@@ -632,18 +633,18 @@ impl Daemon {
             None if answer.is_empty() => {
                 self.reask(session, offer, "Set-up is required to log in. Please answer y or n.", now)
             }
-            None => self.reask(session, offer, "Please answer y or n.", now),
+            None => self.reask(session, offer, YES_NO_HINT, now),
         }
     }
 
     fn answer_type(&self, session: Session, offer: Offer, barcode: bool, answer: &str, now: u64) -> Reply {
         let Some(otp_type) = time_or_counter(answer) else {
-            return self.reask(session, offer, "Please answer t (time-based, recommended) or c (counter-based).", now);
+            return self.reask(session, offer, TYPE_HINT, now);
         };
         let config = self.config();
         let info = self.start_setup(&config, &session.login.person, otp_type, None)?;
         self.log_session(&session, "pending", &format!("inline set-up started ({otp_type})"));
-        let shown = if barcode { crate::ctl::format_barcode(&info) } else { crate::ctl::format_manual_entry(&info) };
+        let shown = if barcode { format_barcode(&info) } else { format_manual_entry(&info) };
         self.ask(session, Stage::ConfirmSetup(offer), vec![Message::info(shown)], now)
     }
 
@@ -659,7 +660,7 @@ impl Daemon {
                 );
                 let text = format!(
                     "Two-factor authentication is enabled.{}",
-                    crate::ctl::format_recovery_codes(&codes)
+                    format_recovery_codes(&codes)
                 );
                 Ok(decision_response(Outcome::Verified, vec![Message::info(text)]))
             }
@@ -1160,25 +1161,6 @@ fn record_success(record: &mut UserRecord, source: Option<&str>, now: u64) {
         record.trusted_sources.retain(|t| t.source != source);
         record.trusted_sources.insert(0, TrustedSource { source: source.to_string(), at: now });
         record.trusted_sources.truncate(MAX_TRUSTED_SOURCES);
-    }
-}
-
-/// "Does your device support scanning a barcode?"
-fn yes_no(answer: &str) -> Option<bool> {
-    match answer.trim().to_ascii_lowercase().as_str() {
-        "y" | "yes" => Some(true),
-        "n" | "no" => Some(false),
-        _ => None,
-    }
-}
-
-/// "Time-based or counter-based?"; time-based (the recommended type) when
-/// the answer is empty.
-fn time_or_counter(answer: &str) -> Option<OtpType> {
-    match answer.trim().to_ascii_lowercase().as_str() {
-        "" | "t" | "time" | "time-based" | "totp" => Some(OtpType::Totp),
-        "c" | "counter" | "counter-based" | "hotp" => Some(OtpType::Hotp),
-        _ => None,
     }
 }
 
