@@ -1,0 +1,316 @@
+//! The login conversation a PAM module runs with mfad: begin with the PAM
+//! items, answered by a prompt or a decision; each answer moves a session
+//! through its stages (a code, or the questions of an inline set-up).
+
+use std::net::IpAddr;
+
+use mfa_shared::config::{Cidr, Config};
+use mfa_shared::protocol::{AuthStep, Code, ErrorKind, Message, Outcome, Response};
+
+use super::*;
+
+impl Daemon {
+
+    pub(super) fn auth_begin(
+        &self,
+        peer: &Peer,
+        service: String,
+        user: String,
+        ruser: Option<String>,
+        rhost: Option<String>,
+        tty: Option<String>,
+    ) -> Reply {
+        // A PAM stack runs as root; a user's own process (a screen locker)
+        // may only ask about that user.
+        if peer.uid != 0 && peer.name.as_deref() != Some(user.as_str()) {
+            return Err(refuse(ErrorKind::PermissionDenied, "permission denied: not your account"));
+        }
+        valid_user_name(&user)?;
+        let config = self.config();
+        let now = self.clock.now();
+        let elevation = config.is_elevation(&service);
+        let ruser = ruser.filter(|r| !r.is_empty());
+        let rhost = rhost.filter(|r| !r.is_empty());
+        let person = match (&ruser, elevation) {
+            (Some(ruser), true) => ruser.clone(),
+            _ => user.clone(),
+        };
+        valid_user_name(&person)?;
+        let source = match &rhost {
+            Some(rhost) => rhost.clone(),
+            None => format!("local:{}", tty.as_deref().unwrap_or("")),
+        };
+        let login = LoginRequest { service, person, source, elevation };
+        let record = self.get_record(&login.person)?;
+        let context = Context {
+            role: policy::strictest_role(&config, &self.directory.groups_of(&login.person)),
+            bypass: self.bypass_rule(&config, rhost.as_deref(), now)?,
+        };
+        let decision = policy::decide(&config, record.as_ref(), &login, &context, now);
+        let session = Session {
+            peer_uid: peer.uid,
+            user,
+            login,
+            rhost,
+            stage: Stage::Code { recovery_allowed: false },
+            tries: 0,
+            expires_at: 0,
+        };
+        match decision {
+            Decision::Allow(reason) => {
+                self.log_session(&session, "not_required", &reason.describe());
+                Ok(decision_response(Outcome::NotRequired, Vec::new()))
+            }
+            Decision::Deny(reason) => {
+                self.log_session(&session, "denied", reason.describe());
+                Ok(decision_response(Outcome::Denied, vec![Message::error(reason.message())]))
+            }
+            Decision::OfferEnrollment { policy, mandatory } => {
+                let offer = Offer { policy, mandatory };
+                self.log_session(&session, "enroll", &format!("enrollment offered (role policy {})", policy.as_str()));
+                let intro = if mandatory {
+                    format!(
+                        "Your account must use two-factor authentication (role policy {}): set it up now to log in.",
+                        policy.as_str()
+                    )
+                } else {
+                    "Two-factor authentication is recommended for your account: you can set it up now. \
+                     Press Enter at the first question to skip it this time."
+                        .to_string()
+                };
+                self.ask(session, Stage::AskBarcode(offer), vec![Message::info(intro)], now)
+            }
+            Decision::AskCode { reason, recovery_allowed } => {
+                self.log_session(&session, "challenge", reason);
+                self.ask(session, Stage::Code { recovery_allowed }, Vec::new(), now)
+            }
+        }
+    }
+
+    /// One decision of a login conversation for the audit trail.
+    fn log_session(&self, session: &Session, outcome: &str, reason: &str) {
+        self.audit.decision(&Entry {
+            user: &session.login.person,
+            service: &session.login.service,
+            rhost: session.rhost.as_deref(),
+            outcome,
+            reason,
+        });
+    }
+
+    /// Keep the conversation going: store `session` at `stage` under a fresh
+    /// id and ask the question of that stage after `messages`.
+    fn ask(&self, mut session: Session, stage: Stage, messages: Vec<Message>, now: u64) -> Reply {
+        if session.stage != stage {
+            session.tries = 0;
+        }
+        session.stage = stage;
+        let (prompt, echo) = match stage {
+            Stage::Code { .. } => (code_prompt(&session), false),
+            Stage::AskBarcode(_) => (BARCODE_QUESTION.to_string(), true),
+            Stage::AskType { .. } => (TYPE_QUESTION.to_string(), true),
+            Stage::ConfirmSetup(_) => (SETUP_CODE_PROMPT.to_string(), false),
+        };
+        let session_id = new_session_id()?;
+        session.expires_at = now + self.config().request_timeout.as_secs();
+        self.sessions_insert(session_id.clone(), session, now);
+        Ok(Response::Auth(AuthStep::Prompt { session_id, messages, prompt, echo }))
+    }
+
+    fn sessions_insert(&self, id: String, session: Session, now: u64) {
+        let mut sessions = match self.sessions.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        sessions.retain(|_, s| s.expires_at > now);
+        sessions.insert(id, session);
+    }
+
+    fn sessions_take(&self, id: &str) -> Option<Session> {
+        let mut sessions = match self.sessions.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        sessions.remove(id)
+    }
+
+    pub(super) fn auth_answer(&self, peer: &Peer, session_id: &str, answer: &Code) -> Reply {
+        let now = self.clock.now();
+        let Some(session) = self.sessions_take(session_id).filter(|s| s.expires_at > now && s.peer_uid == peer.uid)
+        else {
+            return Err(refuse(ErrorKind::NotFound, "no such login conversation (it may have timed out)"));
+        };
+        match session.stage {
+            Stage::Code { recovery_allowed } => self.answer_code(session, recovery_allowed, answer, now),
+            Stage::AskBarcode(offer) => self.answer_barcode(session, offer, answer.expose(), now),
+            Stage::AskType { offer, barcode } => self.answer_type(session, offer, barcode, answer.expose(), now),
+            Stage::ConfirmSetup(offer) => self.answer_setup_code(session, offer, answer, now),
+        }
+    }
+
+    fn answer_code(&self, mut session: Session, recovery_allowed: bool, answer: &Code, now: u64) -> Reply {
+        let config = self.config();
+        let source = session.login.source.clone();
+        let check = self.with_record(&session.login.person, |record| {
+            let check = self.check_code(&config, record, answer, Some(&source), recovery_allowed, now);
+            (check != CodeCheck::NotEnrolled, check)
+        })?;
+        match check {
+            CodeCheck::Accepted => {
+                self.log_session(&session, "success", "challenge passed");
+                Ok(decision_response(Outcome::Verified, Vec::new()))
+            }
+            CodeCheck::AcceptedRecovery { left } => {
+                self.log_session(&session, "success", &format!("challenge passed: recovery code used, {left} left"));
+                Ok(decision_response(
+                    Outcome::Verified,
+                    vec![Message::info(format!(
+                        "Recovery code accepted; {left} left. Issue new ones with `mfactl recovery-codes`."
+                    ))],
+                ))
+            }
+            CodeCheck::NotEnrolled => {
+                self.log_session(&session, "denied", "device removed during the conversation");
+                Ok(decision_response(Outcome::Denied, vec![Message::error("Two-factor authentication is not set up.")]))
+            }
+            CodeCheck::Locked { until } => {
+                self.log_session(&session, "denied", "account locked");
+                let reason = policy::DenyReason::Locked { until };
+                Ok(decision_response(Outcome::Denied, vec![Message::error(reason.message())]))
+            }
+            CodeCheck::Wrong { message, locked } => {
+                session.tries += 1;
+                if locked {
+                    self.log_session(&session, "failure", "challenge failed; account now locked");
+                    let until = now + config.lockout.duration.as_secs();
+                    let reason = policy::DenyReason::Locked { until };
+                    return Ok(decision_response(Outcome::Failed, vec![Message::error(reason.message())]));
+                }
+                if session.tries >= config.max_tries {
+                    self.log_session(&session, "failure", "challenge failed; too many tries");
+                    return Ok(decision_response(Outcome::MaxTries, vec![Message::error(message)]));
+                }
+                self.log_session(&session, "failure", "challenge failed");
+                let stage = session.stage;
+                self.ask(session, stage, vec![Message::error(format!("{message} Try again."))], now)
+            }
+        }
+    }
+
+    /// An answer to a set-up question that was not understood: ask again,
+    /// up to `max_tries` times; then a skippable offer lets the login go on
+    /// and a mandatory one refuses it.
+    fn reask(&self, mut session: Session, offer: Offer, hint: &str, now: u64) -> Reply {
+        session.tries += 1;
+        if session.tries < self.config().max_tries {
+            let stage = session.stage;
+            return self.ask(session, stage, vec![Message::error(hint)], now);
+        }
+        if offer.mandatory {
+            self.log_session(&session, "denied", "enrollment not completed: no usable answer");
+            Ok(decision_response(
+                Outcome::Denied,
+                vec![Message::error("Two-factor authentication must be set up before you can log in.")],
+            ))
+        } else {
+            self.log_session(&session, "not_required", "enrollment skipped: no usable answer");
+            Ok(decision_response(Outcome::NotRequired, Vec::new()))
+        }
+    }
+
+    fn answer_barcode(&self, session: Session, offer: Offer, answer: &str, now: u64) -> Reply {
+        let answer = answer.trim();
+        if answer.is_empty() && !offer.mandatory {
+            self.log_session(&session, "not_required", "enrollment skipped");
+            return Ok(decision_response(
+                Outcome::NotRequired,
+                vec![Message::info("Set-up skipped; it will be offered again at your next login.")],
+            ));
+        }
+        match yes_no(answer) {
+            Some(barcode) => self.ask(session, Stage::AskType { offer, barcode }, Vec::new(), now),
+            None if answer.is_empty() => {
+                self.reask(session, offer, "Set-up is required to log in. Please answer y or n.", now)
+            }
+            None => self.reask(session, offer, YES_NO_HINT, now),
+        }
+    }
+
+    fn answer_type(&self, session: Session, offer: Offer, barcode: bool, answer: &str, now: u64) -> Reply {
+        let Some(otp_type) = time_or_counter(answer) else {
+            return self.reask(session, offer, TYPE_HINT, now);
+        };
+        let config = self.config();
+        let info = self.start_setup(&config, &session.login.person, otp_type, None)?;
+        self.log_session(&session, "pending", &format!("inline set-up started ({otp_type})"));
+        let shown = if barcode { format_barcode(&info) } else { format_manual_entry(&info) };
+        self.ask(session, Stage::ConfirmSetup(offer), vec![Message::info(shown)], now)
+    }
+
+    fn answer_setup_code(&self, mut session: Session, offer: Offer, answer: &Code, now: u64) -> Reply {
+        let config = self.config();
+        let person = session.login.person.clone();
+        match self.complete_setup(&config, &person, answer, Some(&session.login.source), now) {
+            Ok(codes) => {
+                self.log_session(
+                    &session,
+                    "success",
+                    &format!("enrollment completed (role policy {})", offer.policy.as_str()),
+                );
+                let text = format!(
+                    "Two-factor authentication is enabled.{}",
+                    format_recovery_codes(&codes)
+                );
+                Ok(decision_response(Outcome::Verified, vec![Message::info(text)]))
+            }
+            Err(refusal) if refusal.kind == ErrorKind::InvalidCode => {
+                session.tries += 1;
+                if session.tries < config.max_tries {
+                    self.log_session(&session, "failure", "enrollment code wrong");
+                    let stage = session.stage;
+                    return self.ask(session, stage, vec![Message::error(format!("{}. Try again.", refusal.message))], now);
+                }
+                self.log_session(&session, "failure", "enrollment failed: too many wrong codes; set-up stays pending");
+                Ok(decision_response(
+                    Outcome::Failed,
+                    vec![Message::error(format!(
+                        "{}. Set-up not completed: it will be offered again at your next login.",
+                        refusal.message
+                    ))],
+                ))
+            }
+            Err(refusal) => {
+                self.log_session(&session, "denied", &format!("enrollment failed: {}", refusal.message));
+                Ok(decision_response(Outcome::Denied, vec![Message::error(refusal.message)]))
+            }
+        }
+    }
+
+    /// The bypass rule matching `rhost`, if the switch is on and one is in force.
+    fn bypass_rule(&self, config: &Config, rhost: Option<&str>, now: u64) -> Result<Option<String>, Refusal> {
+        if !config.bypass.enabled {
+            return Ok(None);
+        }
+        // Only IP literals match: a host name or a local login never does.
+        let Some(addr) = rhost.and_then(|r| r.parse::<IpAddr>().ok()) else {
+            return Ok(None);
+        };
+        let loaded_at = self.config_loaded_at();
+        for rule in &config.bypass.rules {
+            let lapsed = rule.timeout.is_some_and(|t| loaded_at + t.as_secs() <= now);
+            if rule.bypass_2fa && !lapsed && rule.cidr.contains(addr) {
+                return Ok(Some(format!("{} (config)", rule.cidr)));
+            }
+        }
+        let runtime = self.store.list_ip_rules().map_err(|e| self.internal(e))?;
+        for rule in runtime {
+            let lapsed = rule.expires_at.is_some_and(|t| t <= now);
+            let matches = Cidr::parse(&rule.cidr).is_ok_and(|c| c.contains(addr));
+            if rule.bypass_2fa && !lapsed && matches {
+                return Ok(Some(format!("{} (runtime #{})", rule.cidr, rule.id)));
+            }
+        }
+        Ok(None)
+    }
+
+}
