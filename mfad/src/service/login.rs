@@ -9,6 +9,9 @@ use mfa_shared::protocol::{AuthStep, Code, ErrorKind, Message, Outcome, Response
 
 use super::*;
 
+/// Login conversations waiting for an answer, at most.
+const MAX_SESSIONS: usize = 10_000;
+
 impl Daemon {
 
     pub(super) fn auth_begin(
@@ -21,8 +24,11 @@ impl Daemon {
         tty: Option<String>,
     ) -> Reply {
         // A PAM stack runs as root; a user's own process (a screen locker)
-        // may only ask about that user.
-        if peer.uid != 0 && peer.name.as_deref() != Some(user.as_str()) {
+        // may only ask about that user, as PAM_USER and as PAM_RUSER (else
+        // it could spend another person's tries and lock them out).
+        let own = peer.name.as_deref();
+        let not_own = |name: &str| own != Some(name);
+        if peer.uid != 0 && (not_own(&user) || ruser.as_deref().is_some_and(|r| !r.is_empty() && not_own(r))) {
             return Err(refuse(ErrorKind::PermissionDenied, "permission denied: not your account"));
         }
         valid_user_name(&user)?;
@@ -113,17 +119,22 @@ impl Daemon {
         };
         let session_id = new_session_id()?;
         session.expires_at = now + self.config().request_timeout.as_secs();
-        self.sessions_insert(session_id.clone(), session, now);
+        self.sessions_insert(session_id.clone(), session, now)?;
         Ok(Response::Auth(AuthStep::Prompt { session_id, messages, prompt, echo }))
     }
 
-    fn sessions_insert(&self, id: String, session: Session, now: u64) {
+    fn sessions_insert(&self, id: String, session: Session, now: u64) -> Result<(), Refusal> {
         let mut sessions = match self.sessions.lock() {
             Ok(s) => s,
             Err(poisoned) => poisoned.into_inner(),
         };
         sessions.retain(|_, s| s.expires_at > now);
+        // Bounded: a flood of unanswered conversations cannot grow memory.
+        if sessions.len() >= MAX_SESSIONS {
+            return Err(refuse(ErrorKind::Internal, "too many login conversations in progress; try again shortly"));
+        }
         sessions.insert(id, session);
+        Ok(())
     }
 
     fn sessions_take(&self, id: &str) -> Option<Session> {

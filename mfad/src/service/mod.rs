@@ -1185,4 +1185,27 @@ mod tests {
         // Not-a-role user: no offer at all.
         assert_eq!(done(&f.begin("plain_hal", "10.0.0.1")).0, Outcome::NotRequired);
     }
+
+    #[test]
+    fn a_user_may_begin_a_login_only_as_themselves() {
+        let f = fixture(|_| {});
+        let user = Peer { uid: 4242, name: Some("ivy".into()) };
+        let begin = |user_field: &str, ruser: Option<&str>| {
+            f.daemon.handle(
+                &user,
+                Request::AuthBegin {
+                    service: "sudo".into(),
+                    user: user_field.into(),
+                    ruser: ruser.map(String::from),
+                    rhost: None,
+                    tty: None,
+                },
+            )
+        };
+        let denied = |r: &Response| matches!(r, Response::Error { kind: ErrorKind::PermissionDenied, .. });
+        assert!(denied(&begin("root", None)), "another PAM_USER");
+        assert!(denied(&begin("ivy", Some("victim"))), "another PAM_RUSER would spend the victim's tries");
+        assert!(!denied(&begin("ivy", Some("ivy"))));
+        assert!(!denied(&begin("ivy", None)));
+    }
 }
