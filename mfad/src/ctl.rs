@@ -49,6 +49,13 @@ admin_group of mfad.toml.
 
 The socket is --socket, else $MFAD_SOCKET, else /run/mfad/mfad.sock.
 
+Every CODE (--code, --confirm) may be given as `-`: the code is then read
+from standard input, one line, so that it does not appear in the process
+list, where other local users can see command lines. For example:
+  mfactl disable --code - <<<\"$code\"
+With an interactive `setup --code -`, the current code is the first line
+and the questions read the lines after it.
+
 Exit status:
   0  success
   1  failure (other than below)
@@ -100,7 +107,8 @@ pub enum Command {
     Setup {
         #[command(flatten)]
         options: SetupOptions,
-        /// A code from the device already set up (needed to replace it)
+        /// A code from the device already set up (needed to replace it); `-`
+        /// reads it from standard input
         #[arg(long, value_name = "CURRENT", conflicts_with = "confirm")]
         code: Option<String>,
         #[command(flatten)]
@@ -115,7 +123,7 @@ pub enum Command {
     },
     /// Remove your device (two-factor authentication off)
     Disable {
-        /// A current code from the device
+        /// A current code from the device; `-` reads it from standard input
         #[arg(long, value_name = "CODE")]
         code: String,
         #[command(flatten)]
@@ -123,7 +131,7 @@ pub enum Command {
     },
     /// Issue a fresh set of recovery codes (the old ones stop working)
     RecoveryCodes {
-        /// A current code from the device
+        /// A current code from the device; `-` reads it from standard input
         #[arg(long, value_name = "CODE")]
         code: String,
         #[command(flatten)]
@@ -131,7 +139,7 @@ pub enum Command {
     },
     /// Check a code (for scripts and screen lockers); it counts as a use
     Verify {
-        /// The code to check
+        /// The code to check; `-` reads it from standard input
         #[arg(long, value_name = "CODE")]
         code: String,
         #[command(flatten)]
@@ -167,7 +175,8 @@ pub struct SetupOptions {
     /// Challenge level to set with the new device
     #[arg(long, value_enum, value_name = "LEVEL")]
     pub level: Option<LevelArg>,
-    /// Complete a pending set-up with a code from the new device
+    /// Complete a pending set-up with a code from the new device; `-` reads
+    /// it from standard input
     #[arg(long, value_name = "CODE", conflicts_with_all = ["otp_type", "no_barcode", "level"])]
     pub confirm: Option<String>,
 }
@@ -197,7 +206,7 @@ pub enum UserCommand {
     /// Approve USER's device for super-user functions
     Authorize {
         user: String,
-        /// A current code from USER's device
+        /// A current code from USER's device; `-` reads it from standard input
         #[arg(long, value_name = "CODE")]
         code: String,
     },
@@ -481,7 +490,9 @@ fn execute(
         timeout: Duration::from_secs(cli.timeout),
     };
     let json = cli.json;
-    match cli.command {
+    let mut command = cli.command;
+    read_stdin_codes(&mut command, input)?;
+    match command {
         Command::Setup {
             options,
             code,
@@ -498,10 +509,75 @@ fn execute(
             let parsed = read_import(file.as_deref(), format, google_authenticator.as_deref())?;
             import(&daemon, parsed, keep_going, replace, json, out)
         }
+        Command::User(UserCommand::List) => {
+            let users = list_all_users(&daemon)?;
+            print_response(Response::Users { users, more: false }, json, "", out)
+        }
         other => {
             let (request, done) = simple_request(other)?;
             let response = daemon.call(request)?;
             print_response(response, json, &done, out)
+        }
+    }
+}
+
+/// Replace every CODE argument given as `-` by a line read from `input`,
+/// before anything is sent to mfad.
+fn read_stdin_codes(command: &mut Command, input: &mut dyn BufRead) -> Result<(), CtlError> {
+    let mut codes: Vec<(&str, &mut String)> = Vec::new();
+    match command {
+        Command::Setup { options, code, .. } => {
+            codes.extend(code.as_mut().map(|c| ("--code", c)));
+            codes.extend(options.confirm.as_mut().map(|c| ("--confirm", c)));
+        }
+        Command::User(UserCommand::Setup { options, .. }) => {
+            codes.extend(options.confirm.as_mut().map(|c| ("--confirm", c)));
+        }
+        Command::Disable { code, .. }
+        | Command::RecoveryCodes { code, .. }
+        | Command::Verify { code, .. }
+        | Command::User(UserCommand::Authorize { code, .. }) => codes.push(("--code", code)),
+        _ => {}
+    }
+    for (flag, code) in codes {
+        if code == "-" {
+            *code = read_code(input, flag)?;
+        }
+    }
+    Ok(())
+}
+
+/// One line of standard input, trimmed, for `FLAG -`.
+fn read_code(input: &mut dyn BufRead, flag: &str) -> Result<String, CtlError> {
+    let mut line = String::new();
+    let read = input
+        .read_line(&mut line)
+        .map_err(|e| CtlError::Input(format!("{flag} -: cannot read the code from standard input: {e}")))?;
+    if read == 0 {
+        return Err(CtlError::Input(format!(
+            "{flag} -: standard input ended before a code was given (give the code on one line)"
+        )));
+    }
+    let code = line.trim();
+    if code.is_empty() {
+        return Err(CtlError::Input(format!("{flag} -: the line read from standard input is empty")));
+    }
+    Ok(code.to_owned())
+}
+
+/// Every account, fetched a page at a time.
+fn list_all_users(daemon: &Daemon) -> Result<Vec<UserStatus>, CtlError> {
+    let mut all: Vec<UserStatus> = Vec::new();
+    loop {
+        let after = all.last().map(|u| u.user.clone());
+        match daemon.call(Request::ListUsers { after })? {
+            Response::Users { users, more } => {
+                all.extend(users);
+                if !more {
+                    return Ok(all);
+                }
+            }
+            other => return Err(CtlError::Unexpected(response_name(&other))),
         }
     }
 }
@@ -642,7 +718,7 @@ fn simple_request(command: Command) -> Result<(Request, DoneText), CtlError> {
         ),
         Command::User(command) => match command {
             UserCommand::Import { .. } => return Err(CtlError::Unexpected("import")),
-            UserCommand::List => (Request::ListUsers, String::new()),
+            UserCommand::List => (Request::ListUsers { after: None }, String::new()),
             UserCommand::Show { user } => (Request::Status { user: Some(user) }, String::new()),
             UserCommand::Disable { user } => {
                 let done = format!("Two-factor authentication is disabled for {user}.");
@@ -739,7 +815,7 @@ pub fn response_json(response: &Response) -> Result<Value, CtlError> {
         | Response::RecoveryCodes { recovery_codes } => {
             json!({ "recovery_codes": recovery_codes })
         }
-        Response::Users { users } => json!({ "users": users }),
+        Response::Users { users, .. } => json!({ "users": users }),
         Response::CheckValue { user, value } => json!({ "user": user, "value": value }),
         Response::IpRuleAdded { id } => json!({ "id": id }),
         Response::IpRules { rules } => json!({ "rules": rules }),
@@ -776,7 +852,7 @@ fn print_response(
         Response::RecoveryCodes { recovery_codes } => {
             write!(out, "{}", format_recovery_codes(&recovery_codes))?
         }
-        Response::Users { users } => write!(out, "{}", format_users(&users))?,
+        Response::Users { users, .. } => write!(out, "{}", format_users(&users))?,
         Response::CheckValue { value, .. } => writeln!(out, "{value}")?,
         Response::IpRuleAdded { id } => writeln!(out, "IP rule {id} added.")?,
         Response::IpRules { rules } => write!(out, "{}", format_rules(&rules))?,
@@ -1300,7 +1376,7 @@ mod tests {
     #[test]
     fn admin_commands_build_their_requests() {
         let cases: Vec<(&[&str], Request)> = vec![
-            (&["user", "list"], Request::ListUsers),
+            (&["user", "list"], Request::ListUsers { after: None }),
             (
                 &["user", "show", "al"],
                 Request::Status {
@@ -2035,6 +2111,75 @@ mod tests {
                 current_code: None
             }]
         );
+    }
+
+    #[test]
+    fn a_dash_reads_the_code_from_standard_input() {
+        let ok = || Response::Ok { message: None };
+        let fake = FakeDaemon::start(vec![
+            ok(),
+            Response::RecoveryCodes { recovery_codes: vec![Code::new("rc-one")] },
+            ok(),
+            ok(),
+            completed(),
+            completed(),
+            Response::SetupStarted { setup: sample_info(OtpType::Totp) },
+            completed(),
+        ]);
+        let s = fake.socket.to_str().unwrap();
+        let cases: [(&[&str], &str); 7] = [
+            (&["disable", "--code", "-"], "  111 111 \n"),
+            (&["recovery-codes", "--code", "-", "--json"], "222222\n"),
+            (&["verify", "--user", "bob", "--code", "-"], "333333"),
+            (&["user", "authorize", "al", "--code", "-"], "444444\nignored\n"),
+            (&["setup", "--confirm", "-"], "555555\n"),
+            (&["user", "setup", "al", "--confirm", "-"], "666666\n"),
+            // Interactive: the current code first, then the new device's.
+            (&["setup", "--code", "-", "--no-barcode", "--type", "totp"], "777777\n888888\n"),
+        ];
+        for (args, input) in cases {
+            let args: Vec<&str> = args.iter().copied().chain(["--socket", s]).collect();
+            let (code, _, err) = run_with(&args, input, None);
+            assert_eq!(code, EXIT_OK, "{args:?}: {err}");
+        }
+        assert_eq!(
+            fake.requests(),
+            vec![
+                Request::Disable { user: None, code: Some(Code::new("111 111")) },
+                Request::RecoveryCodes { user: None, code: Code::new("222222") },
+                Request::VerifyCode { user: Some("bob".into()), code: Code::new("333333") },
+                Request::Authorize { user: "al".into(), code: Code::new("444444") },
+                Request::SetupConfirm { user: None, code: Code::new("555555") },
+                Request::SetupConfirm { user: Some("al".into()), code: Code::new("666666") },
+                Request::SetupBegin {
+                    user: None,
+                    otp_type: Some(OtpType::Totp),
+                    level: None,
+                    current_code: Some(Code::new("777777")),
+                },
+                Request::SetupConfirm { user: None, code: Code::new("888888") },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_dash_without_a_code_on_standard_input_is_a_clear_error() {
+        let fake = FakeDaemon::start(vec![]);
+        let s = fake.socket.to_str().unwrap();
+        let (code, out, err) = run_with(&["verify", "--code", "-", "--json", "--socket", s], "", None);
+        assert_eq!(code, EXIT_FAILURE);
+        assert_eq!(err, "mfactl: --code -: standard input ended before a code was given (give the code on one line)\n");
+        let doc: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(doc["error"]["kind"], "input");
+        let (code, _, err) = run_with(&["user", "setup", "al", "--confirm", "-", "--socket", s], " \n", None);
+        assert_eq!(code, EXIT_FAILURE);
+        assert_eq!(err, "mfactl: --confirm -: the line read from standard input is empty\n");
+        assert!(fake.requests().is_empty(), "nothing is sent without a code");
+        let (code, out, _) = run_with(&["--help"], "", None);
+        assert_eq!(code, EXIT_OK);
+        assert!(out.contains("may be given as `-`: the code is then read\nfrom standard input"), "{out}");
+        let (_, out, _) = run_with(&["disable", "--help"], "", None);
+        assert!(out.contains("`-` reads it from standard input"), "{out}");
     }
 
     #[test]

@@ -63,7 +63,7 @@ pub fn parse_json_lines(text: &str) -> Parsed {
             continue;
         }
         let result = serde_json::from_str::<JsonLine>(line)
-            .map_err(|e| e.to_string().split(" at line").next().unwrap_or("malformed JSON").to_string())
+            .map_err(|e| json_error(line, &e))
             .and_then(|j| {
                 let secret = decode_base32(&j.secret)?;
                 Ok(ImportUser {
@@ -82,6 +82,59 @@ pub fn parse_json_lines(text: &str) -> Parsed {
         push(&mut parsed, "", i + 1, result);
     }
     parsed
+}
+
+/// The message for a line serde refused, which never repeats a value from
+/// it: serde's "invalid type: string \"...\"" or "unknown variant `...`"
+/// would echo a secret typed in the wrong field. Only `missing field`,
+/// `unknown field` and `duplicate field` (they name keys) and syntax errors
+/// (they quote no text) are kept; for the rest the first field of a wrong
+/// type or value is named.
+fn json_error(line: &str, err: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let message = err.to_string();
+    let message = message.split(" at line").next().unwrap_or("malformed JSON");
+    match err.classify() {
+        Category::Syntax | Category::Eof | Category::Io => format!("malformed JSON ({message})"),
+        Category::Data
+            if ["missing field", "unknown field", "duplicate field"].iter().any(|k| message.starts_with(k)) =>
+        {
+            message.to_string()
+        }
+        Category::Data => wrong_field(line),
+    }
+}
+
+/// Which field of a JSON line has a wrong type or value, named with what it
+/// should be (never with what it is).
+fn wrong_field(line: &str) -> String {
+    const GENERIC: &str = "a field has a wrong type or value (user and secret must be strings, type totp or hotp, \
+                           counter, digits and period numbers, level always, adaptive or superuser, \
+                           algorithm SHA1, SHA256 or SHA512)";
+    let Ok(serde_json::Value::Object(fields)) = serde_json::from_str::<serde_json::Value>(line) else {
+        return "each line must be one JSON object".into();
+    };
+    fn fits<T: serde::de::DeserializeOwned>(value: &serde_json::Value) -> bool {
+        T::deserialize(value).is_ok()
+    }
+    /// A field's name, whether a value fits it, and what it must be.
+    type Check = (&'static str, fn(&serde_json::Value) -> bool, &'static str);
+    let checks: [Check; 8] = [
+        ("user", fits::<String>, "a string"),
+        ("type", fits::<OtpType>, "totp or hotp"),
+        ("secret", fits::<String>, "a base32 string"),
+        ("counter", fits::<Option<u64>>, "a non-negative whole number"),
+        ("level", fits::<Option<ChallengeLevel>>, "always, adaptive or superuser"),
+        ("digits", fits::<Option<u32>>, "a whole number (6, 7 or 8)"),
+        ("period", fits::<Option<u64>>, "a whole number of seconds"),
+        ("algorithm", fits::<Option<Algorithm>>, "SHA1, SHA256 or SHA512"),
+    ];
+    for (name, fits, what) in checks {
+        if fields.get(name).is_some_and(|value| !fits(value)) {
+            return format!("field `{name}` has a wrong type or value (it must be {what})");
+        }
+    }
+    GENERIC.into()
 }
 
 /// pam_oath's users file: `TYPE USER PIN SECRET_HEX [COUNTER ...]` where
@@ -109,7 +162,8 @@ fn parse_oath_line(line: &str) -> Result<ImportUser, String> {
     }
     let mut parts = kind.split('/');
     if !parts.next().is_some_and(|p| p.eq_ignore_ascii_case("HOTP")) {
-        return Err(format!("unknown token type {kind:?}"));
+        // Not echoed: a line with its fields out of order would show a secret.
+        return Err("unknown token type (expected HOTP, HOTP/E/DIGITS or HOTP/T30[/DIGITS])".into());
     }
     let (mut otp_type, mut period, mut digits) = (OtpType::Hotp, None, None);
     for part in parts {
@@ -240,7 +294,8 @@ fn decode_base32(text: &str) -> Result<Vec<u8>, String> {
 
 fn validate(user: ImportUser) -> Result<ImportUser, String> {
     if user.user.is_empty() || user.user.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/') {
-        return Err(format!("invalid user name {:?}", user.user));
+        // Not echoed: it may be a secret written in the wrong field.
+        return Err("invalid user name (empty, or with spaces, control characters or /)".into());
     }
     if otp::base32_decode(user.secret.expose()).map_or(true, |s| s.len() < 10) {
         return Err("the secret is shorter than 80 bits".into());
@@ -286,6 +341,40 @@ mod tests {
         assert!(parsed.errors[0].message.contains("secret"), "{}", parsed.errors[0]);
         // No error message repeats a secret.
         assert!(parsed.errors.iter().all(|e| !e.message.contains(SECRET)));
+    }
+
+    #[test]
+    fn json_errors_never_repeat_a_value() {
+        let spaced = "JBSW Y3DP EHPK 3PXP";
+        let lines = [
+            // Type and secret swapped: serde would say "unknown variant `JBSW...`".
+            (format!("{{\"user\":\"a\",\"type\":\"{SECRET}\",\"secret\":\"totp\"}}"), "field `type`"),
+            (format!("{{\"user\":\"a\",\"type\":\"totp\",\"secret\":\"x\",\"counter\":\"{SECRET}\"}}"), "field `counter`"),
+            (format!("{{\"user\":\"a\",\"type\":\"totp\",\"secret\":\"x\",\"level\":\"{SECRET}\"}}"), "field `level`"),
+            (format!("{{\"user\":\"a\",\"type\":\"totp\",\"secret\":\"x\",\"algorithm\":\"{SECRET}\"}}"), "field `algorithm`"),
+            (format!("{{\"user\":[\"{SECRET}\"],\"type\":\"totp\",\"secret\":\"x\"}}"), "field `user`"),
+            (format!("{{\"user\":\"a\",\"type\":\"totp\",\"secret\":{{\"k\":\"{SECRET}\"}}}}"), "field `secret`"),
+            (format!("[5, \"{SECRET}\"]"), "one JSON object"),
+            (format!("{{\"user\":\"a\",\"type\":\"totp\",\"secret\":\"{SECRET}\",}}"), "malformed JSON"),
+            (format!("{{\"user\":\"{spaced}\",\"type\":\"totp\",\"secret\":\"{SECRET}\"}}"), "invalid user name"),
+            (format!("{{\"user\":\"a\",\"type\":\"totp\",\"secret\":\"{SECRET}\",\"{SECRET}\":1}}"), "unknown field"),
+            ("{\"user\":\"a\",\"type\":\"totp\"}".to_string(), "missing field `secret`"),
+        ];
+        for (line, expected) in &lines {
+            let parsed = parse_json_lines(line);
+            assert_eq!(parsed.errors.len(), 1, "{line}");
+            let message = &parsed.errors[0].message;
+            assert!(message.contains(expected), "{line}: {message}");
+            if !expected.starts_with("unknown field") {
+                assert!(!message.contains("JBSW") && !message.contains(spaced), "{line}: {message}");
+            }
+        }
+        let parsed = parse_json_lines(&lines[0].0);
+        assert_eq!(parsed.errors[0].message, "field `type` has a wrong type or value (it must be totp or hotp)");
+        // pam_oath lines with their fields out of order do not echo either.
+        let oath = parse_oath_users("3132333435363738393031323334353637383930 alice - HOTP\n");
+        assert!(oath.errors[0].message.starts_with("unknown token type"), "{:?}", oath.errors);
+        assert!(!oath.errors[0].message.contains("3132"), "{:?}", oath.errors);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::ffi::CString;
 
-use nix::unistd::{Gid, Group, Uid, User};
+use nix::unistd::{Group, Uid, User};
 
 /// The account name of a uid, if NSS knows it.
 pub fn user_name(uid: u32) -> Option<String> {
@@ -10,20 +10,26 @@ pub fn user_name(uid: u32) -> Option<String> {
 }
 
 /// Names of every group `user` belongs to (primary and supplementary), via
-/// getgrouplist(3). Empty for an unknown user.
-pub fn group_names(user: &str) -> Vec<String> {
-    let Ok(Some(account)) = User::from_name(user) else {
-        return Vec::new();
+/// getgrouplist(3). Empty for a user NSS does not know; an error when NSS
+/// fails (an unreachable LDAP server), so that callers can fail closed.
+pub fn group_names(user: &str) -> Result<Vec<String>, String> {
+    let account = match User::from_name(user) {
+        Ok(Some(account)) => account,
+        Ok(None) => return Ok(Vec::new()),
+        Err(err) => return Err(format!("user lookup failed: {err}")),
     };
-    let Ok(name) = CString::new(user) else {
-        return Vec::new();
-    };
-    let gids = nix::unistd::getgrouplist(&name, account.gid).unwrap_or_else(|_| vec![account.gid]);
-    gids.into_iter().filter_map(group_name).collect()
-}
-
-fn group_name(gid: Gid) -> Option<String> {
-    Group::from_gid(gid).ok().flatten().map(|g| g.name)
+    let name = CString::new(user).map_err(|_| "user name holds a NUL byte".to_string())?;
+    let gids = nix::unistd::getgrouplist(&name, account.gid).map_err(|err| format!("getgrouplist failed: {err}"))?;
+    let mut names = Vec::with_capacity(gids.len());
+    for gid in gids {
+        match Group::from_gid(gid) {
+            Ok(Some(group)) => names.push(group.name),
+            // A gid without a name cannot match a configured group name.
+            Ok(None) => {}
+            Err(err) => return Err(format!("group lookup failed: {err}")),
+        }
+    }
+    Ok(names)
 }
 
 /// Host name for the default issuer.
@@ -36,7 +42,7 @@ pub fn host_name() -> String {
 
 /// Group membership lookup, swappable in tests.
 pub trait Directory: Send + Sync {
-    fn groups_of(&self, user: &str) -> Vec<String>;
+    fn groups_of(&self, user: &str) -> Result<Vec<String>, String>;
 }
 
 /// The system's NSS.
@@ -44,7 +50,7 @@ pub trait Directory: Send + Sync {
 pub struct SystemDirectory;
 
 impl Directory for SystemDirectory {
-    fn groups_of(&self, user: &str) -> Vec<String> {
+    fn groups_of(&self, user: &str) -> Result<Vec<String>, String> {
         group_names(user)
     }
 }
@@ -56,7 +62,7 @@ mod tests {
     #[test]
     fn root_is_known() {
         assert_eq!(user_name(0).as_deref(), Some("root"));
-        assert!(group_names("root").iter().any(|g| g == "root"));
-        assert!(group_names("no-such-user-mfad").is_empty());
+        assert!(group_names("root").unwrap().iter().any(|g| g == "root"));
+        assert!(group_names("no-such-user-mfad").unwrap().is_empty());
     }
 }

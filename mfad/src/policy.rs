@@ -7,6 +7,11 @@ use mfa_shared::protocol::ChallengeLevel;
 
 use crate::store::UserRecord;
 
+/// Prefix of a source that is a host name rather than an IP literal
+/// (PAM_RHOST from reverse DNS): never a trusted source, since whoever runs
+/// the DNS for an address can claim any name.
+pub const HOST_NAME_SOURCE: &str = "host:";
+
 /// The login being decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoginRequest {
@@ -153,6 +158,9 @@ fn adaptive_reason(config: &Config, record: &UserRecord, request: &LoginRequest,
     }
     if record.failed_since_success {
         return Some("adaptive: failed code since last success");
+    }
+    if request.source.starts_with(HOST_NAME_SOURCE) {
+        return Some("adaptive: a host name is never a trusted source");
     }
     let within = |at: u64, window: u64| now.saturating_sub(at) < window;
     match record.last_success {

@@ -6,16 +6,17 @@
 //! capped at [`MAX_FRAME`](mfa_shared::frame::MAX_FRAME) before allocating.
 //! On shutdown no new request is read, and the ones in flight are answered.
 
+use std::collections::HashMap;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mfa_shared::frame::{FrameError, decode, nonblocking};
-use mfa_shared::protocol::{ErrorKind, PROTOCOL_VERSION, RequestFrame, Response, ResponseFrame};
+use mfa_shared::frame::{FrameError, decode, encode, nonblocking};
+use mfa_shared::protocol::{AuthStep, ErrorKind, PROTOCOL_VERSION, Request, RequestFrame, Response, ResponseFrame};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::audit::Severity;
@@ -46,29 +47,91 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
     Ok(listener)
 }
 
+/// Connections one non-root user may hold at once, so that no local user
+/// can take every slot and starve the PAM stacks (root has its own pool).
+const CONNECTIONS_PER_USER: usize = 8;
+
+/// Time a client has to send a request when no prompt is waiting for a
+/// person to answer (then `request_timeout` applies).
+const IDLE_LIMIT: Duration = Duration::from_secs(10);
+
+/// Connection slots: a pool for root (the PAM stacks), a pool for everyone
+/// else, and a cap per non-root uid.
+struct Slots {
+    root: Arc<Semaphore>,
+    users: Arc<Semaphore>,
+    per_uid: std::sync::Mutex<HashMap<u32, usize>>,
+}
+
+/// A held slot, given back on drop.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    uid_count: Option<(Arc<Slots>, u32)>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some((slots, uid)) = &self.uid_count {
+            let mut counts = slots.per_uid.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = counts.get_mut(uid) {
+                *n -= 1;
+                if *n == 0 {
+                    counts.remove(uid);
+                }
+            }
+        }
+    }
+}
+
+impl Slots {
+    fn new(max_connections: usize) -> Arc<Slots> {
+        Arc::new(Slots {
+            root: Arc::new(Semaphore::new(max_connections)),
+            users: Arc::new(Semaphore::new(max_connections)),
+            per_uid: std::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A slot for `uid`, or None when its pool or its own cap is full.
+    fn take(self: &Arc<Self>, uid: u32) -> Option<Slot> {
+        if uid == 0 {
+            let permit = self.root.clone().try_acquire_owned().ok()?;
+            return Some(Slot { _permit: permit, uid_count: None });
+        }
+        let mut counts = self.per_uid.lock().unwrap_or_else(|p| p.into_inner());
+        let count = counts.entry(uid).or_insert(0);
+        if *count >= CONNECTIONS_PER_USER {
+            return None;
+        }
+        let permit = self.users.clone().try_acquire_owned().ok()?;
+        *count += 1;
+        Some(Slot { _permit: permit, uid_count: Some((self.clone(), uid)) })
+    }
+}
+
 /// Serve until `shutdown` turns true, then drain.
 pub async fn serve(daemon: Arc<Daemon>, listener: UnixListener, mut shutdown: watch::Receiver<bool>) {
-    let limit = Arc::new(Semaphore::new(daemon.config().max_connections));
+    let slots = Slots::new(daemon.config().max_connections);
     let mut connections = JoinSet::new();
     loop {
-        let permit = tokio::select! {
-            permit = limit.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            _ = shutdown.changed() => break,
-        };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = shutdown.changed() => break,
         };
         match accepted {
-            Ok((stream, _)) => {
+            Ok((mut stream, _)) => {
+                let Ok(uid) = stream.peer_cred().map(|c| c.uid()) else { continue };
+                let Some(slot) = slots.take(uid) else {
+                    daemon.audit.event(Severity::Notice, &format!("uid {uid}: too many connections, refused"));
+                    let reply = Response::error(ErrorKind::Busy, "too many connections to mfad; try again shortly");
+                    let _ = tokio::time::timeout(Duration::from_secs(1), send(&mut stream, reply)).await;
+                    continue;
+                };
                 let daemon = daemon.clone();
                 let shutdown = shutdown.clone();
                 connections.spawn(async move {
-                    serve_connection(daemon, stream, shutdown).await;
-                    drop(permit);
+                    serve_connection(daemon, stream, uid, shutdown).await;
+                    drop(slot);
                 });
             }
             Err(err) => daemon.audit.event(Severity::Warning, &format!("accept failed: {err}")),
@@ -82,18 +145,17 @@ pub async fn serve(daemon: Arc<Daemon>, listener: UnixListener, mut shutdown: wa
     }
 }
 
-async fn serve_connection(daemon: Arc<Daemon>, mut stream: UnixStream, mut shutdown: watch::Receiver<bool>) {
-    let Ok(cred) = stream.peer_cred() else {
-        return;
-    };
-    let uid = cred.uid();
+async fn serve_connection(daemon: Arc<Daemon>, mut stream: UnixStream, uid: u32, mut shutdown: watch::Receiver<bool>) {
     let name = tokio::task::spawn_blocking(move || crate::nss::user_name(uid)).await.ok().flatten();
     let peer = Peer { uid, name };
+    // A person may be typing the answer to a prompt; otherwise a client has
+    // no reason to sit idle.
+    let mut awaiting_person = false;
     loop {
         if *shutdown.borrow() {
             return;
         }
-        let timeout = daemon.config().request_timeout.0;
+        let timeout = if awaiting_person { daemon.config().request_timeout.0 } else { IDLE_LIMIT };
         let body = tokio::select! {
             body = tokio::time::timeout(timeout, nonblocking::read_body(&mut stream)) => body,
             _ = shutdown.changed() => return,
@@ -110,27 +172,44 @@ async fn serve_connection(daemon: Arc<Daemon>, mut stream: UnixStream, mut shutd
             }
             Ok(Err(_)) => return,
         };
-        let reply = match decode::<RequestFrame>(&body) {
-            Err(err) => {
+        let reply = match request_of(&body) {
+            Err(reply) => {
                 daemon.audit.event(Severity::Notice, &format!("uid {uid}: malformed request refused"));
-                Response::error(ErrorKind::BadRequest, format!("malformed request: {}", describe(&err)))
+                reply
             }
-            Ok(frame) if frame.version != PROTOCOL_VERSION => Response::error(
-                ErrorKind::Version,
-                format!("protocol version {} is not supported (mfad speaks {PROTOCOL_VERSION})", frame.version),
-            ),
-            Ok(frame) => {
+            Ok(request) => {
                 let daemon = daemon.clone();
                 let peer = peer.clone();
-                tokio::task::spawn_blocking(move || daemon.handle(&peer, frame.request))
+                tokio::task::spawn_blocking(move || daemon.handle(&peer, request))
                     .await
                     .unwrap_or_else(|_| Response::error(ErrorKind::Internal, "internal error in mfad"))
             }
         };
+        awaiting_person = matches!(reply, Response::Auth(AuthStep::Prompt { .. }));
         if send(&mut stream, reply).await.is_err() {
             return;
         }
     }
+}
+
+/// The request in a frame body, or the error reply. The version is read
+/// first, so a newer client's unknown request is told about the version.
+fn request_of(body: &[u8]) -> Result<Request, Response> {
+    #[derive(serde::Deserialize)]
+    struct VersionOnly {
+        version: u32,
+    }
+    if let Ok(VersionOnly { version }) = decode::<VersionOnly>(body)
+        && version != PROTOCOL_VERSION
+    {
+        return Err(Response::error(
+            ErrorKind::Version,
+            format!("protocol version {version} is not supported (mfad speaks {PROTOCOL_VERSION})"),
+        ));
+    }
+    decode::<RequestFrame>(body)
+        .map(|frame| frame.request)
+        .map_err(|err| Response::error(ErrorKind::BadRequest, format!("malformed request: {}", describe(&err))))
 }
 
 /// A parse error without the offending input (which may hold a code).
@@ -142,9 +221,17 @@ fn describe(err: &FrameError) -> String {
 }
 
 async fn send(stream: &mut UnixStream, response: Response) -> Result<(), FrameError> {
-    let frame = ResponseFrame::new(response);
-    let write = nonblocking::write_frame(stream, &frame);
-    tokio::time::timeout(Duration::from_secs(10), write).await.map_err(|_| FrameError::TimedOut)?
+    use tokio::io::AsyncWriteExt;
+    let bytes = match encode(&ResponseFrame::new(response)) {
+        Ok(bytes) => bytes,
+        // Too big or unencodable: say so rather than close without a word.
+        Err(err) => encode(&ResponseFrame::new(Response::error(ErrorKind::Internal, format!("reply not sent: {err}"))))?,
+    };
+    let write = async {
+        stream.write_all(&bytes).await?;
+        stream.flush().await
+    };
+    tokio::time::timeout(Duration::from_secs(10), write).await.map_err(|_| FrameError::TimedOut)?.map_err(FrameError::from)
 }
 
 /// Tell systemd (Type=notify) that the socket is ready.

@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! AuthBegin -> loop {
-//!     show messages (Info unless PAM_SILENT, Error always);
+//!     show messages (Info unless PAM_SILENT, essential Info and Error always);
 //!     Prompt   -> ask (echo off for codes, on for questions), send AuthAnswer
 //!                 with the same session id over the same connection;
 //!     Decision -> map the outcome onto a PAM return code.
@@ -14,10 +14,14 @@
 //! ```
 //!
 //! The only decision the module makes on its own is the failmode when mfad
-//! cannot be reached ([`pam_code`]). PAM_SUCCESS is returned only when the
-//! daemon said [`Outcome::Verified`].
+//! cannot be reached ([`pam_code`]): the connect fails, the socket is not
+//! served by root, or the first AuthBegin gets no usable answer. Once mfad has
+//! prompted, anything that goes wrong is a failed login (PAM_AUTH_ERR),
+//! whatever the failmode: a daemon that breaks or hangs mid-conversation must
+//! not let the login through on the password alone. PAM_SUCCESS is returned
+//! only when the daemon said [`Outcome::Verified`].
 
-use std::time::Duration;
+use std::path::Path;
 
 use mfa_shared::{
     AuthStep, Client, ClientError, Code, ErrorKind, Message, MessageStyle, Outcome, Request,
@@ -27,18 +31,22 @@ use mfa_shared::{
 use crate::options::{FailMode, Options};
 
 /// At most this many responses in one conversation; a broken daemon that
-/// keeps prompting ends with PAM_AUTH_ERR instead of looping forever.
-pub const MAX_STEPS: usize = 20;
+/// keeps prompting ends with PAM_AUTH_ERR instead of looping forever. An
+/// inline enrollment with max_tries up to 10 takes more than 20 steps.
+pub const MAX_STEPS: usize = 64;
 
 /// Services that stay closed in `failmode=safe`: super-user elevation must
 /// never proceed without a second factor. The module sends nothing extra to
 /// learn the daemon's list (it is unreachable when this matters), so it is
-/// the daemon's default list.
+/// the daemon's default list; the `elevation=` option adds to it.
 pub const ELEVATION_SERVICES: &[&str] = &["sudo", "sudo-i", "su", "su-l", "pkexec", "doas"];
 
 /// Prefix of the message shown when mfad cannot be reached (failmode secure,
 /// or an elevation service in failmode safe).
 pub const UNAVAILABLE_PREFIX: &str = "Two-factor authentication is unavailable: ";
+
+/// Prefix of the message shown when mfad refused or the conversation broke.
+pub const FAILED_PREFIX: &str = "Two-factor authentication failed: ";
 
 /// The PAM return codes this module gives. Kept apart from the FFI types so
 /// the conversation is testable without libpam; [`PamCode::as_raw`] gives the
@@ -97,8 +105,9 @@ pub trait Prompter {
     fn prompt_secret(&mut self, text: &str) -> Result<String, ConversationError>;
     /// Ask with echo on (PAM_PROMPT_ECHO_ON): questions such as "yes/no".
     fn prompt_visible(&mut self, text: &str) -> Result<String, ConversationError>;
-    /// PAM_TEXT_INFO. Not called under PAM_SILENT. A message that cannot be
-    /// shown is not an error: the answer to the next prompt decides.
+    /// PAM_TEXT_INFO. Under PAM_SILENT, called only for essential messages.
+    /// A message that cannot be shown is not an error: the answer to the next
+    /// prompt decides.
     fn info(&mut self, text: &str);
     /// PAM_ERROR_MSG. Shown even under PAM_SILENT.
     fn error(&mut self, text: &str);
@@ -183,6 +192,10 @@ pub enum AuthError {
     /// mfad kept the conversation going past [`MAX_STEPS`].
     #[error("mfad did not finish the conversation within {MAX_STEPS} steps")]
     TooManySteps,
+    /// Any error from mfad or the connection after mfad had prompted: the
+    /// daemon was reachable, so this is a failed login, never the failmode.
+    #[error("{0}")]
+    AfterPrompt(Box<AuthError>),
 }
 
 impl AuthError {
@@ -193,28 +206,32 @@ impl AuthError {
         }
     }
 
-    /// Whether the failmode decides: the daemon is out of reach or broken,
-    /// as opposed to having given an answer.
+    /// Whether the failmode decides: the daemon is out of reach or broken
+    /// before it prompted, as opposed to having given an answer. Busy is an
+    /// answer (overload must never open logins in failmode=safe).
     pub fn is_unavailable(&self) -> bool {
         match self {
             AuthError::Unavailable(_) | AuthError::Protocol(_) => true,
             AuthError::Daemon { kind, .. } => {
                 matches!(kind, ErrorKind::Internal | ErrorKind::Version)
             }
-            AuthError::Conversation(_) | AuthError::TooManySteps => false,
+            AuthError::Conversation(_) | AuthError::TooManySteps | AuthError::AfterPrompt(_) => {
+                false
+            }
         }
     }
 }
 
-/// Whether `failmode=safe` still denies this service.
-pub fn is_elevation_service(service: &str) -> bool {
-    ELEVATION_SERVICES.contains(&service)
+/// Whether `failmode=safe` still denies this service: a built-in elevation
+/// service, or one of `extra` (the `elevation=` option).
+pub fn is_elevation_service(service: &str, extra: &[String]) -> bool {
+    ELEVATION_SERVICES.contains(&service) || extra.iter().any(|s| s == service)
 }
 
 /// What the failmode makes of an unreachable daemon.
-pub fn unavailable_code(failmode: FailMode, service: &str) -> PamCode {
-    match failmode {
-        FailMode::Safe if !is_elevation_service(service) => PamCode::Ignore,
+pub fn unavailable_code(options: &Options, service: &str) -> PamCode {
+    match options.failmode {
+        FailMode::Safe if !is_elevation_service(service, &options.elevation) => PamCode::Ignore,
         _ => PamCode::AuthInfoUnavail,
     }
 }
@@ -231,21 +248,21 @@ pub fn outcome_code(outcome: Outcome) -> PamCode {
 }
 
 /// The one function that maps a conversation's result onto a PAM code.
-pub fn pam_code(result: &Result<Outcome, AuthError>, failmode: FailMode, service: &str) -> PamCode {
+pub fn pam_code(result: &Result<Outcome, AuthError>, options: &Options, service: &str) -> PamCode {
     match result {
         Ok(outcome) => outcome_code(*outcome),
-        Err(err) if err.is_unavailable() => unavailable_code(failmode, service),
+        Err(err) if err.is_unavailable() => unavailable_code(options, service),
         Err(AuthError::Daemon {
-            kind: ErrorKind::InvalidCode,
+            kind: ErrorKind::InvalidCode | ErrorKind::Busy,
             ..
         }) => PamCode::AuthErr,
         Err(AuthError::Daemon { .. }) => PamCode::ServiceErr,
         Err(AuthError::Conversation(_)) => PamCode::ConvErr,
-        Err(AuthError::TooManySteps) => PamCode::AuthErr,
+        Err(AuthError::TooManySteps | AuthError::AfterPrompt(_)) => PamCode::AuthErr,
         // Covered by `is_unavailable`; kept so a new variant is a compile
         // error here rather than a silent mapping.
         Err(AuthError::Unavailable(_) | AuthError::Protocol(_)) => {
-            unavailable_code(failmode, service)
+            unavailable_code(options, service)
         }
     }
 }
@@ -271,24 +288,28 @@ where
         rhost: login.rhost.clone(),
         tty: login.tty.clone(),
     };
+    let mut prompted = false;
     for step in 1..=MAX_STEPS {
         debug(ctx, log, || {
             format!("step {step}: sending {}", request.kind())
         });
-        let response = transport.request(request).map_err(AuthError::from_client)?;
-        let auth_step = match response {
-            Response::Auth(auth_step) => auth_step,
-            Response::Error { kind, message } => {
-                debug(ctx, log, || {
-                    format!("step {step}: received error ({kind:?})")
+        let received = transport
+            .request(request)
+            .map_err(AuthError::from_client)
+            .and_then(login_step);
+        let auth_step = match received {
+            Ok(auth_step) => auth_step,
+            Err(err) => {
+                if let AuthError::Daemon { kind, .. } = &err {
+                    debug(ctx, log, || {
+                        format!("step {step}: received error ({kind:?})")
+                    });
+                }
+                return Err(if prompted {
+                    AuthError::AfterPrompt(Box::new(err))
+                } else {
+                    err
                 });
-                return Err(AuthError::Daemon { kind, message });
-            }
-            other => {
-                return Err(AuthError::Protocol(format!(
-                    "a {:?} response in a login conversation",
-                    response_kind(&other)
-                )));
             }
         };
         match auth_step {
@@ -308,6 +329,7 @@ where
                 prompt,
                 echo,
             } => {
+                prompted = true;
                 debug(ctx, log, || {
                     format!(
                         "step {step}: received prompt (echo {}) with {} message(s)",
@@ -332,8 +354,21 @@ where
     Err(AuthError::TooManySteps)
 }
 
+/// The login step in a response, or why there is none.
+fn login_step(response: Response) -> Result<AuthStep, AuthError> {
+    match response {
+        Response::Auth(auth_step) => Ok(auth_step),
+        Response::Error { kind, message } => Err(AuthError::Daemon { kind, message }),
+        other => Err(AuthError::Protocol(format!(
+            "a {:?} response in a login conversation",
+            response_kind(&other)
+        ))),
+    }
+}
+
 /// Connect with `connect`, relay the conversation, tell the person and the
-/// log what went wrong if anything did, and return the PAM code.
+/// log what went wrong if anything did, and return the PAM code. A connect
+/// error is an unreachable daemon: the failmode decides.
 pub fn authenticate_with<T, C, P, L>(
     ctx: &Context,
     connect: C,
@@ -350,21 +385,53 @@ where
         Ok(mut transport) => converse(ctx, &mut transport, prompter, log),
         Err(err) => Err(AuthError::from_client(err)),
     };
-    let code = pam_code(&result, ctx.options.failmode, &ctx.login.service);
+    let code = pam_code(&result, &ctx.options, &ctx.login.service);
     report(ctx, &result, code, prompter, log);
     code
 }
 
 /// [`authenticate_with`] over a real connection to `ctx.options.socket`,
-/// with `ctx.options.timeout` on the connect and on every read and write.
+/// with `ctx.options.timeout` on the connect and on every read and write,
+/// trusted only when root serves the socket.
 pub fn authenticate<P, L>(ctx: &Context, prompter: &mut P, log: &mut L) -> PamCode
 where
     P: Prompter + ?Sized,
     L: Log + ?Sized,
 {
-    let (socket, timeout): (&std::path::Path, Duration) =
-        (&ctx.options.socket, ctx.options.timeout);
-    authenticate_with(ctx, || Client::connect(socket, timeout), prompter, log)
+    let connected = connect_to_root_daemon(&ctx.options, log);
+    authenticate_with(ctx, || connected, prompter, log)
+}
+
+/// Connect to mfad, and refuse a socket whose server is not root: any local
+/// user can serve a socket at the configured path while mfad is down, and
+/// such a fake daemon could answer Verified.
+fn connect_to_root_daemon<L: Log + ?Sized>(
+    options: &Options,
+    log: &mut L,
+) -> Result<Client, ClientError> {
+    let client = Client::connect(&options.socket, options.timeout)?;
+    require_root_server(client.server_uid()?, &options.socket).inspect_err(|err| {
+        log.log(
+            LogLevel::Warning,
+            &format!("not trusting mfad's socket: {err}"),
+        );
+    })?;
+    Ok(client)
+}
+
+/// Ok when `uid` (the peer of mfad's socket) is root; otherwise the daemon
+/// counts as unreachable, with a connect error naming the uid.
+pub fn require_root_server(uid: u32, socket: &Path) -> Result<(), ClientError> {
+    if uid == 0 {
+        return Ok(());
+    }
+    Err(ClientError::Connect {
+        path: socket.to_path_buf(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("the socket is served by uid {uid}, not root"),
+        ),
+    })
 }
 
 fn report<P, L>(
@@ -405,16 +472,26 @@ fn report<P, L>(
             }
         }
         Err(AuthError::Daemon { kind, message }) => {
-            prompter.error(&format!("Two-factor authentication failed: {message}"));
-            let level = if *kind == ErrorKind::InvalidCode {
-                LogLevel::Info
-            } else {
-                LogLevel::Error
+            prompter.error(&format!("{FAILED_PREFIX}{message}"));
+            let level = match kind {
+                ErrorKind::InvalidCode => LogLevel::Info,
+                ErrorKind::Busy => LogLevel::Warning,
+                _ => LogLevel::Error,
             };
             log.log(
                 level,
                 &format!(
                     "{who}: mfad refused ({kind:?}: {message}), returning {}",
+                    code.name()
+                ),
+            );
+        }
+        Err(AuthError::AfterPrompt(err)) => {
+            prompter.error(&format!("{FAILED_PREFIX}{err}"));
+            log.log(
+                LogLevel::Error,
+                &format!(
+                    "{who}: mfad failed after prompting ({err}); denying whatever the failmode, returning {}",
                     code.name()
                 ),
             );
@@ -435,10 +512,12 @@ fn report<P, L>(
     }
 }
 
+/// PAM_SILENT hides Info messages, except essential ones (the key of an
+/// inline set-up, recovery codes shown once).
 fn show<P: Prompter + ?Sized>(messages: &[Message], silent: bool, prompter: &mut P) {
     for message in messages {
         match message.style {
-            MessageStyle::Info if silent => {}
+            MessageStyle::Info if silent && !message.must_show => {}
             MessageStyle::Info => prompter.info(&message.text),
             MessageStyle::Error => prompter.error(&message.text),
         }

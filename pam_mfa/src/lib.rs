@@ -5,8 +5,15 @@
 //! FFI shim; the logic is in [`conversation`], tested without libpam.
 //!
 //! ```text
-//! auth required pam_mfa.so [socket=PATH] [failmode=secure|safe] [timeout=SECONDS] [debug]
+//! auth required pam_mfa.so [socket=PATH] [failmode=secure|safe] [elevation=SVC1,SVC2]
+//!                          [timeout=SECONDS] [debug]
 //! ```
+//!
+//! The failmode applies only when mfad cannot be reached (or its socket is
+//! not served by root); once mfad has prompted, any failure denies the login.
+//! `elevation=` adds services to the built-in elevation list (sudo, sudo-i,
+//! su, su-l, pkexec, doas) that stay closed in `failmode=safe`. See
+//! [`options`] for every option.
 
 pub mod conversation;
 pub mod options;

@@ -1,6 +1,20 @@
 //! The module's arguments on its `auth` line, e.g.
 //! `auth required pam_mfa.so socket=/run/mfad/mfad.sock failmode=secure timeout=10 debug`.
 //!
+//! - `socket=PATH`: mfad's socket (default `/run/mfad/mfad.sock`).
+//! - `failmode=secure|safe`: what to do when mfad cannot be reached (connect
+//!   fails, the socket is not served by root, or the first request gets no
+//!   usable answer). `secure` (the default) denies with PAM_AUTHINFO_UNAVAIL;
+//!   `safe` lets non-elevation logins through (PAM_IGNORE) with a syslog
+//!   warning. Once mfad has prompted, any failure denies whatever the failmode.
+//! - `elevation=SVC1,SVC2`: services added to the built-in elevation list
+//!   ([`crate::conversation::ELEVATION_SERVICES`]: sudo, sudo-i, su, su-l,
+//!   pkexec, doas), which stay closed in `failmode=safe`. It only adds: a
+//!   built-in service cannot be removed. Repeated options add up.
+//! - `timeout=SECONDS`: for the connect and each read and write (default 10,
+//!   at most 300).
+//! - `debug`: log each step of the conversation (its kind, never its content).
+//!
 //! Parsing is a pure function: it never fails, it returns the options it
 //! understood plus one warning per argument it ignored, which the shim logs.
 //! A bad value keeps the default, and every default is the fail-closed one.
@@ -22,7 +36,7 @@ pub enum FailMode {
     #[default]
     Secure,
     /// Let non-elevation logins through (PAM_IGNORE) with a syslog warning;
-    /// elevation services still fail.
+    /// elevation services (built-in and `elevation=`) still fail.
     Safe,
 }
 
@@ -41,6 +55,8 @@ pub struct Options {
     /// mfad's socket.
     pub socket: PathBuf,
     pub failmode: FailMode,
+    /// Elevation services added to the built-in list (`elevation=`).
+    pub elevation: Vec<String>,
     /// Applies to the connect and to each read and write.
     pub timeout: Duration,
     /// Log each step of the conversation (its kind, never its content).
@@ -52,6 +68,7 @@ impl Default for Options {
         Options {
             socket: PathBuf::from(DEFAULT_SOCKET),
             failmode: FailMode::Secure,
+            elevation: Vec::new(),
             timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
             debug: false,
         }
@@ -78,6 +95,14 @@ impl Options {
                     "ignoring failmode={other:?} (expected secure or safe); using failmode={}",
                     options.failmode.as_str()
                 )),
+                Some(("elevation", list)) => {
+                    let services = list.split(',').map(str::trim).filter(|s| !s.is_empty());
+                    let before = options.elevation.len();
+                    options.elevation.extend(services.map(str::to_owned));
+                    if options.elevation.len() == before {
+                        warnings.push(format!("ignoring elevation={list:?} (no service named)"));
+                    }
+                }
                 Some(("timeout", secs)) => match parse_timeout(secs) {
                     Some(timeout) => options.timeout = timeout,
                     None => warnings.push(format!(
@@ -116,14 +141,20 @@ mod tests {
 
     #[test]
     fn every_option_is_understood() {
-        let (options, warnings) =
-            Options::parse(&["socket=/tmp/x.sock", "failmode=safe", "timeout=3", "debug"]);
+        let (options, warnings) = Options::parse(&[
+            "socket=/tmp/x.sock",
+            "failmode=safe",
+            "elevation=run0",
+            "timeout=3",
+            "debug",
+        ]);
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(
             options,
             Options {
                 socket: PathBuf::from("/tmp/x.sock"),
                 failmode: FailMode::Safe,
+                elevation: vec!["run0".to_string()],
                 timeout: Duration::from_secs(3),
                 debug: true,
             }
@@ -159,6 +190,25 @@ mod tests {
         assert_eq!(warnings.len(), 6, "{warnings:?}");
         assert!(warnings[0].contains("failmode"));
         assert!(warnings[1].contains("timeout"));
+    }
+
+    #[test]
+    fn elevation_lists_services_and_adds_up() {
+        let (options, warnings) = Options::parse(&[
+            "elevation=run0,sudo-rs",
+            "elevation=,cockpit,",
+            "elevation=ksu",
+        ]);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(options.elevation, ["run0", "sudo-rs", "cockpit", "ksu"]);
+    }
+
+    #[test]
+    fn an_empty_elevation_list_is_reported() {
+        let (options, warnings) = Options::parse(&["elevation=", "elevation=,,"]);
+        assert!(options.elevation.is_empty());
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("elevation"), "{warnings:?}");
     }
 
     #[test]

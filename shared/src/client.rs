@@ -55,6 +55,29 @@ impl Client {
         Ok(Client { stream })
     }
 
+    /// The uid of the process serving the socket (SO_PEERCRED), so a
+    /// caller can insist on a daemon run by root.
+    pub fn server_uid(&self) -> Result<u32, ClientError> {
+        use std::os::fd::AsRawFd;
+        let mut cred = libc::ucred { pid: 0, uid: u32::MAX, gid: u32::MAX };
+        let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+        // SAFETY: cred and len are valid for writes of the sizes given.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERCRED,
+                (&mut cred as *mut libc::ucred).cast(),
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            let source = std::io::Error::last_os_error();
+            return Err(ClientError::Connect { path: PathBuf::from("<peer credentials>"), source });
+        }
+        Ok(cred.uid)
+    }
+
     /// Send a request and wait for its response. An error response is
     /// returned as `Ok(Response::Error{..})`; use [`Client::call`] to turn it
     /// into an `Err`.

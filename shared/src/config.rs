@@ -167,7 +167,7 @@ pub enum StoreBackend {
     Postgres,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     pub backend: StoreBackend,
@@ -177,6 +177,18 @@ pub struct StoreConfig {
     pub url: Option<String>,
     /// Key that encrypts secrets at rest; created 0600 on first start.
     pub key_file: PathBuf,
+}
+
+/// Without `url`, which may carry a database password.
+impl fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("backend", &self.backend)
+            .field("path", &self.path)
+            .field("url", &self.url.as_ref().map(|_| "<redacted>"))
+            .field("key_file", &self.key_file)
+            .finish()
+    }
 }
 
 impl Default for StoreConfig {
@@ -355,8 +367,8 @@ impl Config {
         if self.hotp_window == 0 || self.hotp_window > 1000 {
             return err("hotp_window", "must be between 1 and 1000");
         }
-        if self.max_tries == 0 {
-            return err("max_tries", "must be at least 1");
+        if !(1..=10).contains(&self.max_tries) {
+            return err("max_tries", "must be between 1 and 10");
         }
         if self.max_connections == 0 {
             return err("max_connections", "must be at least 1");
@@ -366,6 +378,9 @@ impl Config {
         }
         if self.lockout.max_failures == 0 {
             return err("max_failures", "must be at least 1");
+        }
+        if self.lockout.duration.as_secs() == 0 {
+            return err("duration", "must be at least 1s (0 would make the lockout void)");
         }
         if self.admin_group.is_empty() {
             return err("admin_group", "must not be empty");
@@ -482,6 +497,19 @@ path = "/tmp/x.db"
         let err = Config::parse("digits = 9\n").unwrap_err();
         assert_eq!(err.key.as_deref(), Some("digits"));
         assert_eq!(err.line, Some(1));
+    }
+
+    #[test]
+    fn lockout_cannot_be_voided() {
+        let err = Config::parse("[lockout]\nduration = \"0s\"\n").unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("duration"));
+        assert_eq!(Config::parse("max_tries = 11\n").unwrap_err().key.as_deref(), Some("max_tries"));
+    }
+
+    #[test]
+    fn database_urls_stay_out_of_debug() {
+        let c = Config::parse("[store]\nbackend = \"postgres\"\nurl = \"postgres://mfad:hunter2@db/mfa\"\n").unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
     }
 
     #[test]

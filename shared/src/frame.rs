@@ -114,7 +114,7 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let frame = RequestFrame::new(Request::ListUsers);
+        let frame = RequestFrame::new(Request::ListUsers { after: None });
         let bytes = encode(&frame).unwrap();
         assert_eq!(&bytes[..4], &((bytes.len() - 4) as u32).to_be_bytes());
         let back: RequestFrame = read_frame(&mut &bytes[..]).unwrap();
@@ -130,7 +130,7 @@ mod tests {
 
     #[test]
     fn truncated_frame_is_closed() {
-        let mut bytes = encode(&RequestFrame::new(Request::ListUsers)).unwrap();
+        let mut bytes = encode(&RequestFrame::new(Request::ListUsers { after: None })).unwrap();
         bytes.truncate(bytes.len() - 2);
         let err = read_frame::<_, RequestFrame>(&mut &bytes[..]).unwrap_err();
         assert!(matches!(err, FrameError::Closed));

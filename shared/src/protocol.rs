@@ -266,8 +266,12 @@ pub enum Request {
         code: Code,
     },
 
-    /// Administration: every account with a record. -> [`Response::Users`]
-    ListUsers,
+    /// Administration: accounts with a record, by name, a page at a time:
+    /// those after `after` (all from the start when none). -> [`Response::Users`]
+    ListUsers {
+        #[serde(default)]
+        after: Option<String>,
+    },
     /// Administration: the check value (HOTP at counter 0). -> [`Response::CheckValue`]
     CheckValue { user: String },
     /// Administration: approve the user's device for super-user functions,
@@ -314,7 +318,7 @@ impl Request {
             Request::Disable { .. } => "disable",
             Request::VerifyCode { .. } => "verify_code",
             Request::RecoveryCodes { .. } => "recovery_codes",
-            Request::ListUsers => "list_users",
+            Request::ListUsers { .. } => "list_users",
             Request::CheckValue { .. } => "check_value",
             Request::Authorize { .. } => "authorize",
             Request::Revoke { .. } => "revoke",
@@ -344,14 +348,22 @@ pub enum MessageStyle {
 pub struct Message {
     pub style: MessageStyle,
     pub text: String,
+    /// Shown even under PAM_SILENT: text the person cannot do without (the
+    /// key of an inline set-up, recovery codes shown once).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub must_show: bool,
 }
 
 impl Message {
     pub fn info(text: impl Into<String>) -> Self {
-        Message { style: MessageStyle::Info, text: text.into() }
+        Message { style: MessageStyle::Info, text: text.into(), must_show: false }
     }
     pub fn error(text: impl Into<String>) -> Self {
-        Message { style: MessageStyle::Error, text: text.into() }
+        Message { style: MessageStyle::Error, text: text.into(), must_show: false }
+    }
+    /// Information that PAM_SILENT must not hide.
+    pub fn essential(text: impl Into<String>) -> Self {
+        Message { style: MessageStyle::Info, text: text.into(), must_show: true }
     }
 }
 
@@ -516,6 +528,9 @@ pub enum ErrorKind {
     Version,
     /// The daemon failed (store error); details are in its log.
     Internal,
+    /// Too much in progress (for this caller, or in all); try again later.
+    /// Never a reason to let a login through in failmode=safe.
+    Busy,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -536,7 +551,12 @@ pub enum Response {
         recovery_codes: Vec<Code>,
     },
     RecoveryCodes { recovery_codes: Vec<Code> },
-    Users { users: Vec<UserStatus> },
+    /// One page; `more` when accounts follow the last one listed.
+    Users {
+        users: Vec<UserStatus>,
+        #[serde(default)]
+        more: bool,
+    },
     CheckValue { user: String, value: String },
     IpRuleAdded { id: i64 },
     IpRules { rules: Vec<IpRuleInfo> },

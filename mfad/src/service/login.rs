@@ -4,13 +4,16 @@
 
 use std::net::IpAddr;
 
-use mfa_shared::config::{Cidr, Config};
+use mfa_shared::config::{Cidr, Config, normalize};
 use mfa_shared::protocol::{AuthStep, Code, ErrorKind, Message, Outcome, Response};
 
 use super::*;
+use crate::policy::HOST_NAME_SOURCE;
 
 /// Login conversations waiting for an answer, at most.
 const MAX_SESSIONS: usize = 10_000;
+/// Open conversations one non-root caller (a screen locker) may have.
+const SESSIONS_PER_USER: usize = 16;
 
 impl Daemon {
 
@@ -31,8 +34,19 @@ impl Daemon {
         if peer.uid != 0 && (not_own(&user) || ruser.as_deref().is_some_and(|r| !r.is_empty() && not_own(r))) {
             return Err(refuse(ErrorKind::PermissionDenied, "permission denied: not your account"));
         }
-        valid_user_name(&user)?;
         let config = self.config();
+        if !config.enabled {
+            // A no-op until switched on: not even the names are judged.
+            self.audit.decision(&Entry {
+                user: &user,
+                service: &service,
+                rhost: rhost.as_deref(),
+                outcome: "not_required",
+                reason: "mfa disabled",
+            });
+            return Ok(decision_response(Outcome::NotRequired, Vec::new()));
+        }
+        valid_user_name(&user)?;
         let now = self.clock.now();
         let elevation = config.is_elevation(&service);
         let ruser = ruser.filter(|r| !r.is_empty());
@@ -43,15 +57,33 @@ impl Daemon {
         };
         valid_user_name(&person)?;
         let source = match &rhost {
-            Some(rhost) => rhost.clone(),
+            Some(rhost) => match rhost.parse::<IpAddr>() {
+                Ok(addr) => normalize(addr).to_string(),
+                // A name from reverse DNS is never trusted (see policy).
+                Err(_) => format!("{HOST_NAME_SOURCE}{rhost}"),
+            },
             None => format!("local:{}", tty.as_deref().unwrap_or("")),
         };
         let login = LoginRequest { service, person, source, elevation };
         let record = self.get_record(&login.person)?;
-        let context = Context {
-            role: policy::strictest_role(&config, &self.directory.groups_of(&login.person)),
-            bypass: self.bypass_rule(&config, rhost.as_deref(), now)?,
+        let role = match self.role_of(&config, &login.person) {
+            Ok(role) => role,
+            Err(err) => {
+                // Fail closed: a role we cannot read may be one that requires a code.
+                self.audit.decision(&Entry {
+                    user: &login.person,
+                    service: &login.service,
+                    rhost: rhost.as_deref(),
+                    outcome: "denied",
+                    reason: &format!("group membership unavailable: {err}"),
+                });
+                return Ok(decision_response(
+                    Outcome::Denied,
+                    vec![Message::error("Two-factor authentication cannot read your group membership; try again later.")],
+                ));
+            }
         };
+        let context = Context { role, bypass: self.bypass_rule(&config, rhost.as_deref(), now)? };
         let decision = policy::decide(&config, record.as_ref(), &login, &context, now);
         let session = Session {
             peer_uid: peer.uid,
@@ -129,26 +161,35 @@ impl Daemon {
             Err(poisoned) => poisoned.into_inner(),
         };
         sessions.retain(|_, s| s.expires_at > now);
-        // Bounded: a flood of unanswered conversations cannot grow memory.
+        // Bounded, in all and per local user, so that nobody can fill the
+        // table and keep others' logins out.
+        let busy = |what: &str| Err(refuse(ErrorKind::Busy, format!("too many login conversations in progress{what}; try again shortly")));
         if sessions.len() >= MAX_SESSIONS {
-            return Err(refuse(ErrorKind::Internal, "too many login conversations in progress; try again shortly"));
+            return busy("");
+        }
+        if session.peer_uid != 0
+            && sessions.values().filter(|s| s.peer_uid == session.peer_uid).count() >= SESSIONS_PER_USER
+        {
+            return busy(" for your account");
         }
         sessions.insert(id, session);
         Ok(())
     }
 
-    fn sessions_take(&self, id: &str) -> Option<Session> {
+    /// The conversation `id` of `peer_uid`, if it is still open; a
+    /// conversation is answered once, by the process that began it.
+    fn sessions_take(&self, id: &str, peer_uid: u32, now: u64) -> Option<Session> {
         let mut sessions = match self.sessions.lock() {
             Ok(s) => s,
             Err(poisoned) => poisoned.into_inner(),
         };
+        sessions.get(id).filter(|s| s.peer_uid == peer_uid && s.expires_at > now)?;
         sessions.remove(id)
     }
 
     pub(super) fn auth_answer(&self, peer: &Peer, session_id: &str, answer: &Code) -> Reply {
         let now = self.clock.now();
-        let Some(session) = self.sessions_take(session_id).filter(|s| s.expires_at > now && s.peer_uid == peer.uid)
-        else {
+        let Some(session) = self.sessions_take(session_id, peer.uid, now) else {
             return Err(refuse(ErrorKind::NotFound, "no such login conversation (it may have timed out)"));
         };
         match session.stage {
@@ -162,7 +203,13 @@ impl Daemon {
     fn answer_code(&self, mut session: Session, recovery_allowed: bool, answer: &Code, now: u64) -> Reply {
         let config = self.config();
         let source = session.login.source.clone();
+        let elevation = session.login.elevation;
         let check = self.with_record(&session.login.person, |record| {
+            // Approval is checked again with the code: a revoke, or a new
+            // device, during the prompt takes effect at once.
+            if elevation && config.elevation.require_approval && !record.approved {
+                return (false, CodeCheck::NotApproved);
+            }
             let check = self.check_code(&config, record, answer, Some(&source), recovery_allowed, now);
             (check != CodeCheck::NotEnrolled, check)
         })?;
@@ -183,6 +230,11 @@ impl Daemon {
             CodeCheck::NotEnrolled => {
                 self.log_session(&session, "denied", "device removed during the conversation");
                 Ok(decision_response(Outcome::Denied, vec![Message::error("Two-factor authentication is not set up.")]))
+            }
+            CodeCheck::NotApproved => {
+                let reason = policy::DenyReason::ElevationNotApproved;
+                self.log_session(&session, "denied", reason.describe());
+                Ok(decision_response(Outcome::Denied, vec![Message::error(reason.message())]))
             }
             CodeCheck::Locked { until } => {
                 self.log_session(&session, "denied", "account locked");
@@ -255,7 +307,7 @@ impl Daemon {
         let info = self.start_setup(&config, &session.login.person, otp_type, None)?;
         self.log_session(&session, "pending", &format!("inline set-up started ({otp_type})"));
         let shown = if barcode { format_barcode(&info) } else { format_manual_entry(&info) };
-        self.ask(session, Stage::ConfirmSetup(offer), vec![Message::info(shown)], now)
+        self.ask(session, Stage::ConfirmSetup(offer), vec![Message::essential(shown)], now)
     }
 
     fn answer_setup_code(&self, mut session: Session, offer: Offer, answer: &Code, now: u64) -> Reply {
@@ -272,7 +324,7 @@ impl Daemon {
                     "Two-factor authentication is enabled.{}",
                     format_recovery_codes(&codes)
                 );
-                Ok(decision_response(Outcome::Verified, vec![Message::info(text)]))
+                Ok(decision_response(Outcome::Verified, vec![Message::essential(text)]))
             }
             Err(refusal) if refusal.kind == ErrorKind::InvalidCode => {
                 session.tries += 1;
@@ -306,9 +358,8 @@ impl Daemon {
         let Some(addr) = rhost.and_then(|r| r.parse::<IpAddr>().ok()) else {
             return Ok(None);
         };
-        let loaded_at = self.config_loaded_at();
         for rule in &config.bypass.rules {
-            let lapsed = rule.timeout.is_some_and(|t| loaded_at + t.as_secs() <= now);
+            let lapsed = self.config_rule_expiry(rule).is_some_and(|t| t <= now);
             if rule.bypass_2fa && !lapsed && rule.cidr.contains(addr) {
                 return Ok(Some(format!("{} (config)", rule.cidr)));
             }

@@ -28,6 +28,9 @@ use crate::policy::{self, Context, Decision, LoginRequest};
 use crate::recovery;
 use crate::store::{Change, Device, Store, StoreError, TrustedSource, UserRecord};
 
+/// Accounts per `user list` page, well under the frame limit.
+const USERS_PER_PAGE: usize = 1000;
+
 /// Most recent sources remembered per user for the adaptive level.
 const MAX_TRUSTED_SOURCES: usize = 32;
 
@@ -39,12 +42,34 @@ pub struct Peer {
     pub name: Option<String>,
 }
 
-/// The configuration in force and when it was loaded (config bypass rules
-/// lapse relative to that).
+/// The configuration in force, with when each config bypass rule was first
+/// loaded: a rule's `timeout` counts from then, across reloads (a config
+/// management tool rewriting the file must not keep renewing it).
 #[derive(Debug)]
 struct Loaded {
     config: Arc<Config>,
-    at: u64,
+    /// Rule (as [`rule_key`]) -> when it first appeared.
+    first_seen: HashMap<String, u64>,
+}
+
+impl Loaded {
+    fn new(config: Config, previous: Option<&Loaded>, now: u64) -> Loaded {
+        let first_seen = config
+            .bypass
+            .rules
+            .iter()
+            .map(|rule| {
+                let key = rule_key(rule);
+                let since = previous.and_then(|p| p.first_seen.get(&key).copied()).unwrap_or(now);
+                (key, since)
+            })
+            .collect();
+        Loaded { config: Arc::new(config), first_seen }
+    }
+}
+
+fn rule_key(rule: &mfa_shared::config::BypassRuleConfig) -> String {
+    format!("{} {} {:?}", rule.cidr, rule.bypass_2fa, rule.timeout.map(|t| t.as_secs()))
 }
 
 /// Everything a request handler needs.
@@ -116,6 +141,8 @@ enum CodeCheck {
     Wrong { message: String, locked: bool },
     Locked { until: u64 },
     NotEnrolled,
+    /// Elevation without super-user approval (checked with the code).
+    NotApproved,
 }
 
 impl Daemon {
@@ -128,9 +155,9 @@ impl Daemon {
         directory: Arc<dyn Directory>,
         audit: Audit,
     ) -> Self {
-        let at = clock.now();
+        let now = clock.now();
         Daemon {
-            loaded: RwLock::new(Loaded { config: Arc::new(config), at }),
+            loaded: RwLock::new(Loaded::new(config, None, now)),
             config_path,
             store,
             vault,
@@ -149,11 +176,15 @@ impl Daemon {
         }
     }
 
-    fn config_loaded_at(&self) -> u64 {
-        match self.loaded.read() {
-            Ok(l) => l.at,
-            Err(poisoned) => poisoned.into_inner().at,
-        }
+    /// When a config bypass rule lapses, if it has a timeout.
+    fn config_rule_expiry(&self, rule: &mfa_shared::config::BypassRuleConfig) -> Option<u64> {
+        let timeout = rule.timeout?.as_secs();
+        let loaded = match self.loaded.read() {
+            Ok(l) => l,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let since = loaded.first_seen.get(&rule_key(rule)).copied().unwrap_or_else(|| self.clock.now());
+        Some(since.saturating_add(timeout))
     }
 
     /// Re-read the config file. A bad file is refused and the old config
@@ -180,7 +211,8 @@ impl Daemon {
                     Ok(l) => l,
                     Err(poisoned) => poisoned.into_inner(),
                 };
-                *loaded = Loaded { config: Arc::new(config), at: self.clock.now() };
+                let next = Loaded::new(config, Some(&loaded), self.clock.now());
+                *loaded = next;
                 Ok(())
             }
             Err(err) => {
@@ -206,7 +238,7 @@ impl Daemon {
             Request::Disable { user, code } => self.disable(peer, user, code),
             Request::VerifyCode { user, code } => self.verify_code(peer, user, &code),
             Request::RecoveryCodes { user, code } => self.recovery_codes(peer, user, &code),
-            Request::ListUsers => self.list_users(peer),
+            Request::ListUsers { after } => self.list_users(peer, after.as_deref()),
             Request::CheckValue { user } => self.check_value(peer, &user),
             Request::Authorize { user, code } => self.authorize(peer, &user, &code),
             Request::Revoke { user } => self.revoke(peer, &user),
@@ -227,7 +259,19 @@ impl Daemon {
             return true;
         }
         let admin_group = self.config().admin_group.clone();
-        peer.name.as_deref().is_some_and(|name| self.directory.groups_of(name).contains(&admin_group))
+        // A failed lookup grants nothing.
+        peer.name
+            .as_deref()
+            .is_some_and(|name| self.directory.groups_of(name).is_ok_and(|groups| groups.contains(&admin_group)))
+    }
+
+    /// The strictest role policy of `user`'s groups; no lookup when no role
+    /// is configured.
+    fn role_of(&self, config: &Config, user: &str) -> Result<Option<RolePolicy>, String> {
+        if config.roles.is_empty() {
+            return Ok(None);
+        }
+        Ok(policy::strictest_role(config, &self.directory.groups_of(user)?))
     }
 
     fn require_admin(&self, peer: &Peer) -> Result<(), Refusal> {
@@ -376,11 +420,22 @@ impl Daemon {
 
     /// Check a code outside a login (disable, authorize, ...): the same
     /// replay, failure and lock rules; returns a refusal when not accepted.
-    fn prove_code(&self, user: &str, code: &Code, what: &str) -> Result<(), Refusal> {
+    /// `on_success` changes the record in the same transaction as the check,
+    /// so nothing (a device change, say) can slip in between.
+    fn prove_code(
+        &self,
+        user: &str,
+        code: &Code,
+        what: &str,
+        mut on_success: impl FnMut(&mut UserRecord),
+    ) -> Result<(), Refusal> {
         let config = self.config();
         let now = self.clock.now();
         let check = self.with_record(user, |record| {
             let check = self.check_code(&config, record, code, None, false, now);
+            if check == CodeCheck::Accepted {
+                on_success(record);
+            }
             (check != CodeCheck::NotEnrolled, check)
         })?;
         let (outcome, result) = match check {
@@ -388,6 +443,10 @@ impl Daemon {
             CodeCheck::NotEnrolled => (
                 "failure",
                 Err(refuse(ErrorKind::Conflict, format!("{user} has no enabled device"))),
+            ),
+            CodeCheck::NotApproved => (
+                "denied",
+                Err(refuse(ErrorKind::PermissionDenied, "super-user approval is not granted")),
             ),
             CodeCheck::Locked { until } => (
                 "locked",
@@ -430,7 +489,7 @@ impl Daemon {
             EnrollmentState::NotEnrolled
         };
         let role_policy = if with_roles {
-            policy::strictest_role(&config, &self.directory.groups_of(&record.user)).map(|p| p.as_str().to_string())
+            self.role_of(&config, &record.user).ok().flatten().map(|p| p.as_str().to_string())
         } else {
             None
         };
@@ -464,7 +523,7 @@ impl Daemon {
         let enrolled = self.get_record(&user)?.is_some_and(|r| r.is_enrolled());
         // Replacing a device needs the current one (or an administrator).
         match current_code {
-            Some(code) if enrolled => self.prove_code(&user, &code, "device change proven with current code")?,
+            Some(code) if enrolled => self.prove_code(&user, &code, "device change proven with current code", |_| {})?,
             _ if enrolled && !self.is_admin(peer) => {
                 return Err(refuse(
                     ErrorKind::PermissionDenied,
@@ -601,23 +660,20 @@ impl Daemon {
     fn disable(&self, peer: &Peer, user: Option<String>, code: Option<Code>) -> Reply {
         let user = self.target(peer, user)?;
         match code {
-            Some(code) => self.prove_code(&user, &code, "disable proven with code")?,
-            None if self.is_admin(peer) => {}
+            Some(code) => self.prove_code(&user, &code, "disable proven with code", remove_device)?,
+            None if self.is_admin(peer) => {
+                let existed = self.with_record(&user, |record| {
+                    let existed = record.device.is_some() || record.pending.is_some();
+                    remove_device(record);
+                    (existed, existed)
+                })?;
+                if !existed {
+                    return Err(refuse(ErrorKind::NotFound, format!("{user} has no device")));
+                }
+            }
             None => {
                 return Err(refuse(ErrorKind::PermissionDenied, "disabling needs a current code: --code CODE"));
             }
-        }
-        let existed = self.with_record(&user, |record| {
-            let existed = record.device.is_some() || record.pending.is_some();
-            record.device = None;
-            record.pending = None;
-            record.pending_level = None;
-            record.approved = false;
-            record.recovery_hashes.clear();
-            (existed, existed)
-        })?;
-        if !existed {
-            return Err(refuse(ErrorKind::NotFound, format!("{user} has no device")));
         }
         self.admin_event(peer, &user, "device disabled");
         Ok(Response::Ok { message: Some(format!("two-factor authentication disabled for {user}")) })
@@ -625,17 +681,15 @@ impl Daemon {
 
     fn verify_code(&self, peer: &Peer, user: Option<String>, code: &Code) -> Reply {
         let user = self.target(peer, user)?;
-        self.prove_code(&user, code, "code verified on request")?;
+        self.prove_code(&user, code, "code verified on request", |_| {})?;
         Ok(Response::Ok { message: Some("code accepted".into()) })
     }
 
     fn recovery_codes(&self, peer: &Peer, user: Option<String>, code: &Code) -> Reply {
         let user = self.target(peer, user)?;
-        self.prove_code(&user, code, "new recovery codes proven with code")?;
         let (codes, hashes) = recovery::generate().map_err(|_| refuse(ErrorKind::Internal, "no random bytes from the OS"))?;
-        self.with_record(&user, |record| {
+        self.prove_code(&user, code, "new recovery codes proven with code", |record| {
             record.recovery_hashes = hashes.clone();
-            (true, ())
         })?;
         self.admin_event(peer, &user, "new recovery codes issued");
         Ok(Response::RecoveryCodes { recovery_codes: codes })
@@ -648,10 +702,13 @@ impl Daemon {
         self.audit.decision(&Entry { user, service: "mfactl", rhost: None, outcome: "changed", reason: &format!("{what} by {by}") });
     }
 
-    fn list_users(&self, peer: &Peer) -> Reply {
+    fn list_users(&self, peer: &Peer, after: Option<&str>) -> Reply {
         self.require_admin(peer)?;
-        let records = self.store.list_users().map_err(|e| self.internal(e))?;
-        Ok(Response::Users { users: records.iter().map(|r| self.user_status(r, false)).collect() })
+        // One more than a page tells whether another page follows.
+        let mut records = self.store.list_users(after, USERS_PER_PAGE + 1).map_err(|e| self.internal(e))?;
+        let more = records.len() > USERS_PER_PAGE;
+        records.truncate(USERS_PER_PAGE);
+        Ok(Response::Users { users: records.iter().map(|r| self.user_status(r, false)).collect(), more })
     }
 
     fn existing_record(&self, user: &str) -> Result<UserRecord, Refusal> {
@@ -670,6 +727,7 @@ impl Daemon {
             refuse(ErrorKind::Internal, "internal error in mfad; see its log")
         })?;
         let value = otp::check_value(&secret, &device_params(device));
+        self.admin_event(peer, user, "check value shown");
         Ok(Response::CheckValue { user: user.to_string(), value })
     }
 
@@ -679,11 +737,7 @@ impl Daemon {
         if !record.is_enrolled() {
             return Err(refuse(ErrorKind::Conflict, format!("{user} has no enabled device to approve")));
         }
-        self.prove_code(user, code, "super-user approval proven with code")?;
-        self.with_record(user, |record| {
-            record.approved = true;
-            (true, ())
-        })?;
+        self.prove_code(user, code, "super-user approval proven with code", |record| record.approved = true)?;
         self.admin_event(peer, user, "super-user approval granted");
         Ok(Response::Ok { message: Some(format!("super-user access approved for {user}'s device")) })
     }
@@ -727,13 +781,12 @@ impl Daemon {
         self.require_admin(peer)?;
         let config = self.config();
         let now = self.clock.now();
-        let loaded_at = self.config_loaded_at();
         let mut rules: Vec<IpRuleInfo> = config
             .bypass
             .rules
             .iter()
             .map(|r| {
-                let expires_at = r.timeout.map(|t| loaded_at + t.as_secs());
+                let expires_at = self.config_rule_expiry(r);
                 IpRuleInfo {
                     id: None,
                     cidr: r.cidr.to_string(),
@@ -817,6 +870,14 @@ impl Daemon {
         let secret = zeroize::Zeroizing::new(
             otp::base32_decode(import.secret.expose()).map_err(|_| "the secret is not base32".to_string())?,
         );
+        if secret.len() < 10 {
+            return Err("the secret is shorter than 80 bits".into());
+        }
+        let digits = import.digits.unwrap_or(config.digits);
+        let period = import.period.unwrap_or(config.period);
+        if !(6..=8).contains(&digits) || !(1..=3600).contains(&period) {
+            return Err("digits must be 6-8 and period 1-3600 seconds".into());
+        }
         let sealed = self.vault.seal(&import.user, &secret).map_err(|e| e.to_string())?;
         let recovery_hashes = import
             .recovery_codes
@@ -828,11 +889,15 @@ impl Daemon {
         record.device = Some(Device {
             otp_type: import.otp_type,
             algorithm: import.algorithm.unwrap_or(config.algorithm),
-            digits: import.digits.unwrap_or(config.digits),
-            period: import.period.unwrap_or(config.period),
+            digits,
+            period,
             sealed_secret: sealed,
             next_counter: import.counter,
-            last_step: None,
+            // Codes of earlier steps may have been used with the old tool.
+            last_step: match import.otp_type {
+                OtpType::Totp => otp::totp_step(now, period).checked_sub(1),
+                OtpType::Hotp => None,
+            },
             created_at: now,
         });
         record.level = import.level;
@@ -861,6 +926,16 @@ fn record_success(record: &mut UserRecord, source: Option<&str>, now: u64) {
     }
 }
 
+/// Disabling: the device, any set-up in progress, the approval and the
+/// recovery codes go; the level stays.
+fn remove_device(record: &mut UserRecord) {
+    record.device = None;
+    record.pending = None;
+    record.pending_level = None;
+    record.approved = false;
+    record.recovery_hashes.clear();
+}
+
 fn device_params(device: &Device) -> OtpParams {
     OtpParams { otp_type: device.otp_type, algorithm: device.algorithm, digits: device.digits, period: device.period }
 }
@@ -883,13 +958,14 @@ fn new_session_id() -> Result<String, Refusal> {
     Ok(data_encoding::HEXLOWER.encode(&bytes))
 }
 
-/// Account names as POSIX allows them, plus what LDAP setups use (`@`, `.`);
-/// no control characters, no slashes, bounded.
+/// Account names are what NSS says they are (AD/SSSD names may hold
+/// spaces, `@`, `\\` or `+`); refused are only names no account can have:
+/// empty, over-long, with control characters or a slash, or an option.
 fn valid_user_name(user: &str) -> Result<(), Refusal> {
     let ok = !user.is_empty()
         && user.len() <= 256
         && !user.starts_with('-')
-        && user.chars().all(|c| c.is_alphanumeric() || "._-@$\\".contains(c));
+        && !user.chars().any(|c| c.is_control() || c == '/');
     if ok { Ok(()) } else { Err(refuse(ErrorKind::BadRequest, "invalid user name")) }
 }
 
@@ -910,8 +986,11 @@ mod tests {
 
     impl Directory for Groups {
         /// Users are in the group named after the part before the first '_'.
-        fn groups_of(&self, user: &str) -> Vec<String> {
-            user.split('_').next().map(|g| vec![g.to_string()]).unwrap_or_default()
+        fn groups_of(&self, user: &str) -> Result<Vec<String>, String> {
+            if user.starts_with("nss-down") {
+                return Err("LDAP server unreachable".into());
+            }
+            Ok(user.split('_').next().map(|g| vec![g.to_string()]).unwrap_or_default())
         }
     }
 
@@ -1207,5 +1286,89 @@ mod tests {
         assert!(denied(&begin("ivy", Some("victim"))), "another PAM_RUSER would spend the victim's tries");
         assert!(!denied(&begin("ivy", Some("ivy"))));
         assert!(!denied(&begin("ivy", None)));
+    }
+
+    #[test]
+    fn a_config_rule_timeout_counts_from_its_first_load_across_reloads() {
+        let text = "[bypass]\nenabled = true\n[[bypass.rule]]\ncidr = \"10.0.0.0/8\"\nbypass_2fa = true\ntimeout = \"1h\"\n";
+        let first = Loaded::new(Config::parse(text).unwrap(), None, 1000);
+        let reloaded = Loaded::new(Config::parse(text).unwrap(), Some(&first), 5000);
+        let rule = &reloaded.config.bypass.rules[0];
+        assert_eq!(reloaded.first_seen.get(&rule_key(rule)), Some(&1000));
+        let changed = text.replace("1h", "2h");
+        let renewed = Loaded::new(Config::parse(&changed).unwrap(), Some(&reloaded), 5000);
+        let rule = &renewed.config.bypass.rules[0];
+        assert_eq!(renewed.first_seen.get(&rule_key(rule)), Some(&5000), "a changed rule is a new rule");
+    }
+
+    #[test]
+    fn unreadable_group_membership_fails_closed() {
+        let f = fixture(|_| {});
+        let (outcome, shown) = done(&f.begin("nss-down_user", "10.0.0.1"));
+        assert_eq!(outcome, Outcome::Denied);
+        assert!(shown.contains("group membership"), "{shown}");
+        assert!(f.audit_lines().iter().any(|l| l.contains("group membership unavailable")));
+    }
+
+    #[test]
+    fn mfa_disabled_judges_no_name() {
+        let f = fixture(|c| c.enabled = false);
+        assert_eq!(done(&f.begin("DOMAIN\\john smith", "10.0.0.1")).0, Outcome::NotRequired);
+        assert_eq!(done(&f.begin("bad/name", "10.0.0.1")).0, Outcome::NotRequired);
+    }
+
+    #[test]
+    fn revoking_approval_during_the_prompt_refuses_the_code() {
+        let f = fixture(|c| c.elevation.services = vec!["sudo".into()]);
+        let secret = {
+            let Response::SetupStarted { setup } = f.daemon.handle(
+                &ROOT,
+                Request::SetupBegin { user: Some("ann".into()), otp_type: Some(OtpType::Hotp), level: None, current_code: None },
+            ) else {
+                panic!("no setup")
+            };
+            otp::base32_decode(&setup.secret).unwrap()
+        };
+        let code = |c| Code::new(otp::hotp(&secret, c, mfa_shared::protocol::Algorithm::Sha1, 6));
+        let ok = |r: Response| !matches!(r, Response::Error { .. });
+        assert!(ok(f.daemon.handle(&ROOT, Request::SetupConfirm { user: Some("ann".into()), code: code(0) })));
+        assert!(ok(f.daemon.handle(&ROOT, Request::Authorize { user: "ann".into(), code: code(1) })));
+        let sudo = |f: &Fixture| {
+            step(f.daemon.handle(
+                &ROOT,
+                Request::AuthBegin { service: "sudo".into(), user: "ann".into(), ruser: None, rhost: None, tty: None },
+            ))
+        };
+        let prompt = sudo(&f);
+        prompt_text(&prompt);
+        assert!(ok(f.daemon.handle(&ROOT, Request::Revoke { user: "ann".into() })));
+        let Step::Prompt { id, .. } = &prompt else { unreachable!() };
+        let answered = step(f.daemon.handle(&ROOT, Request::AuthAnswer { session_id: id.clone(), answer: code(2) }));
+        assert_eq!(done(&answered).0, Outcome::Denied);
+        // The code was not spent: after a new approval it still works.
+        assert!(ok(f.daemon.handle(&ROOT, Request::Authorize { user: "ann".into(), code: code(2) })));
+    }
+
+    #[test]
+    fn a_host_name_is_never_a_trusted_source() {
+        let f = fixture(|_| {});
+        let secret = {
+            let Response::SetupStarted { setup } = f.daemon.handle(
+                &ROOT,
+                Request::SetupBegin { user: Some("bea".into()), otp_type: Some(OtpType::Hotp), level: None, current_code: None },
+            ) else {
+                panic!("no setup")
+            };
+            otp::base32_decode(&setup.secret).unwrap()
+        };
+        let code = |c| otp::hotp(&secret, c, mfa_shared::protocol::Algorithm::Sha1, 6);
+        f.daemon.handle(&ROOT, Request::SetupConfirm { user: Some("bea".into()), code: Code::new(code(0)) });
+        let first = f.begin("bea", "trusted.example.com");
+        assert_eq!(done(&f.answer(&first, &code(1))).0, Outcome::Verified);
+        prompt_text(&f.begin("bea", "trusted.example.com"));
+        // An IP literal is trusted after a success, in either IPv4 spelling.
+        let ip = f.begin("bea", "::ffff:10.1.2.3");
+        assert_eq!(done(&f.answer(&ip, &code(2))).0, Outcome::Verified);
+        assert_eq!(done(&f.begin("bea", "10.1.2.3")).0, Outcome::NotRequired);
     }
 }

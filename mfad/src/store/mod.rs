@@ -63,7 +63,7 @@ pub struct TrustedSource {
 
 /// Everything mfad knows of one account. Stored as JSON with defaults left
 /// out, which keeps a million-user store small.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct UserRecord {
     pub user: String,
@@ -98,6 +98,26 @@ pub struct UserRecord {
     /// Salted hashes of unused recovery codes.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub recovery_hashes: Vec<String>,
+}
+
+/// Shows everything but the recovery code hashes (only their number).
+impl std::fmt::Debug for UserRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRecord")
+            .field("user", &self.user)
+            .field("device", &self.device)
+            .field("pending", &self.pending)
+            .field("level", &self.level)
+            .field("approved", &self.approved)
+            .field("failures", &self.failures)
+            .field("locked_until", &self.locked_until)
+            .field("failed_since_success", &self.failed_since_success)
+            .field("last_success", &self.last_success)
+            .field("last_source", &self.last_source)
+            .field("trusted_sources", &self.trusted_sources.len())
+            .field("recovery_codes", &self.recovery_hashes.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl UserRecord {
@@ -152,8 +172,9 @@ pub trait Store: Send + Sync {
         change: &mut dyn FnMut(&str, Option<&UserRecord>) -> Change,
     ) -> Result<(), StoreError>;
 
-    /// Every record, ordered by user name.
-    fn list_users(&self) -> Result<Vec<UserRecord>, StoreError>;
+    /// Up to `limit` records with names after `after` (from the first when
+    /// none), ordered by user name.
+    fn list_users(&self, after: Option<&str>, limit: usize) -> Result<Vec<UserRecord>, StoreError>;
 
     fn add_ip_rule(&self, cidr: &str, bypass_2fa: bool, expires_at: Option<u64>) -> Result<i64, StoreError>;
     fn list_ip_rules(&self) -> Result<Vec<StoredIpRule>, StoreError>;

@@ -1,8 +1,11 @@
 //! The default store: one SQLite file in WAL mode, fsynced on every commit
 //! (a verification is acknowledged only once its state change is on disk).
 
-use std::path::Path;
 use std::collections::VecDeque;
+use std::fs::{self, DirBuilder, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -31,8 +34,16 @@ const MIGRATIONS: &[&str] = &[
 /// read-modify-write stays serial) into one open transaction, and the last
 /// of them to arrive commits it with a single fsync. Every caller returns
 /// only once the transaction holding its change is on disk.
+///
+/// Reads of a file-backed store go through a second connection: WAL gives it
+/// the last committed state, so nothing is read from a batch that has not
+/// committed yet (and may still fail), and reads do not wait for writes.
 pub struct SqliteStore {
     state: Mutex<State>,
+    /// The read-only connection; None for an in-memory store (a second
+    /// `:memory:` connection would be a different, empty database), which
+    /// reads through the writer.
+    reader: Option<Mutex<Connection>>,
     committed: Condvar,
     /// Writers that have announced themselves but not applied yet; while
     /// there are any, the current batch waits for them instead of committing.
@@ -60,18 +71,63 @@ fn db(err: rusqlite::Error) -> StoreError {
     StoreError::Database(err.to_string())
 }
 
+/// Create `dir` and any missing parents, each mode 0700 whatever the umask;
+/// directories that exist are left as they are.
+fn create_private_dir(dir: &Path) -> io::Result<()> {
+    let missing: Vec<&Path> =
+        dir.ancestors().take_while(|d| !d.as_os_str().is_empty() && fs::symlink_metadata(d).is_err()).collect();
+    for d in missing.into_iter().rev() {
+        match DirBuilder::new().mode(0o700).create(d) {
+            Ok(()) => fs::set_permissions(d, fs::Permissions::from_mode(0o700))?,
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
+/// Create the database file, empty and mode 0600 whatever the umask, unless
+/// it exists; SQLite gives its -wal and -shm files the same mode.
+fn create_private_file(path: &Path) -> io::Result<()> {
+    match OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(file) => file.set_permissions(fs::Permissions::from_mode(0o600)),
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(err) => Err(err),
+    }
+}
+
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
+            create_private_dir(dir)
                 .map_err(|e| StoreError::Database(format!("cannot create {}: {e}", dir.display())))?;
         }
+        create_private_file(path)
+            .map_err(|e| StoreError::Database(format!("cannot create {}: {e}", path.display())))?;
         let conn = Connection::open(path).map_err(db)?;
-        Self::setup(conn)
+        let mut store = Self::setup(conn)?;
+        // Opened after the writer has set WAL mode and migrated the schema.
+        let reader = Connection::open(path).map_err(db)?;
+        reader.busy_timeout(Duration::from_secs(10)).map_err(db)?;
+        reader.pragma_update(None, "query_only", true).map_err(db)?;
+        store.reader = Some(Mutex::new(reader));
+        Ok(store)
     }
 
     pub fn open_in_memory() -> Result<Self, StoreError> {
         Self::setup(Connection::open_in_memory().map_err(db)?)
+    }
+
+    /// Run `read` on the reader connection, or on the writer's for an
+    /// in-memory store.
+    fn read<R>(&self, read: impl FnOnce(&Connection) -> Result<R, StoreError>) -> Result<R, StoreError> {
+        match &self.reader {
+            Some(reader) => {
+                let conn = reader.lock().map_err(|_| StoreError::Database("store mutex poisoned".into()))?;
+                read(&conn)
+            }
+            None => read(&self.lock()?.conn),
+        }
     }
 
     fn setup(mut conn: Connection) -> Result<Self, StoreError> {
@@ -101,6 +157,7 @@ impl SqliteStore {
                 finished_below: 0,
                 failed: VecDeque::new(),
             }),
+            reader: None,
             committed: Condvar::new(),
             arriving: AtomicUsize::new(0),
         })
@@ -225,7 +282,7 @@ fn apply_change(conn: &Connection, user: &str, change: Change) -> Result<(), Sto
 
 impl Store for SqliteStore {
     fn get_user(&self, user: &str) -> Result<Option<UserRecord>, StoreError> {
-        read_user(&self.lock()?.conn, user)
+        self.read(|conn| read_user(conn, user))
     }
 
     fn update_user(
@@ -253,17 +310,23 @@ impl Store for SqliteStore {
         })
     }
 
-    fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
-        let state = self.lock()?;
-        let mut stmt = state.conn.prepare("SELECT name, record FROM users ORDER BY name").map_err(db)?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-            .map_err(db)?;
-        rows.map(|row| {
-            let (name, json) = row.map_err(db)?;
-            decode(&name, &json)
+    fn list_users(&self, after: Option<&str>, limit: usize) -> Result<Vec<UserRecord>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT name, record FROM users WHERE name > ?1 ORDER BY name LIMIT ?2")
+                .map_err(db)?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows = stmt
+                .query_map(params![after.unwrap_or(""), limit], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })
+                .map_err(db)?;
+            rows.map(|row| {
+                let (name, json) = row.map_err(db)?;
+                decode(&name, &json)
+            })
+            .collect()
         })
-        .collect()
     }
 
     fn add_ip_rule(&self, cidr: &str, bypass_2fa: bool, expires_at: Option<u64>) -> Result<i64, StoreError> {
@@ -279,22 +342,22 @@ impl Store for SqliteStore {
     }
 
     fn list_ip_rules(&self) -> Result<Vec<StoredIpRule>, StoreError> {
-        let state = self.lock()?;
-        let mut stmt = state
-            .conn
-            .prepare_cached("SELECT id, cidr, bypass_2fa, expires_at FROM ip_rules ORDER BY id")
-            .map_err(db)?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(StoredIpRule {
-                    id: r.get(0)?,
-                    cidr: r.get(1)?,
-                    bypass_2fa: r.get(2)?,
-                    expires_at: r.get::<_, Option<i64>>(3)?.map(|t| u64::try_from(t).unwrap_or(0)),
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT id, cidr, bypass_2fa, expires_at FROM ip_rules ORDER BY id")
+                .map_err(db)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(StoredIpRule {
+                        id: r.get(0)?,
+                        cidr: r.get(1)?,
+                        bypass_2fa: r.get(2)?,
+                        expires_at: r.get::<_, Option<i64>>(3)?.map(|t| u64::try_from(t).unwrap_or(0)),
+                    })
                 })
-            })
-            .map_err(db)?;
-        rows.collect::<Result<_, _>>().map_err(db)
+                .map_err(db)?;
+            rows.collect::<Result<_, _>>().map_err(db)
+        })
     }
 
     fn remove_ip_rule(&self, id: i64) -> Result<bool, StoreError> {
@@ -320,7 +383,7 @@ mod tests {
             .unwrap();
         assert_eq!(store.get_user("alice").unwrap().unwrap().failures, 2);
         store.update_user("alice", &mut |_| Change::Delete).unwrap();
-        assert!(store.list_users().unwrap().is_empty());
+        assert!(store.list_users(None, 10).unwrap().is_empty());
     }
 
     #[test]
@@ -332,7 +395,9 @@ mod tests {
         let id = store.add_ip_rule("10.0.0.0/8", true, Some(5)).unwrap();
         drop(store);
         let store = SqliteStore::open(&path).unwrap();
-        assert_eq!(store.list_users().unwrap().len(), 1);
+        assert_eq!(store.list_users(None, 10).unwrap().len(), 1);
+        assert!(store.list_users(Some("bob"), 10).unwrap().is_empty());
+        assert_eq!(store.list_users(Some("alice"), 10).unwrap().len(), 1);
         assert_eq!(store.list_ip_rules().unwrap()[0].id, id);
         assert!(store.remove_ip_rule(id).unwrap());
         assert!(!store.remove_ip_rule(id).unwrap());
@@ -382,6 +447,87 @@ mod tests {
         });
         assert!(err.is_err());
         assert!(store.get_user("a").unwrap().is_some(), "the failed change was rolled back");
+    }
+
+    fn with_failures(user: &str, failures: u32) -> Change {
+        let mut r = UserRecord::new(user);
+        r.failures = failures;
+        Change::Put(r)
+    }
+
+    #[test]
+    fn reads_do_not_see_a_batch_before_it_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("r.db")).unwrap();
+        store.update_user("a", &mut |_| with_failures("a", 1)).unwrap();
+        // Apply changes into an open batch, as a writer does before the
+        // batch's last writer commits it.
+        {
+            let mut state = store.lock().unwrap();
+            let (batch, applied) = SqliteStore::apply_in_batch(&mut state, |conn| {
+                apply_change(conn, "a", with_failures("a", 2))?;
+                apply_change(conn, "b", with_failures("b", 0))?;
+                conn.execute("INSERT INTO ip_rules (cidr, bypass_2fa) VALUES ('10.0.0.0/8', 1)", []).map_err(db)
+            })
+            .unwrap();
+            applied.unwrap();
+            assert_eq!(state.open, Some(batch));
+        }
+        assert_eq!(store.get_user("a").unwrap().unwrap().failures, 1, "the committed state");
+        assert!(store.get_user("b").unwrap().is_none());
+        assert_eq!(store.list_users(None, 10).unwrap().len(), 1);
+        assert!(store.list_ip_rules().unwrap().is_empty());
+        store.commit(&mut store.lock().unwrap());
+        assert_eq!(store.get_user("a").unwrap().unwrap().failures, 2);
+        assert!(store.get_user("b").unwrap().is_some());
+        assert_eq!(store.list_users(None, 10).unwrap().len(), 2);
+        assert_eq!(store.list_ip_rules().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_reader_sees_committed_updates_of_any_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let store = SqliteStore::open(&path).unwrap();
+        assert!(store.reader.is_some());
+        let other = SqliteStore::open(&path).unwrap();
+        for n in 1..=3 {
+            store.update_user("a", &mut |_| with_failures("a", n)).unwrap();
+            assert_eq!(store.get_user("a").unwrap().unwrap().failures, n);
+            assert_eq!(other.get_user("a").unwrap().unwrap().failures, n);
+        }
+        let id = other.add_ip_rule("192.0.2.0/24", false, None).unwrap();
+        assert_eq!(store.list_ip_rules().unwrap()[0].id, id);
+        other.update_user("a", &mut |_| Change::Delete).unwrap();
+        assert!(store.get_user("a").unwrap().is_none());
+        assert!(store.list_users(None, 10).unwrap().is_empty());
+        // In memory there is one connection, which reads its own writes.
+        let memory = SqliteStore::open_in_memory().unwrap();
+        assert!(memory.reader.is_none());
+        memory.update_user("m", &mut |_| with_failures("m", 4)).unwrap();
+        assert_eq!(memory.get_user("m").unwrap().unwrap().failures, 4);
+    }
+
+    #[test]
+    fn database_and_new_directories_are_private() {
+        let mode = |p: &Path| fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let created = dir.path().join("var/mfad");
+        let path = created.join("p.db");
+        let store = SqliteStore::open(&path).unwrap();
+        store.update_user("a", &mut |_| with_failures("a", 1)).unwrap();
+        for file in ["p.db", "p.db-wal", "p.db-shm"] {
+            assert_eq!(mode(&created.join(file)), 0o600, "{file}");
+        }
+        assert_eq!(mode(&created), 0o700);
+        assert_eq!(mode(&dir.path().join("var")), 0o700);
+        // A directory that exists keeps its mode.
+        let shared = dir.path().join("shared");
+        fs::create_dir(&shared).unwrap();
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o755)).unwrap();
+        SqliteStore::open(&shared.join("q.db")).unwrap();
+        assert_eq!(mode(&shared), 0o755);
+        assert_eq!(mode(&shared.join("q.db")), 0o600);
     }
 
     #[test]

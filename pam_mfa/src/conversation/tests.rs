@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use mfa_shared::frame::{read_frame, write_frame};
+use mfa_shared::frame::{FrameError, read_frame, write_frame};
 use mfa_shared::{
     AuthStep, Client, ClientError, Code, ErrorKind, Message, Outcome, PROTOCOL_VERSION, Request,
     RequestFrame, Response, ResponseFrame,
@@ -191,6 +191,14 @@ fn ctx(service: &str) -> Context {
     }
 }
 
+/// Default options with this failmode.
+fn mode(failmode: FailMode) -> Options {
+    Options {
+        failmode,
+        ..Options::default()
+    }
+}
+
 fn begin(ctx: &Context) -> Request {
     Request::AuthBegin {
         service: ctx.login.service.clone(),
@@ -268,7 +276,7 @@ fn daemon_errors_map_onto_pam_codes() {
                 kind,
                 message: "m".into(),
             }),
-            failmode,
+            &mode(failmode),
             service,
         )
     };
@@ -280,6 +288,18 @@ fn daemon_errors_map_onto_pam_codes() {
         code(ErrorKind::InvalidCode, FailMode::Safe, "sshd"),
         PamCode::AuthErr
     );
+    // An overloaded daemon answered: never the failmode.
+    for (failmode, service) in [
+        (FailMode::Secure, "sshd"),
+        (FailMode::Safe, "sshd"),
+        (FailMode::Safe, "sudo"),
+    ] {
+        assert_eq!(
+            code(ErrorKind::Busy, failmode, service),
+            PamCode::AuthErr,
+            "{failmode:?} {service}"
+        );
+    }
     for kind in [ErrorKind::Internal, ErrorKind::Version] {
         assert_eq!(
             code(kind, FailMode::Secure, "sshd"),
@@ -310,53 +330,128 @@ fn daemon_errors_map_onto_pam_codes() {
 #[test]
 fn other_errors_map_onto_pam_codes() {
     let conv = Err(AuthError::Conversation(ConversationError("eof".into())));
-    assert_eq!(pam_code(&conv, FailMode::Secure, "sshd"), PamCode::ConvErr);
     assert_eq!(
-        pam_code(&Err(AuthError::TooManySteps), FailMode::Safe, "sshd"),
+        pam_code(&conv, &mode(FailMode::Secure), "sshd"),
+        PamCode::ConvErr
+    );
+    assert_eq!(
+        pam_code(&Err(AuthError::TooManySteps), &mode(FailMode::Safe), "sshd"),
         PamCode::AuthErr
     );
     let down = || Err(AuthError::Unavailable(ClientError::TimedOut));
     assert_eq!(
-        pam_code(&down(), FailMode::Secure, "sshd"),
+        pam_code(&down(), &mode(FailMode::Secure), "sshd"),
         PamCode::AuthInfoUnavail
     );
-    assert_eq!(pam_code(&down(), FailMode::Safe, "sshd"), PamCode::Ignore);
+    assert_eq!(
+        pam_code(&down(), &mode(FailMode::Safe), "sshd"),
+        PamCode::Ignore
+    );
     let proto = Err(AuthError::Protocol("ok".into()));
     assert_eq!(
-        pam_code(&proto, FailMode::Secure, "login"),
+        pam_code(&proto, &mode(FailMode::Secure), "login"),
         PamCode::AuthInfoUnavail
     );
-    assert_eq!(pam_code(&proto, FailMode::Safe, "login"), PamCode::Ignore);
+    assert_eq!(
+        pam_code(&proto, &mode(FailMode::Safe), "login"),
+        PamCode::Ignore
+    );
+}
+
+#[test]
+fn errors_after_a_prompt_are_auth_err_whatever_the_failmode() {
+    let after = |err: AuthError| Err(AuthError::AfterPrompt(Box::new(err)));
+    let daemon = |kind| AuthError::Daemon {
+        kind,
+        message: "m".into(),
+    };
+    for result in [
+        after(AuthError::Unavailable(ClientError::TimedOut)),
+        after(AuthError::Unavailable(ClientError::Version(9))),
+        after(AuthError::Protocol("ok".into())),
+        after(daemon(ErrorKind::Internal)),
+        after(daemon(ErrorKind::Version)),
+        after(daemon(ErrorKind::NotFound)),
+        after(daemon(ErrorKind::Busy)),
+    ] {
+        assert!(!result.as_ref().is_err_and(AuthError::is_unavailable));
+        for failmode in [FailMode::Secure, FailMode::Safe] {
+            for service in ["sshd", "sudo"] {
+                assert_eq!(
+                    pam_code(&result, &mode(failmode), service),
+                    PamCode::AuthErr,
+                    "{result:?} {failmode:?} {service}"
+                );
+            }
+        }
+    }
 }
 
 #[test]
 fn safe_mode_still_fails_elevation_services() {
     for service in ["sudo", "sudo-i", "su", "su-l", "pkexec", "doas"] {
-        assert!(is_elevation_service(service));
+        assert!(is_elevation_service(service, &[]));
         assert_eq!(
-            unavailable_code(FailMode::Safe, service),
+            unavailable_code(&mode(FailMode::Safe), service),
             PamCode::AuthInfoUnavail,
             "{service}"
         );
         assert_eq!(
-            unavailable_code(FailMode::Secure, service),
+            unavailable_code(&mode(FailMode::Secure), service),
             PamCode::AuthInfoUnavail,
             "{service}"
         );
     }
-    for service in ["sshd", "login", "gdm-password", "sudoers", "su-x"] {
-        assert!(!is_elevation_service(service), "{service}");
+    for service in ["sshd", "login", "gdm-password", "sudoers", "su-x", "run0"] {
+        assert!(!is_elevation_service(service, &[]), "{service}");
         assert_eq!(
-            unavailable_code(FailMode::Safe, service),
+            unavailable_code(&mode(FailMode::Safe), service),
             PamCode::Ignore,
             "{service}"
         );
         assert_eq!(
-            unavailable_code(FailMode::Secure, service),
+            unavailable_code(&mode(FailMode::Secure), service),
             PamCode::AuthInfoUnavail,
             "{service}"
         );
     }
+}
+
+#[test]
+fn the_elevation_option_adds_services_that_stay_closed_in_safe_mode() {
+    let (options, warnings) = Options::parse(&["failmode=safe", "elevation=run0,cockpit"]);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    for service in ["run0", "cockpit", "sudo", "su"] {
+        assert!(
+            is_elevation_service(service, &options.elevation),
+            "{service}"
+        );
+        assert_eq!(
+            unavailable_code(&options, service),
+            PamCode::AuthInfoUnavail,
+            "{service}"
+        );
+    }
+    for service in ["sshd", "run", "cockpit-ws"] {
+        assert!(
+            !is_elevation_service(service, &options.elevation),
+            "{service}"
+        );
+        assert_eq!(
+            unavailable_code(&options, service),
+            PamCode::Ignore,
+            "{service}"
+        );
+    }
+    // End to end: mfad down, an added elevation service is denied.
+    let mut c = ctx("run0");
+    c.options = options;
+    let unreachable = || -> Result<ScriptedTransport, ClientError> { Err(ClientError::TimedOut) };
+    let mut person = ScriptedPrompter::new(vec![Expect::ErrorStarting(UNAVAILABLE_PREFIX)]);
+    assert_eq!(
+        authenticate_with(&c, unreachable, &mut person, &mut Lines::default()),
+        PamCode::AuthInfoUnavail
+    );
 }
 
 #[test]
@@ -379,11 +474,16 @@ fn success_only_when_the_daemon_verified() {
         ErrorKind::Conflict,
         ErrorKind::Version,
         ErrorKind::Internal,
+        ErrorKind::Busy,
     ] {
         results.push(Err(AuthError::Daemon {
             kind,
             message: String::new(),
         }));
+        results.push(Err(AuthError::AfterPrompt(Box::new(AuthError::Daemon {
+            kind,
+            message: String::new(),
+        }))));
     }
     results.push(Err(AuthError::Unavailable(ClientError::TimedOut)));
     results.push(Err(AuthError::Unavailable(ClientError::Version(9))));
@@ -395,7 +495,7 @@ fn success_only_when_the_daemon_verified() {
     for result in &results {
         for failmode in [FailMode::Secure, FailMode::Safe] {
             for service in ["sshd", "sudo"] {
-                let code = pam_code(result, failmode, service);
+                let code = pam_code(result, &mode(failmode), service);
                 let verified = matches!(result, Ok(Outcome::Verified));
                 assert_eq!(
                     code == PamCode::Success,
@@ -680,6 +780,59 @@ fn silent_suppresses_info_only() {
 }
 
 #[test]
+fn silent_still_shows_essential_info() {
+    // Inline set-up under PAM_SILENT: the key and the recovery codes are the
+    // only chance to see them.
+    let mut c = ctx("sshd");
+    c.silent = true;
+    let (code, _) = run_scripted(
+        &c,
+        vec![
+            (
+                begin(&c),
+                Ok(prompt(
+                    "e1",
+                    vec![
+                        Message::info("Two-factor set-up is required."),
+                        Message::essential("Key: ABCD EFGH"),
+                    ],
+                    "Code from the new device: ",
+                    false,
+                )),
+            ),
+            (
+                answer("e1", "654321"),
+                Ok(decision(
+                    Outcome::Verified,
+                    vec![
+                        Message::essential("Recovery codes: 1111 2222"),
+                        Message::info("Welcome."),
+                    ],
+                )),
+            ),
+        ],
+        vec![
+            Expect::Info("Key: ABCD EFGH"),
+            Expect::Secret("Code from the new device: ", Ok("654321")),
+            Expect::Info("Recovery codes: 1111 2222"),
+        ],
+    );
+    assert_eq!(code, PamCode::Success);
+
+    // Without PAM_SILENT every message shows, in order.
+    c.silent = false;
+    let (code, _) = one_step(
+        &c,
+        Ok(decision(
+            Outcome::Verified,
+            vec![Message::info("a"), Message::essential("b")],
+        )),
+        vec![Expect::Info("a"), Expect::Info("b")],
+    );
+    assert_eq!(code, PamCode::Success);
+}
+
+#[test]
 fn conversation_failure_is_conv_err_and_sends_nothing_more() {
     let c = ctx("sshd");
     let (code, log) = run_scripted(
@@ -736,6 +889,34 @@ fn daemon_error_internal_follows_the_failmode() {
 }
 
 #[test]
+fn daemon_busy_is_auth_err_with_its_message_whatever_the_failmode() {
+    for (failmode, service) in [
+        (FailMode::Secure, "sshd"),
+        (FailMode::Safe, "sshd"),
+        (FailMode::Safe, "sudo"),
+    ] {
+        let mut c = ctx(service);
+        c.options.failmode = failmode;
+        let (code, log) = one_step(
+            &c,
+            Ok(Response::error(
+                ErrorKind::Busy,
+                "too many logins in progress, try again later",
+            )),
+            vec![Expect::Error(
+                "Two-factor authentication failed: too many logins in progress, try again later",
+            )],
+        );
+        assert_eq!(code, PamCode::AuthErr, "{failmode:?} {service}");
+        assert!(
+            log.at(LogLevel::Warning).iter().any(|l| l.contains("Busy")),
+            "{}",
+            log.all()
+        );
+    }
+}
+
+#[test]
 fn other_daemon_errors_are_service_err() {
     for kind in [
         ErrorKind::BadRequest,
@@ -771,7 +952,7 @@ fn daemon_error_after_a_prompt() {
             Expect::Error("Two-factor authentication failed: no such session"),
         ],
     );
-    assert_eq!(code, PamCode::ServiceErr);
+    assert_eq!(code, PamCode::AuthErr);
 }
 
 #[test]
@@ -796,20 +977,93 @@ fn an_unexpected_response_is_a_protocol_error() {
 }
 
 #[test]
-fn a_client_error_mid_conversation_follows_the_failmode() {
+fn any_error_after_a_prompt_denies_whatever_the_failmode() {
+    // Once mfad has prompted it was reachable: a read/write error, a
+    // timeout, a daemon failure or a protocol error now must not let the
+    // login through on the password alone (failmode=safe gave PAM_IGNORE).
+    type Failure = fn() -> Result<Response, ClientError>;
+    let failures: [(Failure, &str); 6] = [
+        (
+            || Err(ClientError::TimedOut),
+            "Two-factor authentication failed: mfad did not answer in time",
+        ),
+        (
+            || {
+                Err(ClientError::Frame(FrameError::Io(std::io::Error::from(
+                    std::io::ErrorKind::BrokenPipe,
+                ))))
+            },
+            "Two-factor authentication failed: connection to mfad failed",
+        ),
+        (
+            || Err(ClientError::Version(9)),
+            "Two-factor authentication failed: mfad speaks protocol version 9",
+        ),
+        (
+            || Ok(Response::error(ErrorKind::Internal, "store is down")),
+            "Two-factor authentication failed: store is down",
+        ),
+        (
+            || Ok(Response::error(ErrorKind::Version, "old client")),
+            "Two-factor authentication failed: old client",
+        ),
+        (
+            || Ok(Response::ok()),
+            "Two-factor authentication failed: unexpected reply from mfad",
+        ),
+    ];
+    for (failure, shown) in failures {
+        for (failmode, service) in [
+            (FailMode::Secure, "sshd"),
+            (FailMode::Safe, "sshd"),
+            (FailMode::Safe, "sudo"),
+        ] {
+            let mut c = ctx(service);
+            c.options.failmode = failmode;
+            let (code, log) = run_scripted(
+                &c,
+                vec![
+                    (begin(&c), Ok(prompt("s1", vec![], CODE_PROMPT, false))),
+                    (answer("s1", "123456"), failure()),
+                ],
+                vec![
+                    Expect::Secret(CODE_PROMPT, Ok("123456")),
+                    Expect::ErrorStarting(shown),
+                ],
+            );
+            assert_eq!(code, PamCode::AuthErr, "{shown} {failmode:?} {service}");
+            assert!(log.at(LogLevel::Warning).is_empty(), "{}", log.all());
+            assert_eq!(log.at(LogLevel::Error).len(), 1, "{}", log.all());
+        }
+    }
+}
+
+#[test]
+fn the_same_errors_before_any_prompt_follow_the_failmode() {
+    let mut c = ctx("sshd");
+    c.options.failmode = FailMode::Safe;
+    let (code, log) = one_step(&c, Err(ClientError::TimedOut), vec![]);
+    assert_eq!(code, PamCode::Ignore);
+    assert_eq!(log.at(LogLevel::Warning).len(), 1, "{}", log.all());
+}
+
+#[test]
+fn a_long_inline_enrollment_fits_in_max_steps() {
+    // Three set-up questions, ten tries at the new device's code, an
+    // acknowledgement of the recovery codes, ten tries at a login code:
+    // 24 prompts, more than the old limit of 20.
     let c = ctx("sshd");
-    let (code, _) = run_scripted(
-        &c,
-        vec![
-            (begin(&c), Ok(prompt("s1", vec![], CODE_PROMPT, false))),
-            (answer("s1", "123456"), Err(ClientError::TimedOut)),
-        ],
-        vec![
-            Expect::Secret(CODE_PROMPT, Ok("123456")),
-            Expect::Error("Two-factor authentication is unavailable: mfad did not answer in time"),
-        ],
-    );
-    assert_eq!(code, PamCode::AuthInfoUnavail);
+    let mut daemon = Vec::new();
+    let mut person = Vec::new();
+    let mut request = begin(&c);
+    for _ in 0..24 {
+        daemon.push((request, Ok(prompt("e1", vec![], "Answer: ", true))));
+        person.push(Expect::Visible("Answer: ", Ok("y")));
+        request = answer("e1", "y");
+    }
+    daemon.push((request, Ok(decision(Outcome::Verified, vec![]))));
+    let (code, log) = run_scripted(&c, daemon, person);
+    assert_eq!(code, PamCode::Success, "{}", log.all());
 }
 
 #[test]
@@ -839,7 +1093,10 @@ fn a_daemon_that_never_decides_ends_after_max_steps() {
     let result = converse(&c, &mut transport, &mut person, &mut Lines::default());
     assert!(matches!(result, Err(AuthError::TooManySteps)), "{result:?}");
     assert_eq!(transport.0, MAX_STEPS);
-    assert_eq!(pam_code(&result, FailMode::Safe, "sshd"), PamCode::AuthErr);
+    assert_eq!(
+        pam_code(&result, &mode(FailMode::Safe), "sshd"),
+        PamCode::AuthErr
+    );
 
     let mut person = AlwaysAnswers(0);
     let code = authenticate_with(
@@ -990,6 +1247,17 @@ fn ctx_at(service: &str, socket: &Path, timeout_secs: u64) -> Context {
     c
 }
 
+/// [`authenticate`] without its check that root serves the socket: the fake
+/// daemons run as whoever runs the tests.
+fn authenticate_as_test_user(
+    c: &Context,
+    prompter: &mut ScriptedPrompter,
+    log: &mut Lines,
+) -> PamCode {
+    let connect = || Client::connect(&c.options.socket, c.options.timeout);
+    authenticate_with(c, connect, prompter, log)
+}
+
 #[test]
 fn real_client_relays_prompts_and_retries() {
     let c0 = ctx("sshd");
@@ -1028,7 +1296,7 @@ fn real_client_relays_prompts_and_retries() {
         Expect::Secret(CODE_PROMPT, Ok("123456")),
         Expect::Info("Verified."),
     ]);
-    let code = authenticate(&c, &mut person, &mut Lines::default());
+    let code = authenticate_as_test_user(&c, &mut person, &mut Lines::default());
     daemon.finish();
     assert_eq!(code, PamCode::Success);
 }
@@ -1045,7 +1313,7 @@ fn real_client_every_outcome() {
         let c0 = ctx("login");
         let daemon = FakeDaemon::start(vec![(begin(&c0), reply(decision(outcome, vec![])))]);
         let c = ctx_at("login", &daemon.path, 5);
-        let code = authenticate(
+        let code = authenticate_as_test_user(
             &c,
             &mut ScriptedPrompter::new(vec![]),
             &mut Lines::default(),
@@ -1078,12 +1346,17 @@ fn real_client_daemon_errors() {
             PamCode::ServiceErr,
             "Two-factor authentication failed: ",
         ),
+        (
+            ErrorKind::Busy,
+            PamCode::AuthErr,
+            "Two-factor authentication failed: x",
+        ),
     ] {
         let c0 = ctx("sshd");
         let daemon = FakeDaemon::start(vec![(begin(&c0), reply(Response::error(kind, "x")))]);
         let c = ctx_at("sshd", &daemon.path, 5);
         let mut person = ScriptedPrompter::new(vec![Expect::ErrorStarting(shown)]);
-        let code = authenticate(&c, &mut person, &mut Lines::default());
+        let code = authenticate_as_test_user(&c, &mut person, &mut Lines::default());
         daemon.finish();
         assert_eq!(code, expected, "{kind:?}");
     }
@@ -1098,7 +1371,7 @@ fn real_client_conversation_error() {
     )]);
     let c = ctx_at("sshd", &daemon.path, 5);
     let mut person = ScriptedPrompter::new(vec![Expect::Secret(CODE_PROMPT, Err("EOF"))]);
-    let code = authenticate(&c, &mut person, &mut Lines::default());
+    let code = authenticate_as_test_user(&c, &mut person, &mut Lines::default());
     daemon.finish();
     assert_eq!(code, PamCode::ConvErr);
 }
@@ -1143,7 +1416,7 @@ fn real_client_broken_daemons_follow_the_failmode() {
             } else {
                 vec![Expect::ErrorStarting(UNAVAILABLE_PREFIX)]
             };
-            let code = authenticate(
+            let code = authenticate_as_test_user(
                 &c,
                 &mut ScriptedPrompter::new(script),
                 &mut Lines::default(),
@@ -1207,13 +1480,13 @@ fn dead_socket_safe_still_denies_elevation() {
     }
 }
 
-/// Run `authenticate` on another thread and wait at most `limit` for it:
+/// Run `authenticate_as_test_user` on another thread and wait at most `limit` for it:
 /// the bound is a channel timeout, so the test reads no clock.
 fn authenticate_within(c: Context, script: Vec<Expect>, limit: Duration) -> PamCode {
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
         let mut person = ScriptedPrompter::new(script);
-        let code = authenticate(&c, &mut person, &mut Lines::default());
+        let code = authenticate_as_test_user(&c, &mut person, &mut Lines::default());
         let _ = tx.send(code);
     });
     match rx.recv_timeout(limit) {
@@ -1260,38 +1533,170 @@ fn a_daemon_that_never_accepts_times_out() {
 }
 
 #[test]
-fn a_daemon_that_hangs_after_a_prompt_times_out() {
-    let c0 = ctx("sshd");
+fn a_daemon_that_hangs_after_a_prompt_is_denied_whatever_the_failmode() {
+    for failmode in [FailMode::Secure, FailMode::Safe] {
+        let c0 = ctx("sshd");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mfad.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let expected_begin = begin(&c0);
+        let hung = thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let frame: RequestFrame = read_frame(&mut stream).unwrap();
+            assert_eq!(frame.request, expected_begin);
+            write_frame(
+                &mut stream,
+                &ResponseFrame::new(prompt("s1", vec![], CODE_PROMPT, false)),
+            )
+            .unwrap();
+            let _: RequestFrame = read_frame(&mut stream).unwrap();
+            // Never answers the code.
+            let _ = stop_rx.recv();
+        });
+        let mut c = ctx_at("sshd", &path, 1);
+        c.options.failmode = failmode;
+        let code = authenticate_within(
+            c,
+            vec![
+                Expect::Secret(CODE_PROMPT, Ok("123456")),
+                Expect::Error("Two-factor authentication failed: mfad did not answer in time"),
+            ],
+            Duration::from_secs(5),
+        );
+        assert_eq!(code, PamCode::AuthErr, "{failmode:?}");
+        drop(stop_tx);
+        hung.join().unwrap();
+    }
+}
+
+// ---------------------------------------------------------------- who serves the socket
+
+#[test]
+fn only_a_root_served_socket_is_trusted() {
+    let socket = Path::new("/run/mfad/mfad.sock");
+    assert!(require_root_server(0, socket).is_ok());
+    let err = require_root_server(1000, socket).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("/run/mfad/mfad.sock"), "{text}");
+    assert!(text.contains("uid 1000, not root"), "{text}");
+    // An untrusted server is an unreachable daemon: the failmode decides.
+    let err = AuthError::from_client(err);
+    assert!(err.is_unavailable());
+    let result = Err(err);
+    assert_eq!(
+        pam_code(&result, &mode(FailMode::Secure), "sshd"),
+        PamCode::AuthInfoUnavail
+    );
+    assert_eq!(
+        pam_code(&result, &mode(FailMode::Safe), "sshd"),
+        PamCode::Ignore
+    );
+    assert_eq!(
+        pam_code(&result, &mode(FailMode::Safe), "sudo"),
+        PamCode::AuthInfoUnavail
+    );
+}
+
+fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// A listener in `dir` whose peer credentials (taken at listen()) name a
+/// non-root user. Run as root, it is bound on a thread of its own whose
+/// effective uid alone is changed to nobody's (the raw syscall, unlike libc's
+/// setresuid, affects only the calling thread, which ends right after).
+fn listen_as_a_user(dir: &Path) -> (PathBuf, UnixListener) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("user.sock");
+    if euid() != 0 {
+        return (path.clone(), UnixListener::bind(&path).unwrap());
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let listener = {
+        let path = path.clone();
+        thread::spawn(move || {
+            // SAFETY: a raw syscall with integer arguments; u32::MAX
+            // (uid_t -1) keeps the real and saved uids.
+            let rc = unsafe { libc::syscall(libc::SYS_setresuid, u32::MAX, 65534u32, u32::MAX) };
+            assert_eq!(rc, 0, "setresuid: {}", std::io::Error::last_os_error());
+            UnixListener::bind(&path).unwrap()
+        })
+        .join()
+        .unwrap()
+    };
+    (path, listener)
+}
+
+#[test]
+fn the_client_reports_who_serves_the_socket() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mfad.sock");
-    let listener = UnixListener::bind(&path).unwrap();
-    let (stop_tx, stop_rx) = mpsc::channel::<()>();
-    let expected_begin = begin(&c0);
-    let hung = thread::spawn(move || {
-        let (mut stream, _) = listener.accept().unwrap();
-        let frame: RequestFrame = read_frame(&mut stream).unwrap();
-        assert_eq!(frame.request, expected_begin);
-        write_frame(
-            &mut stream,
-            &ResponseFrame::new(prompt("s1", vec![], CODE_PROMPT, false)),
-        )
-        .unwrap();
-        let _: RequestFrame = read_frame(&mut stream).unwrap();
-        // Never answers the code.
-        let _ = stop_rx.recv();
-    });
-    let c = ctx_at("sshd", &path, 1);
-    let code = authenticate_within(
-        c,
-        vec![
-            Expect::Secret(CODE_PROMPT, Ok("123456")),
-            Expect::ErrorStarting(UNAVAILABLE_PREFIX),
-        ],
-        Duration::from_secs(5),
+    let _own = UnixListener::bind(&path).unwrap();
+    let client = Client::connect(&path, Duration::from_secs(1)).unwrap();
+    assert_eq!(client.server_uid().unwrap(), euid());
+
+    let (user_path, _user) = listen_as_a_user(dir.path());
+    let client = Client::connect(&user_path, Duration::from_secs(1)).unwrap();
+    assert_ne!(client.server_uid().unwrap(), 0);
+}
+
+#[test]
+fn authenticate_does_not_trust_a_daemon_run_by_a_user() {
+    // A fake daemon that would say Verified, served by a non-root user.
+    for (failmode, expected) in [
+        (FailMode::Secure, PamCode::AuthInfoUnavail),
+        (FailMode::Safe, PamCode::Ignore),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, listener) = listen_as_a_user(dir.path());
+        let fake = thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            // The module hangs up without sending anything.
+            assert!(read_frame::<_, RequestFrame>(&mut stream).is_err());
+        });
+        let mut c = ctx_at("sshd", &path, 5);
+        c.options.failmode = failmode;
+        let script = if expected == PamCode::Ignore {
+            vec![]
+        } else {
+            vec![Expect::ErrorStarting(
+                "Two-factor authentication is unavailable: cannot connect to mfad at",
+            )]
+        };
+        let mut log = Lines::default();
+        let code = authenticate(&c, &mut ScriptedPrompter::new(script), &mut log);
+        fake.join().unwrap();
+        assert_eq!(code, expected, "{failmode:?}");
+        let warnings = log.at(LogLevel::Warning);
+        assert!(
+            warnings.iter().any(|w| w.contains("not root")),
+            "{}",
+            log.all()
+        );
+    }
+}
+
+#[test]
+fn authenticate_trusts_a_daemon_run_by_root() {
+    if euid() != 0 {
+        // Only root can serve a socket as root.
+        return;
+    }
+    let c0 = ctx("sshd");
+    let daemon = FakeDaemon::start(vec![(
+        begin(&c0),
+        reply(decision(Outcome::Verified, vec![])),
+    )]);
+    let c = ctx_at("sshd", &daemon.path, 5);
+    let code = authenticate(
+        &c,
+        &mut ScriptedPrompter::new(vec![]),
+        &mut Lines::default(),
     );
-    assert_eq!(code, PamCode::AuthInfoUnavail);
-    drop(stop_tx);
-    hung.join().unwrap();
+    daemon.finish();
+    assert_eq!(code, PamCode::Success);
 }
 
 #[test]
