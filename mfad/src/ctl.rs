@@ -114,10 +114,14 @@ pub enum Command {
         #[command(flatten)]
         target: Target,
     },
-    /// Set how often a code is asked
+    /// Set how often a code is asked; lowering it needs a current code
     Level {
         #[arg(value_enum)]
         level: LevelArg,
+        /// A current code from the device (needed to lower the level); `-`
+        /// reads it from standard input
+        #[arg(long, value_name = "CODE")]
+        code: Option<String>,
         #[command(flatten)]
         target: Target,
     },
@@ -533,6 +537,7 @@ fn read_stdin_codes(command: &mut Command, input: &mut dyn BufRead) -> Result<()
         Command::User(UserCommand::Setup { options, .. }) => {
             codes.extend(options.confirm.as_mut().map(|c| ("--confirm", c)));
         }
+        Command::Level { code, .. } => codes.extend(code.as_mut().map(|c| ("--code", c))),
         Command::Disable { code, .. }
         | Command::RecoveryCodes { code, .. }
         | Command::Verify { code, .. }
@@ -678,13 +683,14 @@ fn simple_request(command: Command) -> Result<(Request, DoneText), CtlError> {
     };
     Ok(match command {
         Command::Status { target } => (Request::Status { user: target.user }, String::new()),
-        Command::Level { level, target } => {
+        Command::Level { level, code, target } => {
             let level = ChallengeLevel::from(level);
             let done = format!("Challenge level set to {level}{}.", for_user(&target.user));
             (
                 Request::SetLevel {
                     user: target.user,
                     level,
+                    code: code.map(Code::new),
                 },
                 done,
             )
@@ -737,6 +743,7 @@ fn simple_request(command: Command) -> Result<(Request, DoneText), CtlError> {
                     Request::SetLevel {
                         user: Some(user),
                         level,
+                        code: None,
                     },
                     done,
                 )
@@ -1341,7 +1348,8 @@ mod tests {
             request,
             Request::SetLevel {
                 user: Some("bob".into()),
-                level: ChallengeLevel::Always
+                level: ChallengeLevel::Always,
+                code: None,
             }
         );
         let cli = parse(&["status", "--user", "bob"]);
@@ -1395,6 +1403,7 @@ mod tests {
                 Request::SetLevel {
                     user: Some("al".into()),
                     level: ChallengeLevel::Superuser,
+                    code: None,
                 },
             ),
             (

@@ -119,6 +119,15 @@ pub enum ChallengeLevel {
 }
 
 impl ChallengeLevel {
+    /// Order of strictness: superuser < adaptive < always.
+    pub fn strictness(self) -> u8 {
+        match self {
+            ChallengeLevel::Superuser => 0,
+            ChallengeLevel::Adaptive => 1,
+            ChallengeLevel::Always => 2,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ChallengeLevel::Superuser => "superuser",
@@ -242,6 +251,10 @@ pub enum Request {
         #[serde(default)]
         user: Option<String>,
         level: ChallengeLevel,
+        /// A current code: a user lowering their own level must prove the
+        /// device (else anyone at a trusted session could drop 2FA).
+        #[serde(default)]
+        code: Option<Code>,
     },
     /// Remove the device. A user needs a valid code; an administrator does not.
     /// -> [`Response::Ok`]

@@ -72,7 +72,19 @@ fn a_user_sets_their_own_level_and_it_rules_their_logins() {
     let out = login("");
     assert!(!out.status.success(), "level always: a code is asked");
 
+    // Lowering the level needs the device: a session alone must not drop 2FA.
     let out = mfad.mfactl_as("mfae_lvl", &["level", "superuser"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("needs a current code"), "{}", stderr(&out));
+    let out = mfad.mfactl_as("mfae_lvl", &["level", "superuser", "--code", "-"]);
+    assert!(!out.status.success(), "no code on stdin");
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args(["--reuid", "mfae_lvl", "--regid", "mfae_lvl", "--init-groups", "--"])
+        .arg(mfad.dir.path().join("mfactl"))
+        .arg("--socket")
+        .arg(&mfad.socket)
+        .args(["level", "superuser", "--code", "-"]);
+    let out = run_with_input(&mut cmd, &format!("{}\n", hotp(&secret, 1)));
     assert!(out.status.success(), "{}", stderr(&out));
     let (_, status) = json_as(&mfad, "mfae_lvl", &["status"]);
     assert_eq!(status["level"], "superuser");
@@ -81,7 +93,10 @@ fn a_user_sets_their_own_level_and_it_rules_their_logins() {
 
     mfad.ok(&["user", "level", "mfae_lvl", "always"]);
     assert!(!login("").status.success());
-    assert!(login(&format!("{}\n", hotp(&secret, 1))).status.success());
+    assert!(login(&format!("{}\n", hotp(&secret, 2))).status.success());
+    // Raising it needs nothing.
+    let out = mfad.mfactl_as("mfae_lvl", &["level", "always"]);
+    assert!(out.status.success(), "{}", stderr(&out));
 }
 
 #[test]

@@ -234,7 +234,7 @@ impl Daemon {
                 self.setup_begin(peer, user, otp_type, level, current_code)
             }
             Request::SetupConfirm { user, code } => self.setup_confirm(peer, user, &code),
-            Request::SetLevel { user, level } => self.set_level(peer, user, level),
+            Request::SetLevel { user, level, code } => self.set_level(peer, user, level, code),
             Request::Disable { user, code } => self.disable(peer, user, code),
             Request::VerifyCode { user, code } => self.verify_code(peer, user, &code),
             Request::RecoveryCodes { user, code } => self.recovery_codes(peer, user, &code),
@@ -647,12 +647,26 @@ impl Daemon {
         result.map(|()| codes)
     }
 
-    fn set_level(&self, peer: &Peer, user: Option<String>, level: ChallengeLevel) -> Reply {
+    fn set_level(&self, peer: &Peer, user: Option<String>, level: ChallengeLevel, code: Option<Code>) -> Reply {
         let user = self.target(peer, user)?;
-        self.with_record(&user, |record| {
-            record.level = Some(level);
-            (true, ())
-        })?;
+        let config = self.config();
+        let record = self.get_record(&user)?;
+        let current = record.as_ref().and_then(|r| r.level).unwrap_or(config.default_level);
+        let enrolled = record.as_ref().is_some_and(UserRecord::is_enrolled);
+        let set = |record: &mut UserRecord| record.level = Some(level);
+        match code {
+            Some(code) => self.prove_code(&user, &code, "level change proven with code", set)?,
+            None if enrolled && level.strictness() < current.strictness() && !self.is_admin(peer) => {
+                return Err(refuse(
+                    ErrorKind::PermissionDenied,
+                    format!("lowering the level from {current} to {level} needs a current code: --code CODE"),
+                ));
+            }
+            None => self.with_record(&user, |record| {
+                set(record);
+                (true, ())
+            })?,
+        }
         self.admin_event(peer, &user, &format!("level set to {level}"));
         Ok(Response::Ok { message: Some(format!("level of {user} is now {level}")) })
     }
@@ -1213,7 +1227,7 @@ mod tests {
         let (outcome, _) = done(&f.answer(&code_prompt, &otp::hotp(&secret, 0, Algorithm::Sha1, 6)));
         assert_eq!(outcome, Outcome::Verified);
         // Enrolled under require: a code at every login, even from that source.
-        f.daemon.handle(&ROOT, Request::SetLevel { user: Some("require_dee".into()), level: ChallengeLevel::Superuser });
+        f.daemon.handle(&ROOT, Request::SetLevel { user: Some("require_dee".into()), level: ChallengeLevel::Superuser, code: None });
         let ask = f.begin("require_dee", "10.0.0.1");
         assert_eq!(prompt_text(&ask).0, "Verification code: ");
         let (outcome, _) = done(&f.answer(&ask, &otp::hotp(&secret, 1, Algorithm::Sha1, 6)));
