@@ -204,15 +204,26 @@ impl Daemon {
         let config = self.config();
         let source = session.login.source.clone();
         let elevation = session.login.elevation;
-        let check = self.with_record(&session.login.person, |record| {
-            // Approval is checked again with the code: a revoke, or a new
-            // device, during the prompt takes effect at once.
-            if elevation && config.elevation.require_approval && !record.approved {
-                return (false, CodeCheck::NotApproved);
+        let person = session.login.person.clone();
+        let attempt = |recovery: Recovery<'_>| {
+            self.with_record(&person, |record| {
+                // Approval is checked again with the code: a revoke, or a new
+                // device, during the prompt takes effect at once.
+                if elevation && config.elevation.require_approval && !record.approved {
+                    return (false, CodeCheck::NotApproved);
+                }
+                let check = self.check_code(&config, record, answer, Some(&source), recovery, now);
+                (check != CodeCheck::NotEnrolled, check)
+            })
+        };
+        let first = if recovery_allowed { Recovery::Unchecked } else { Recovery::NotAllowed };
+        let check = match attempt(first)? {
+            CodeCheck::TryRecovery { hashes } => {
+                let matched = recovery::find(&hashes, answer.expose());
+                attempt(Recovery::Checked(matched.as_deref()))?
             }
-            let check = self.check_code(&config, record, answer, Some(&source), recovery_allowed, now);
-            (check != CodeCheck::NotEnrolled, check)
-        })?;
+            check => check,
+        };
         match check {
             CodeCheck::Accepted => {
                 self.log_session(&session, "success", "challenge passed");
@@ -231,6 +242,8 @@ impl Daemon {
                 self.log_session(&session, "denied", "device removed during the conversation");
                 Ok(decision_response(Outcome::Denied, vec![Message::error("Two-factor authentication is not set up.")]))
             }
+            // Cannot come back from a check that had the lookup done.
+            CodeCheck::TryRecovery { .. } => Err(refuse(ErrorKind::Internal, "recovery code check did not finish")),
             CodeCheck::NotApproved => {
                 let reason = policy::DenyReason::ElevationNotApproved;
                 self.log_session(&session, "denied", reason.describe());

@@ -133,6 +133,17 @@ fn refuse(kind: ErrorKind, message: impl Into<String>) -> Refusal {
 
 type Reply = Result<Response, Refusal>;
 
+/// Whether a recovery code may stand in for a code, and how far it was
+/// checked.
+#[derive(Debug, Clone, Copy)]
+enum Recovery<'a> {
+    NotAllowed,
+    /// Allowed; a wrong code ends the check with [`CodeCheck::TryRecovery`].
+    Unchecked,
+    /// Looked up outside the transaction: the stored hash it matches.
+    Checked(Option<&'a str>),
+}
+
 /// The result of checking a code against a record (which the check updates).
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum CodeCheck {
@@ -143,6 +154,9 @@ enum CodeCheck {
     NotEnrolled,
     /// Elevation without super-user approval (checked with the code).
     NotApproved,
+    /// Not the device's code; look it up among these recovery code hashes
+    /// (slow, so outside the transaction) and check again.
+    TryRecovery { hashes: Vec<String> },
 }
 
 impl Daemon {
@@ -342,7 +356,7 @@ impl Daemon {
         record: &mut UserRecord,
         code: &Code,
         source: Option<&str>,
-        allow_recovery: bool,
+        recovery: Recovery<'_>,
         now: u64,
     ) -> CodeCheck {
         if let Some(until) = record.locked_until {
@@ -360,14 +374,18 @@ impl Daemon {
         let otp_match = otp::normalize_code(code.expose(), device.digits)
             .ok()
             .and_then(|typed| self.match_device(&record.user, &device, &typed, config, now));
-        let accepted = match otp_match {
-            Some(advanced) => {
+        let accepted = match (otp_match, recovery) {
+            (Some(advanced), _) => {
                 record.device = Some(advanced);
                 Some(None)
             }
-            // A recovery code may look like a code (imported scratch codes are digits).
-            None if allow_recovery => recovery::consume(&mut record.recovery_hashes, code.expose()).map(Some),
-            None => None,
+            // Not a code of the device; it may be a recovery code (imported
+            // scratch codes are digits too), to be looked up outside the lock.
+            (None, Recovery::Unchecked) if !record.recovery_hashes.is_empty() => {
+                return CodeCheck::TryRecovery { hashes: record.recovery_hashes.clone() };
+            }
+            (None, Recovery::Checked(Some(matched))) => recovery::remove(&mut record.recovery_hashes, matched).map(Some),
+            (None, _) => None,
         };
         match accepted {
             Some(recovery_left) => {
@@ -385,7 +403,7 @@ impl Daemon {
                     record.locked_until = Some(now + config.lockout.duration.as_secs());
                 }
                 let message = match otp::normalize_code(code.expose(), params.digits) {
-                    Err(err) if !allow_recovery => format!("Invalid code: {err}."),
+                    Err(err) if matches!(recovery, Recovery::NotAllowed) => format!("Invalid code: {err}."),
                     _ => "Wrong code.".to_string(),
                 };
                 CodeCheck::Wrong { message, locked }
@@ -432,7 +450,7 @@ impl Daemon {
         let config = self.config();
         let now = self.clock.now();
         let check = self.with_record(user, |record| {
-            let check = self.check_code(&config, record, code, None, false, now);
+            let check = self.check_code(&config, record, code, None, Recovery::NotAllowed, now);
             if check == CodeCheck::Accepted {
                 on_success(record);
             }
@@ -444,6 +462,8 @@ impl Daemon {
                 "failure",
                 Err(refuse(ErrorKind::Conflict, format!("{user} has no enabled device"))),
             ),
+            // Not asked for: recovery codes are for logins only.
+            CodeCheck::TryRecovery { .. } => ("failure", Err(refuse(ErrorKind::Internal, "unexpected recovery check"))),
             CodeCheck::NotApproved => (
                 "denied",
                 Err(refuse(ErrorKind::PermissionDenied, "super-user approval is not granted")),
