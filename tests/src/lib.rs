@@ -165,6 +165,14 @@ impl Mfad {
         unsafe { libc::kill(self.pid(), sig) };
     }
 
+    /// SIGKILL (a crash) and wait for the exit.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            child.wait().unwrap();
+        }
+    }
+
     /// SIGTERM and wait for the exit.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
