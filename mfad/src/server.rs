@@ -1,9 +1,11 @@
 //! The socket side: accept connections, read frames, authorize by peer
 //! credentials, hand each request to [`Daemon::handle`] and write the reply.
 //!
-//! Limits: at most `max_connections` served at once (more wait in the
-//! backlog), `request_timeout` for a client to send each request, frames
-//! capped at [`MAX_FRAME`](mfa_shared::frame::MAX_FRAME) before allocating.
+//! Limits: `max_connections` for root (the PAM stacks) and as many again for
+//! everyone else, at most [`CONNECTIONS_PER_USER`] per non-root uid (beyond
+//! that a client is told it is busy); [`IDLE_LIMIT`] to send a request, or
+//! `request_timeout` while a person answers a prompt; frames capped at
+//! [`MAX_FRAME`](mfa_shared::frame::MAX_FRAME) before allocating.
 //! On shutdown no new request is read, and the ones in flight are answered.
 
 use std::collections::HashMap;
@@ -250,4 +252,23 @@ pub fn notify_ready() {
     } else {
         socket.send_to(b"READY=1\n", Path::new(&path))
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_user_cannot_take_every_slot() {
+        let slots = Slots::new(10);
+        let held: Vec<Slot> = (0..CONNECTIONS_PER_USER).map(|_| slots.take(1000).unwrap()).collect();
+        assert!(slots.take(1000).is_none(), "over the per-user cap");
+        assert!(slots.take(1001).is_some(), "another user still gets in");
+        let root: Vec<Slot> = (0..10).map(|_| slots.take(0).unwrap()).collect();
+        assert!(slots.take(0).is_none(), "root's pool is bounded too");
+        drop(held);
+        assert!(slots.take(1000).is_some(), "slots come back when connections end");
+        drop(root);
+        assert!(slots.take(0).is_some());
+    }
 }

@@ -47,11 +47,6 @@ impl Client {
     pub fn connect(path: &Path, timeout: Duration) -> Result<Self, ClientError> {
         let stream = connect_with_timeout(path, timeout)
             .map_err(|source| ClientError::Connect { path: path.to_path_buf(), source })?;
-        let set = |s: &UnixStream| -> std::io::Result<()> {
-            s.set_read_timeout(Some(timeout))?;
-            s.set_write_timeout(Some(timeout))
-        };
-        set(&stream).map_err(|source| ClientError::Connect { path: path.to_path_buf(), source })?;
         Ok(Client { stream })
     }
 
@@ -101,7 +96,8 @@ impl Client {
 
 /// `UnixStream::connect` has no timeout, and a connect to a listener whose
 /// backlog is full blocks. Linux bounds that wait by the socket's send
-/// timeout, so the timeout is set before connecting.
+/// timeout, so the timeouts (kept for every later read and write) are set
+/// before connecting.
 fn connect_with_timeout(path: &Path, timeout: Duration) -> std::io::Result<UnixStream> {
     use socket2::{Domain, SockAddr, Socket, Type};
     let socket = Socket::new(Domain::UNIX, Type::STREAM.cloexec(), None)?;
