@@ -114,11 +114,24 @@ pub fn codes_equal(a: &str, b: &str) -> bool {
 /// Checks `code` against every counter in `candidates` without early exit and
 /// returns the greatest match, so the same code can never be replayed later at
 /// another counter of the same window.
+/// Which of several matching candidates (a code that repeats within the
+/// window, about once in 10^digits / window) is accepted.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pick {
+    /// HOTP: the first, as RFC 4226 resynchronisation does; jumping to a
+    /// later repeat would refuse the device's genuine next codes.
+    First,
+    /// TOTP: the last, so the same code cannot be accepted again at the
+    /// later step.
+    Last,
+}
+
 fn scan(
     secret: &[u8],
     params: &OtpParams,
     code: &str,
     candidates: impl Iterator<Item = u64>,
+    pick: Pick,
 ) -> Option<u64> {
     let code = normalize_code(code, params.digits).ok()?;
     let mut found = Choice::from(0);
@@ -127,8 +140,12 @@ fn scan(
         let ok = code
             .as_bytes()
             .ct_eq(hotp(secret, counter, params.algorithm, params.digits).as_bytes());
-        // Candidates ascend, so the last match is the greatest.
-        best = u64::conditional_select(&best, &counter, ok);
+        // Candidates ascend; every one is computed, whichever is picked.
+        let take = match pick {
+            Pick::First => ok & !found,
+            Pick::Last => ok,
+        };
+        best = u64::conditional_select(&best, &counter, take);
         found |= ok;
     }
     bool::from(found).then_some(best)
@@ -151,7 +168,7 @@ pub fn verify_totp(
         None => lo,
     };
     let hi = step.saturating_add(u64::from(skew));
-    scan(secret, params, code, lo..=hi)
+    scan(secret, params, code, lo..=hi, Pick::Last)
 }
 
 /// HOTP: accept a counter in [next_counter, next_counter + window) ; returns the accepted counter (caller stores counter+1 as next).
@@ -163,7 +180,7 @@ pub fn verify_hotp(
     window: u32,
 ) -> Option<u64> {
     let end = next_counter.saturating_add(u64::from(window));
-    scan(secret, params, code, next_counter..end)
+    scan(secret, params, code, next_counter..end, Pick::First)
 }
 
 /// The "check key value": the HOTP value at counter 0, as Google
@@ -607,5 +624,18 @@ mod tests {
         );
         // UTF-8 is encoded byte by byte.
         assert_eq!(percent_encode("é"), "%C3%A9");
+    }
+
+    #[test]
+    fn hotp_takes_the_first_of_a_repeated_code() {
+        // With the RFC 4226 key, counters 2386 and 2394 both show 709847.
+        let key = b"12345678901234567890";
+        let params = OtpParams { otp_type: OtpType::Hotp, ..OtpParams::default() };
+        assert_eq!(hotp(key, 2386, Algorithm::Sha1, 6), "709847");
+        assert_eq!(hotp(key, 2394, Algorithm::Sha1, 6), "709847");
+        assert_eq!(verify_hotp(key, &params, "709847", 2386, 10), Some(2386));
+        // So the device's genuine next code still works.
+        let next = hotp(key, 2387, Algorithm::Sha1, 6);
+        assert_eq!(verify_hotp(key, &params, &next, 2387, 10), Some(2387));
     }
 }
