@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""Prints the benchmark's tables (Markdown) from the JSON lines of one run.
+
+usage: report.py RESULTS.jsonl
+
+Lines are pam_bench's output (scenario, module, successes, failures,
+median_us, p99_us, throughput_per_s, ...), plus {"kind": "machine", ...},
+{"kind": "rss", ...} and {"kind": "skipped", ...} lines written by run.sh.
+"""
+import json
+import sys
+
+OURS, GA, OATH = "pam_mfa (ours)", "google-authenticator", "pam_oath"
+
+SEQ = "(a) sequential, 1 user"
+
+
+def throughput_label(p):
+    return f"(b) throughput, {p} client" + ("" if p == 1 else "s")
+
+
+def contested_label(p):
+    return f"(d) contested, {p} procs"
+
+
+def scale_label(n):
+    return f"(c) scale, {n:,} user" + ("" if n == 1 else "s")
+
+
+NOCODE = "(f) no-code round trip"
+
+
+def fmt(x, digits=1):
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:,.{digits}f}"
+    return f"{x:,}"
+
+
+def ratio(a, b):
+    return None if not a or not b else a / b
+
+
+def main() -> None:
+    rows, rss, skipped, machine = [], [], [], {}
+    with open(sys.argv[1]) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            doc = json.loads(line)
+            kind = doc.get("kind", "bench")
+            if kind == "machine":
+                machine = doc
+            elif kind == "rss":
+                rss.append(doc)
+            elif kind == "skipped":
+                skipped.append(doc)
+            else:
+                rows.append(doc)
+    by = {(r["scenario"], r["module"]): r for r in rows}
+
+    out = []
+    if machine:
+        out.append(
+            f"Run {machine.get('date')} on {machine.get('nproc')} x {machine.get('cpu')}, "
+            f"kernel {machine.get('kernel')}, {machine.get('os')}; scratch on {machine.get('fs')}; "
+            f"commit {machine.get('commit')}; {machine.get('peers')}; sizes: {machine.get('sizes')}; "
+            f"load average {machine.get('load_start')} at the start, {machine.get('load_end')} at the end; "
+            f"the scenarios took {machine.get('elapsed_s')} s."
+        )
+        out.append("")
+
+    out.append("| scenario | module | successes | failures | median µs | p99 µs | throughput /s |")
+    out.append("|---|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        out.append(
+            f"| {r['scenario']} | {r['module']} | {fmt(r['successes'])} | {fmt(r['failures'])} | "
+            f"{fmt(r['median_us'])} | {fmt(r['p99_us'])} | {fmt(r['throughput_per_s'])} |"
+        )
+    out.append("")
+
+    # Ratios, pair by pair from this run: every scenario that has both rows.
+    out.append("Ratios ours / google-authenticator, pair by pair from this run (median and p99: below 1 "
+               "is faster than google-authenticator; throughput: above 1 is more logins per second); "
+               "ours / pam_oath alongside:")
+    out.append("")
+    out.append("| scenario | median | p99 | throughput | median vs pam_oath | throughput vs pam_oath |")
+    out.append("|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        if r["module"] != OURS or (r["scenario"], GA) not in by:
+            continue
+        g = by[(r["scenario"], GA)]
+        o = by.get((r["scenario"], OATH), {})
+        out.append(
+            f"| {r['scenario']} | {fmt(ratio(r['median_us'], g['median_us']), 2)} | "
+            f"{fmt(ratio(r['p99_us'], g['p99_us']), 2)} | "
+            f"{fmt(ratio(r['throughput_per_s'], g['throughput_per_s']), 2)} | "
+            f"{fmt(ratio(r['median_us'], o.get('median_us')), 2)} | "
+            f"{fmt(ratio(r['throughput_per_s'], o.get('throughput_per_s')), 2)} |"
+        )
+    out.append("")
+
+    contested = [r for r in rows if r.get("mode") == "contested"]
+    if contested:
+        out.append("Contested code: rounds by how many of the processes had the same code accepted "
+                   "(spread: how far apart the processes' pam_authenticate calls began in a round)")
+        out.append("")
+        out.append("| module | procs | rounds | exactly one | accepted per round (accepted: rounds) "
+                   "| spread median µs | spread max µs |")
+        out.append("|---|---:|---:|---:|---|---:|---:|")
+        for r in contested:
+            dist = ", ".join(f"{k}: {v}" for k, v in sorted(r["accepted_per_round"].items(), key=lambda kv: int(kv[0])))
+            out.append(f"| {r['module']} | {r['procs']} | {fmt(r['rounds'])} | {fmt(r['rounds_exactly_one'])} | {dist} "
+                       f"| {fmt(r.get('start_spread_median_us'))} | {fmt(r.get('start_spread_max_us'))} |")
+        out.append("")
+
+    if rss:
+        out.append("| mfad with | import s | VmRSS MiB after the logins | VmHWM (peak) MiB |")
+        out.append("|---|---:|---:|---:|")
+        for r in rss:
+            users = f"{r['users']:,} user" + ("" if r["users"] == 1 else "s")
+            out.append(f"| {users} | {r['import_s']} | {r['vmrss_kb'] / 1024:.1f} | {r['vmhwm_kb'] / 1024:.1f} |")
+        out.append("")
+
+    # Failures outside the contested scenario, with what may explain them.
+    notes = [r for r in rows if r["failures"] and r.get("mode") != "contested"]
+    for r in notes:
+        out.append(f"- {r['scenario']}, {r['module']}: {r['failures']:,} failed calls; "
+                   f"{r.get('repeated_codes', 0)} of the codes offered reappear within the next 9 counters.")
+    if notes:
+        out.append("")
+
+    for s in skipped:
+        out.append(f"- skipped {s['what']}: {s['reason']}")
+    if skipped:
+        out.append("")
+
+    # Issue #5 targets.
+    def row(scenario, module):
+        return by.get((scenario, module))
+
+    targets = []
+    a, ga = row(SEQ, OURS), row(SEQ, GA)
+    if a and ga:
+        q = a["median_us"] / ga["median_us"]
+        targets.append((q <= 0.6, f"sequential median <= 0.6x google-authenticator's: {q:.2f}x "
+                                  f"({a['median_us']:.1f} vs {ga['median_us']:.1f} µs)"))
+    one = row(scale_label(1), OURS)
+    big = row(scale_label(1_000_000), OURS)
+    if one and big:
+        q = big["median_us"] / one["median_us"]
+        targets.append((q <= 1.2, f"1,000,000 users median <= 1.2x the 1-user median: {q:.2f}x "
+                                  f"({big['median_us']:.1f} vs {one['median_us']:.1f} µs)"))
+    else:
+        targets.append((None, "1,000,000 users median <= 1.2x the 1-user median: not measured"))
+    t, g = row(throughput_label(32), OURS), row(throughput_label(32), GA)
+    if t and g:
+        q = t["throughput_per_s"] / g["throughput_per_s"]
+        targets.append((q >= 3.0, f"32 clients throughput >= 3x google-authenticator's: {q:.2f}x "
+                                  f"({t['throughput_per_s']:.0f} vs {g['throughput_per_s']:.0f} /s)"))
+    for p in (2, 8, 32):
+        c = row(contested_label(p), OURS)
+        if c:
+            ok = c["rounds_exactly_one"] == c["rounds"]
+            targets.append((ok, f"contested, {p} procs: exactly one acceptance in "
+                                f"{c['rounds_exactly_one']} of {c['rounds']} rounds"))
+    big_rss = [r for r in rss if r["users"] == 1_000_000]
+    if big_rss:
+        mib = big_rss[0]["vmrss_kb"] / 1024
+        targets.append((mib <= 50, f"mfad RSS at 1,000,000 users <= 50 MiB: {mib:.1f} MiB"))
+    else:
+        targets.append((None, "mfad RSS at 1,000,000 users <= 50 MiB: not measured"))
+    n = row(NOCODE, OURS)
+    if n:
+        targets.append((n["median_us"] <= 50, f"no-code round trip median <= 50 µs: {n['median_us']:.1f} µs"))
+    out.append("Issue #5 targets:")
+    out.append("")
+    for ok, text in targets:
+        mark = "not measured" if ok is None else ("MET" if ok else "NOT MET")
+        out.append(f"- {mark}: {text}")
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,282 @@
+#!/usr/bin/env bash
+# Benchmark: pam_mfa + mfad side by side with google-authenticator-libpam and
+# pam_oath, through one PAM client (tests/src/bin/pam_bench.rs: a loop of
+# pam_authenticate answering each prompt with the next HOTP code from
+# oathtool), in one run on one machine. Prints one table plus the ratios
+# ours / google-authenticator and the issue #5 targets met or not.
+#
+#   bench/run.sh [--quick] [--keep]      # as root, on Debian 12
+#
+#   --quick  small sizes (a smoke run of about a minute)
+#   --keep   keep the scratch directory (results.jsonl, logs, stores)
+#
+# Everything lives in a scratch directory (BENCH_DIR, default /var/tmp: on
+# disk, so fsync costs what it costs): mfad's config and store, the three PAM
+# services (read through libpam-wrapper: the machine's /etc/pam.d is never
+# touched), google-authenticator's per-user files and pam_oath's users file.
+# If /dev/log does not exist, a sink is bound there for the run (and removed
+# afterwards), so modules that call syslog(3) do not fall back to the console.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+QUICK=0 KEEP=0
+for arg in "$@"; do
+  case $arg in
+    --quick) QUICK=1 ;;
+    --keep) KEEP=1 ;;
+    -h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown option: $arg (see --help)" >&2; exit 2 ;;
+  esac
+done
+[[ $(id -u) -eq 0 ]] || { echo "bench/run.sh: run as root" >&2; exit 1; }
+
+# ---------------------------------------------------------------- sizes
+declare -A TP_CALLS # calls per client, by number of clients
+if ((QUICK)); then
+  SEQ_CALLS=200 ROUNDS=50 NOCODE_CALLS=500 SCALE_CALLS=200
+  TP_CALLS=([1]=200 [8]=50 [32]=25)
+  SCALE_OURS=(1 10000) SCALE_OATH=(1 1000 10000)
+else
+  SEQ_CALLS=2000 ROUNDS=1000 NOCODE_CALLS=5000 SCALE_CALLS=2000
+  TP_CALLS=([1]=2000 [8]=500 [32]=250)
+  SCALE_OURS=(1 10000 1000000) SCALE_OATH=(1 1000 100000)
+fi
+# pam_oath rewrites its whole users file on every login: fewer calls on big files.
+oath_scale_calls() { if (($1 >= 100000)); then echo 200; elif (($1 >= 10000)); then echo 500; else echo "$SCALE_CALLS"; fi; }
+
+# ---------------------------------------------------------------- packages and build
+packages=(libpam-google-authenticator libpam-oath oathtool libpam-wrapper libpam0g-dev libclang-dev python3)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "== installing: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+echo "== build (release)"
+cargo build --release --locked --workspace
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+BIN=$(cd "$BIN" && pwd)
+WRAPPER=$(dpkg -L libpam-wrapper | grep '/libpam_wrapper\.so$' | head -1)
+
+# ---------------------------------------------------------------- scratch and cleanup
+SCRATCH=$(mktemp -d "${BENCH_DIR:-/var/tmp}/mfa-bench.XXXXXX")
+chmod 755 "$SCRATCH"
+RESULTS=$SCRATCH/results.jsonl
+PIDS=()       # processes this script started, ended by id at exit
+OUR_DEVLOG=0  # 1 when this run bound /dev/log
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if ((OUR_DEVLOG)) && [[ -S /dev/log ]]; then rm -f /dev/log; fi
+  if ((KEEP)); then echo "== scratch kept in $SCRATCH"; else rm -rf "$SCRATCH"; fi
+}
+trap cleanup EXIT
+
+wait_for_socket() {
+  local i
+  for ((i = 0; i < 300; i++)); do [[ -S $1 ]] && return 0; sleep 0.1; done
+  echo "timed out waiting for $1" >&2
+  return 1
+}
+
+# One JSON line from KEY VALUE pairs (numbers stay numbers).
+json_line() {
+  python3 -c 'import json, sys
+a = sys.argv[1:]
+print(json.dumps({k: int(v) if v.isdigit() else v for k, v in zip(a[::2], a[1::2])}))' "$@"
+}
+
+# ---------------------------------------------------------------- syslog sinks
+sinks=("$SCRATCH/mfad-log")
+if [[ -e /dev/log || -L /dev/log ]]; then
+  echo "== /dev/log exists: left as it is"
+  python3 -c 'import socket; socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).connect("/dev/log")' 2>/dev/null ||
+    echo "   warning: nothing answers on /dev/log: modules that log will fall back to the console"
+else
+  echo "== /dev/log absent: binding a sink there for the run"
+  sinks+=(/dev/log)
+  OUR_DEVLOG=1
+fi
+python3 bench/log_sink.py "${sinks[@]}" &
+PIDS+=($!)
+for s in "${sinks[@]}"; do wait_for_socket "$s"; done
+
+# ---------------------------------------------------------------- mfad
+# start_mfad DIR: a daemon with its config and store in DIR; sets MFAD_PID.
+start_mfad() {
+  local dir=$1
+  mkdir -p "$dir"
+  cat >"$dir/mfad.toml" <<EOF
+enabled = true
+socket = "$dir/mfad.sock"
+default_level = "always"
+default_type = "hotp"
+# One code per login conversation, as the peers do.
+max_tries = 1
+
+[lockout]
+# The contested scenario makes the losers' replays fail by design; the peers
+# have no lockout, so neither does this run.
+max_failures = 1000000
+
+[store]
+path = "$dir/mfad.db"
+key_file = "$dir/secret.key"
+EOF
+  "$BIN/mfad" --config "$dir/mfad.toml" --syslog-socket "$SCRATCH/mfad-log" >"$dir/mfad.out" 2>&1 &
+  MFAD_PID=$!
+  PIDS+=("$MFAD_PID")
+  wait_for_socket "$dir/mfad.sock"
+}
+stop_mfad() {
+  kill -TERM "$1"
+  wait "$1" 2>/dev/null || true
+}
+
+MAIN=$SCRATCH/mfad
+start_mfad "$MAIN"
+mfactl() { "$BIN/mfactl" --socket "$MAIN/mfad.sock" "$@"; }
+
+# ---------------------------------------------------------------- PAM services
+OURS="pam_mfa (ours)" GA="google-authenticator" OATH="pam_oath" PERMIT="pam_permit (baseline)"
+SVC=$SCRATCH/pam.d
+mkdir -p "$SVC" "$SCRATCH/ga"
+service() { local name=$1; shift; printf '%s\n' "$@" >"$SVC/$name"; }
+service mfa "auth required $BIN/libpam_mfa.so socket=$MAIN/mfad.sock"
+service ga "auth required pam_google_authenticator.so secret=$SCRATCH/ga/\${USER} user=root no_increment_hotp"
+service oath "auth required pam_oath.so usersfile=$SCRATCH/users.oath window=20"
+service mfa-nocode "auth required $BIN/libpam_mfa.so socket=$MAIN/mfad.sock" "auth required pam_permit.so"
+service permit "auth required pam_permit.so"
+service other "auth required pam_deny.so"
+
+# enroll USER: the same fresh secret for all three modules, next counter 1.
+SECRETS=$SCRATCH/secrets
+touch "$SCRATCH/users.oath" && chmod 600 "$SCRATCH/users.oath"
+enroll() {
+  local user=$1 secret
+  secret=$(mfactl --json user setup "$user" --type hotp | python3 -c 'import json, sys; print(json.load(sys.stdin)["secret"])')
+  mfactl user setup "$user" --confirm "$(oathtool -b --hotp -c 0 "$secret")" >/dev/null
+  echo "$user $secret 1" >>"$SECRETS"
+  # google-authenticator: HOTP_COUNTER is the next counter accepted.
+  printf '%s\n" HOTP_COUNTER 1\n" WINDOW_SIZE 10\n' "$secret" >"$SCRATCH/ga/$user"
+  chmod 600 "$SCRATCH/ga/$user"
+  # pam_oath: no counter field yet (none used); the window reaches counter 1.
+  echo "HOTP $user - $(printf '%s' "$secret" | base32 -d | od -An -v -tx1 | tr -d ' \n')" >>"$SCRATCH/users.oath"
+}
+
+pam_bench() {
+  PAM_WRAPPER=1 PAM_WRAPPER_SERVICE_DIR=$SVC LD_PRELOAD=$WRAPPER "$BIN/pam_bench" "$@"
+}
+# run LABEL MODULE SERVICE ARGS...: one pam_bench run, kept in results.jsonl.
+run() {
+  local label=$1 module=$2 svc=$3 line
+  shift 3
+  if ! line=$(pam_bench --scenario "$label" --module "$module" --service "$svc" "$@"); then
+    echo "   $label / $module: FAILED (pam_bench's message above)"
+    json_line kind skipped what "$label / $module" reason "pam_bench failed" >>"$RESULTS"
+    return 0
+  fi
+  echo "$line" >>"$RESULTS"
+  printf '   %-32s %-22s %s\n' "$label" "$module" \
+    "$(python3 -c 'import json, sys
+d = json.loads(sys.argv[1])
+print("ok {successes} fail {failures} median {median_us} us p99 {p99_us} us {throughput_per_s}/s".format(**d),
+      "accepted per round {}".format(d["accepted_per_round"]) if "accepted_per_round" in d else "")' "$line")"
+}
+three() { # three LABEL ARGS...: the same run on ours, google-authenticator, pam_oath
+  local label=$1
+  shift
+  run "$label" "$OURS" mfa "$@"
+  run "$label" "$GA" ga "$@"
+  run "$label" "$OATH" oath "$@"
+}
+
+echo "== enrolling the benchmark users"
+enroll seq1
+for p in 1 8 32; do for ((i = 1; i <= p; i++)); do enroll "tp${p}_$i"; done; done
+for p in 2 8 32; do enroll "con$p"; done
+
+# ---------------------------------------------------------------- machine
+# Written at the end, with the load average before and after (a busy machine
+# shows here).
+machine_line() {
+  json_line kind machine date "$STARTED_AT" nproc "$(nproc)" \
+    cpu "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')" \
+    kernel "$(uname -r)" os "$(. /etc/os-release && echo "$PRETTY_NAME")" \
+    fs "$(df --output=source,fstype "$SCRATCH" | tail -1 | tr -s ' ')" \
+    commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo '+changes')" \
+    peers "libpam-google-authenticator $(dpkg-query -W -f='${Version}' libpam-google-authenticator), libpam-oath $(dpkg-query -W -f='${Version}' libpam-oath)" \
+    sizes "$([[ $QUICK == 1 ]] && echo quick || echo full): sequential $SEQ_CALLS calls, throughput ${TP_CALLS[1]}/${TP_CALLS[8]}/${TP_CALLS[32]} calls per client, contested $ROUNDS rounds, no-code $NOCODE_CALLS calls" \
+    load_start "$LOAD_START" load_end "$(cut -d' ' -f1-3 /proc/loadavg)" elapsed_s "$SECONDS"
+}
+STARTED_AT=$(date -u '+%Y-%m-%d %H:%M UTC') LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+SECONDS=0
+
+# ---------------------------------------------------------------- scenarios
+echo "== (a) sequential durable verification, 1 user, $SEQ_CALLS calls"
+three "(a) sequential, 1 user" --users seq1 --secret-file "$SECRETS" --iterations "$SEQ_CALLS"
+
+echo "== (b) throughput, concurrent clients on distinct users"
+for p in 1 8 32; do
+  users=$(for ((i = 1; i <= p; i++)); do printf 'tp%s_%s,' "$p" "$i"; done)
+  if ((p == 1)); then plural=; else plural=s; fi
+  three "(b) throughput, $p client$plural" --users "$users" --secret-file "$SECRETS" \
+    --procs "$p" --iterations "${TP_CALLS[$p]}"
+done
+
+echo "== (c) scale"
+label_users() { python3 -c 'import sys; n = int(sys.argv[1]); print(f"(c) scale, {n:,} user" + ("" if n == 1 else "s"))' "$1"; }
+for n in "${SCALE_OATH[@]}"; do
+  dir=$SCRATCH/oath-scale-$n
+  mkdir -p "$dir"
+  python3 bench/gen_users.py oath "$n" "$dir/users.oath" "$dir/measured"
+  service "oath-scale-$n" "auth required pam_oath.so usersfile=$dir/users.oath window=20"
+  run "$(label_users "$n")" "$OATH" "oath-scale-$n" --secret-file "$dir/measured" --iterations "$(oath_scale_calls "$n")"
+  rm -rf "$dir"
+done
+if "$BIN/mfactl" user import --help >/dev/null 2>&1; then
+  echo "== (c) scale and (e) resident memory, ours"
+  for n in "${SCALE_OURS[@]}"; do
+    dir=$SCRATCH/scale-$n
+    start_mfad "$dir"
+    python3 bench/gen_users.py jsonl "$n" "$dir/users.jsonl" "$dir/measured"
+    started=$(date +%s.%N)
+    if ! "$BIN/mfactl" --socket "$dir/mfad.sock" user import "$dir/users.jsonl" >"$dir/import.out"; then
+      echo "   import of $n users FAILED: $(tail -1 "$dir/import.out")"
+      json_line kind skipped what "(c)/(e) ours at $n users" reason "mfactl user import failed" >>"$RESULTS"
+      stop_mfad "$MFAD_PID"
+      continue
+    fi
+    import_s=$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$started" "$(date +%s.%N)")
+    echo "   imported $n user(s) in ${import_s} s"
+    service "mfa-scale-$n" "auth required $BIN/libpam_mfa.so socket=$dir/mfad.sock"
+    run "$(label_users "$n")" "$OURS" "mfa-scale-$n" --secret-file "$dir/measured" --iterations "$SCALE_CALLS"
+    json_line kind rss users "$n" import_s "$import_s" \
+      vmrss_kb "$(awk '/^VmRSS:/ {print $2}' "/proc/$MFAD_PID/status")" \
+      vmhwm_kb "$(awk '/^VmHWM:/ {print $2}' "/proc/$MFAD_PID/status")" >>"$RESULTS"
+    stop_mfad "$MFAD_PID"
+    rm -rf "$dir"
+  done
+else
+  echo "   skipped: needs mfactl user import (scale and memory of ours)"
+  json_line kind skipped what "(c) scale and (e) resident memory of ours" reason "needs mfactl user import" >>"$RESULTS"
+fi
+
+echo "== (d) contested code: the same code from P processes at once, $ROUNDS rounds"
+for p in 2 8 32; do
+  three "(d) contested, $p procs" --users "con$p" --secret-file "$SECRETS" --procs "$p" --contested --iterations "$ROUNDS"
+done
+
+echo "== (f) round trip of a login that needs no code (user not enrolled)"
+run "(f) no-code round trip" "$OURS" mfa-nocode --users not_enrolled --no-code --iterations "$NOCODE_CALLS"
+run "(f) no-code round trip" "$PERMIT" permit --users not_enrolled --no-code --iterations "$NOCODE_CALLS"
+
+machine_line >>"$RESULTS"
+echo
+python3 bench/report.py "$RESULTS"
