@@ -148,7 +148,12 @@ pub async fn serve(daemon: Arc<Daemon>, listener: UnixListener, mut shutdown: wa
 }
 
 async fn serve_connection(daemon: Arc<Daemon>, mut stream: UnixStream, uid: u32, mut shutdown: watch::Receiver<bool>) {
-    let name = tokio::task::spawn_blocking(move || crate::nss::user_name(uid)).await.ok().flatten();
+    // Root needs no lookup (and PAM stacks, the hot path, run as root).
+    let name = if uid == 0 {
+        Some("root".to_string())
+    } else {
+        tokio::task::spawn_blocking(move || crate::nss::user_name(uid)).await.ok().flatten()
+    };
     let peer = Peer { uid, name };
     // A person may be typing the answer to a prompt; otherwise a client has
     // no reason to sit idle.
@@ -179,6 +184,7 @@ async fn serve_connection(daemon: Arc<Daemon>, mut stream: UnixStream, uid: u32,
                 daemon.audit.event(Severity::Notice, &format!("uid {uid}: malformed request refused"));
                 reply
             }
+            Ok(request) if answer_inline(&daemon, &peer, &request) => daemon.handle(&peer, request),
             Ok(request) => {
                 let daemon = daemon.clone();
                 let peer = peer.clone();
@@ -192,6 +198,15 @@ async fn serve_connection(daemon: Arc<Daemon>, mut stream: UnixStream, uid: u32,
             return;
         }
     }
+}
+
+/// Whether to answer on this thread rather than the blocking pool: the
+/// start of a login from a PAM stack when no role (hence no NSS lookup) is
+/// configured only reads the store, which takes microseconds, less than
+/// handing it to another thread. Everything else may wait on NSS or on an
+/// fsync (shared by group commit), so it runs on the blocking pool.
+fn answer_inline(daemon: &Daemon, peer: &Peer, request: &Request) -> bool {
+    peer.uid == 0 && matches!(request, Request::AuthBegin { .. }) && daemon.config().roles.is_empty()
 }
 
 /// The request in a frame body, or the error reply. The version is read
