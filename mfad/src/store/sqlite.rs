@@ -44,6 +44,9 @@ pub struct SqliteStore {
     /// `:memory:` connection would be a different, empty database), which
     /// reads through the writer.
     reader: Option<Mutex<Connection>>,
+    /// Which batches have finished; waiters sleep on it without touching
+    /// the connection's lock, so a commit does not wake a convoy on it.
+    finished: Mutex<Finished>,
     committed: Condvar,
     /// Writers that have announced themselves but not applied yet; while
     /// there are any, the current batch waits for them instead of committing.
@@ -55,8 +58,12 @@ struct State {
     /// Id of the open write transaction, if any.
     open: Option<u64>,
     next_batch: u64,
+}
+
+#[derive(Default)]
+struct Finished {
     /// Every batch below this id has finished (committed or failed).
-    finished_below: u64,
+    below: u64,
     /// Recent batches whose commit failed, with the error.
     failed: VecDeque<(u64, String)>,
 }
@@ -154,9 +161,8 @@ impl SqliteStore {
                 conn,
                 open: None,
                 next_batch: 0,
-                finished_below: 0,
-                failed: VecDeque::new(),
             }),
+            finished: Mutex::new(Finished::default()),
             reader: None,
             committed: Condvar::new(),
             arriving: AtomicUsize::new(0),
@@ -180,27 +186,19 @@ impl SqliteStore {
         };
         let applied = Self::apply_in_batch(&mut state, apply);
         self.arriving.fetch_sub(1, Ordering::SeqCst);
-        let (batch, result) = match applied {
-            Ok(pair) => pair,
-            Err(err) => {
-                // Nothing of ours is in the batch, but others' may be.
-                if self.arriving.load(Ordering::SeqCst) == 0 {
-                    self.commit(&mut state);
-                }
-                return Err(err);
-            }
-        };
-        while state.finished_below <= batch {
-            if state.open == Some(batch) && self.arriving.load(Ordering::SeqCst) == 0 {
-                self.commit(&mut state);
-            } else {
-                state = self
-                    .committed
-                    .wait(state)
-                    .map_err(|_| StoreError::Database("store mutex poisoned".into()))?;
-            }
+        // The last writer to arrive commits for everyone in the batch; the
+        // others wait for it without holding the connection's lock.
+        if self.arriving.load(Ordering::SeqCst) == 0 {
+            self.commit(&mut state);
         }
-        match state.failed.iter().find(|(id, _)| *id == batch) {
+        drop(state);
+        let (batch, result) = applied?;
+        let poisoned = |_| StoreError::Database("store mutex poisoned".into());
+        let mut finished = self.finished.lock().map_err(poisoned)?;
+        while finished.below <= batch {
+            finished = self.committed.wait(finished).map_err(poisoned)?;
+        }
+        match finished.failed.iter().find(|(id, _)| *id == batch) {
             Some((_, err)) => Err(StoreError::Database(format!("commit failed: {err}"))),
             None => result,
         }
@@ -234,14 +232,18 @@ impl SqliteStore {
         let Some(batch) = state.open.take() else {
             return;
         };
-        if let Err(err) = state.conn.execute_batch("COMMIT") {
+        let failure = state.conn.execute_batch("COMMIT").err().map(|err| {
             let _ = state.conn.execute_batch("ROLLBACK");
-            state.failed.push_back((batch, err.to_string()));
-            if state.failed.len() > 64 {
-                state.failed.pop_front();
+            err.to_string()
+        });
+        let mut finished = self.finished.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(err) = failure {
+            finished.failed.push_back((batch, err));
+            if finished.failed.len() > 64 {
+                finished.failed.pop_front();
             }
         }
-        state.finished_below = batch + 1;
+        finished.below = batch + 1;
         self.committed.notify_all();
     }
 }
