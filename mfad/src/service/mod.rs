@@ -379,9 +379,13 @@ impl Daemon {
                 record.device = Some(advanced);
                 Some(None)
             }
-            // Not a code of the device; it may be a recovery code (imported
-            // scratch codes are digits too), to be looked up outside the lock.
-            (None, Recovery::Unchecked) if !record.recovery_hashes.is_empty() => {
+            // Not shaped like a code of the device: it may be a recovery code
+            // (ours are 10 letters and digits, imported scratch codes 8
+            // digits), looked up outside the lock. A wrong code of the
+            // device's shape costs no lookup.
+            (None, Recovery::Unchecked)
+                if !record.recovery_hashes.is_empty() && otp::normalize_code(code.expose(), device.digits).is_err() =>
+            {
                 return CodeCheck::TryRecovery { hashes: record.recovery_hashes.clone() };
             }
             (None, Recovery::Checked(Some(matched))) => recovery::remove(&mut record.recovery_hashes, matched).map(Some),
