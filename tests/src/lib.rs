@@ -560,6 +560,23 @@ impl Sudo {
 
 /// `su -c 'echo su-ok' root` run by `user`, with `stack` as su's PAM stack
 /// (bind-mounted over /etc/pam.d/su in a private mount namespace).
+impl Mfad {
+    /// A stack for su of the test's own: root passes, everyone else needs
+    /// this daemon's verdict.
+    pub fn su_stack(&self) -> PathBuf {
+        let stack = self.dir.path().join("su-stack");
+        std::fs::write(
+            &stack,
+            format!(
+                "auth sufficient pam_rootok.so\n{}\naccount required pam_permit.so\nsession required pam_permit.so\n",
+                self.module_line("required", "")
+            ),
+        )
+        .unwrap();
+        stack
+    }
+}
+
 pub fn su_with_stack(stack: &Path, user: &str, input: &str) -> Output {
     let script = format!(
         "mount --bind {} /etc/pam.d/su && exec setpriv --reuid={user} --regid={user} --init-groups su -c 'echo su-ok' root",

@@ -197,23 +197,9 @@ fn su_asks_the_person_running_it() {
     let mfad = Mfad::start("");
     let secret = mfad.enroll("mfae_su", "hotp");
     mfad.ok(&["user", "authorize", "mfae_su", "--code", &hotp(&secret, 1)]);
-    let stack = mfad.dir.path().join("su-stack");
-    std::fs::write(
-        &stack,
-        format!(
-            "auth sufficient pam_rootok.so\n{}\naccount required pam_permit.so\nsession required pam_permit.so\n",
-            mfad.module_line("required", "")
-        ),
-    )
-    .unwrap();
     // su gets our stack through a bind mount in a private mount namespace.
-    let su = |code: &str| {
-        let script = format!(
-            "mount --bind {} /etc/pam.d/su && exec setpriv --reuid=mfae_su --regid=mfae_su --init-groups su -c 'echo su-ok' root",
-            stack.display()
-        );
-        run_with_input(Command::new("unshare").args(["--mount", "--propagation", "private", "sh", "-c", &script]), &format!("{code}\n"))
-    };
+    let stack = mfad.su_stack();
+    let su = |code: &str| su_with_stack(&stack, "mfae_su", &format!("{code}\n"));
     let out = su(&hotp(&secret, 2));
     assert!(out.status.success(), "right code: {}{}", stdout(&out), stderr(&out));
     assert!(stdout(&out).contains("su-ok"));

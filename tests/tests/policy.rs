@@ -225,15 +225,7 @@ fn su_asks_the_person_running_it_and_needs_approval() {
     ensure_user(user, &[]);
     let mfad = Mfad::start("max_tries = 1");
     let secret = mfad.enroll(user, "hotp");
-    let stack = mfad.dir.path().join("su-stack");
-    std::fs::write(
-        &stack,
-        format!(
-            "auth sufficient pam_rootok.so\n{}\naccount required pam_permit.so\nsession required pam_permit.so\n",
-            mfad.module_line("required", "")
-        ),
-    )
-    .unwrap();
+    let stack = mfad.su_stack();
     let out = su_with_stack(&stack, user, &code(&hotp(&secret, 1)));
     assert!(!out.status.success(), "not approved: {}{}", stdout(&out), stderr(&out));
     // PAM_USER is root; the person elevating (PAM_RUSER) is the one asked.
