@@ -39,9 +39,10 @@ pub struct Config {
     pub always_challenge_services: Vec<String>,
     /// Wrong codes allowed in one login conversation before PAM_MAXTRIES.
     pub max_tries: u32,
-    /// Connections served at once; more wait in the listen backlog.
+    /// Connections served at once from root, and as many from other users
+    /// (at most 8 per user); beyond that a client is told mfad is busy.
     pub max_connections: usize,
-    /// Time a client has to send each request (and a login to answer a prompt).
+    /// Time a person has to answer a prompt of a login conversation.
     pub request_timeout: ConfigDuration,
     pub lockout: LockoutConfig,
     pub elevation: ElevationConfig,
