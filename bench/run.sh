@@ -47,15 +47,8 @@ oath_scale_calls() { if (($1 >= 100000)); then echo 200; elif (($1 >= 10000)); t
 
 # ---------------------------------------------------------------- packages and build
 packages=(libpam-google-authenticator libpam-oath oathtool libpam-wrapper libpam0g-dev libclang-dev python3)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "== installing: ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+. "$ROOT/tests/ensure-packages.sh"
+ensure_packages "${packages[@]}"
 
 echo "== build (release)"
 cargo build --release --locked --workspace

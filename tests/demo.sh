@@ -6,13 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need=()
-for p in oathtool pamtester libpam-wrapper libpam0g-dev; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
-done
-if ((${#need[@]})); then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+. tests/ensure-packages.sh
+ensure_packages oathtool pamtester libpam-wrapper libpam0g-dev libclang-dev
 cargo build --workspace --locked -q
 
 bin=$PWD/target/debug

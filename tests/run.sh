@@ -12,15 +12,8 @@ packages=(
   sudo expect util-linux passwd  # sudo -S, su, setpriv, useradd
   systemd                        # systemd-analyze verify for the unit file
 )
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "== installing: ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+. tests/ensure-packages.sh
+ensure_packages "${packages[@]}"
 
 echo "== build"
 cargo build --workspace --all-targets --locked
