@@ -1,0 +1,400 @@
+use std::os::unix::net::UnixDatagram;
+
+use mfa_shared::config::RoleConfig;
+use mfa_shared::protocol::{Algorithm, MessageStyle};
+
+use super::*;
+use crate::clock::ManualClock;
+use crate::store::SqliteStore;
+
+const NOW: u64 = 1_700_000_000;
+
+struct Groups;
+
+impl Directory for Groups {
+    /// Users are in the group named after the part before the first '_'.
+    fn groups_of(&self, user: &str) -> Result<Vec<String>, String> {
+        if user.starts_with("nss-down") {
+            return Err("LDAP server unreachable".into());
+        }
+        Ok(user.split('_').next().map(|g| vec![g.to_string()]).unwrap_or_default())
+    }
+}
+
+struct Fixture {
+    daemon: Daemon,
+    clock: Arc<ManualClock>,
+    audit: UnixDatagram,
+    _dir: tempfile::TempDir,
+}
+
+fn fixture(edit: impl FnOnce(&mut Config)) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let audit_path = dir.path().join("log");
+    let audit = UnixDatagram::bind(&audit_path).unwrap();
+    audit.set_nonblocking(true).unwrap();
+    let mut config = Config {
+        enabled: true,
+        roles: ["encourage", "force", "require"]
+            .iter()
+            .map(|p| RoleConfig { group: p.to_string(), policy: policy_named(p) })
+            .collect(),
+        ..Config::default()
+    };
+    edit(&mut config);
+    let clock = Arc::new(ManualClock::new(NOW));
+    let daemon = Daemon::new(
+        config,
+        None,
+        Arc::new(SqliteStore::open_in_memory().unwrap()),
+        Vault::from_key(&[7u8; 32]),
+        clock.clone(),
+        Arc::new(Groups),
+        Audit::new(audit_path),
+    );
+    Fixture { daemon, clock, audit, _dir: dir }
+}
+
+fn policy_named(name: &str) -> RolePolicy {
+    match name {
+        "encourage" => RolePolicy::Encourage,
+        "force" => RolePolicy::Force,
+        _ => RolePolicy::Require,
+    }
+}
+
+const ROOT: Peer = Peer { uid: 0, name: None };
+
+/// A step as the module sees it.
+#[derive(Debug)]
+enum Step {
+    Prompt { id: String, text: String, echo: bool, shown: String },
+    Done { outcome: Outcome, shown: String },
+}
+
+fn shown(messages: &[Message]) -> String {
+    messages
+        .iter()
+        .map(|m| format!("{}: {}\n", if m.style == MessageStyle::Error { "error" } else { "info" }, m.text))
+        .collect()
+}
+
+fn step(response: Response) -> Step {
+    match response {
+        Response::Auth(AuthStep::Prompt { session_id, messages, prompt, echo }) => {
+            Step::Prompt { id: session_id, text: prompt, echo, shown: shown(&messages) }
+        }
+        Response::Auth(AuthStep::Decision { outcome, messages }) => Step::Done { outcome, shown: shown(&messages) },
+        other => panic!("not an auth step: {other:?}"),
+    }
+}
+
+impl Fixture {
+    fn begin(&self, user: &str, rhost: &str) -> Step {
+        step(self.daemon.handle(
+            &ROOT,
+            Request::AuthBegin {
+                service: "sshd".into(),
+                user: user.into(),
+                ruser: None,
+                rhost: Some(rhost.into()),
+                tty: None,
+            },
+        ))
+    }
+
+    fn answer(&self, prompt: &Step, answer: &str) -> Step {
+        let Step::Prompt { id, .. } = prompt else { panic!("no open prompt: {prompt:?}") };
+        step(self.daemon.handle(&ROOT, Request::AuthAnswer { session_id: id.clone(), answer: Code::new(answer) }))
+    }
+
+    fn record(&self, user: &str) -> UserRecord {
+        self.daemon.store.get_user(user).unwrap().unwrap_or_else(|| UserRecord::new(user))
+    }
+
+    fn audit_lines(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = self.audit.recv(&mut buf) {
+            lines.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        lines
+    }
+}
+
+fn prompt_text(step: &Step) -> (&str, bool, &str) {
+    match step {
+        Step::Prompt { text, echo, shown, .. } => (text, *echo, shown),
+        Step::Done { .. } => panic!("expected a prompt, got {step:?}"),
+    }
+}
+
+fn done(step: &Step) -> (Outcome, String) {
+    match step {
+        Step::Done { outcome, shown } => (*outcome, shown.clone()),
+        Step::Prompt { .. } => panic!("expected a decision, got {step:?}"),
+    }
+}
+
+/// The secret in an otpauth URI shown in a message.
+fn secret_from_uri(shown: &str) -> Vec<u8> {
+    let start = shown.find("secret=").unwrap() + "secret=".len();
+    let b32: String = shown[start..].chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+    otp::base32_decode(&b32).unwrap()
+}
+
+fn totp_code(secret: &[u8], now: u64) -> String {
+    let params = OtpParams { otp_type: OtpType::Totp, algorithm: Algorithm::Sha1, digits: 6, period: 30 };
+    otp::totp(secret, now, &params)
+}
+
+#[test]
+fn encourage_can_be_skipped_and_returns_next_time() {
+    let f = fixture(|_| {});
+    for _ in 0..2 {
+        let first = f.begin("encourage_ann", "10.0.0.1");
+        let (text, echo, shown) = prompt_text(&first);
+        assert_eq!(text, BARCODE_QUESTION);
+        assert!(echo, "questions are shown as typed");
+        assert!(shown.contains("Press Enter"), "{shown}");
+        let (outcome, shown) = done(&f.answer(&first, ""));
+        assert_eq!(outcome, Outcome::NotRequired);
+        assert!(shown.contains("offered again"), "{shown}");
+    }
+    assert!(!f.record("encourage_ann").is_enrolled());
+    let lines = f.audit_lines().join("\n");
+    assert_eq!(lines.matches("enrollment offered (role policy encourage)").count(), 2, "{lines}");
+    assert_eq!(lines.matches("reason=\"enrollment skipped\"").count(), 2, "{lines}");
+}
+
+#[test]
+fn force_cannot_be_skipped() {
+    let f = fixture(|c| c.max_tries = 2);
+    let first = f.begin("force_bob", "10.0.0.1");
+    assert!(prompt_text(&first).2.contains("role policy force"));
+    let again = f.answer(&first, "");
+    let (text, _, shown) = prompt_text(&again);
+    assert_eq!(text, BARCODE_QUESTION);
+    assert!(shown.contains("error: Set-up is required"), "{shown}");
+    let (outcome, shown) = done(&f.answer(&again, "maybe"));
+    assert_eq!(outcome, Outcome::Denied);
+    assert!(shown.contains("must be set up"), "{shown}");
+    assert!(!f.record("force_bob").is_enrolled());
+    assert!(f.audit_lines().join("\n").contains("enrollment not completed"));
+}
+
+#[test]
+fn force_with_barcode_and_time_based_codes() {
+    let f = fixture(|_| {});
+    let first = f.begin("force_cy", "10.0.0.7");
+    let kind = f.answer(&first, "y");
+    let (text, echo, _) = prompt_text(&kind);
+    assert_eq!((text, echo), (TYPE_QUESTION, true));
+    let code_prompt = f.answer(&kind, "");
+    let (text, echo, shown) = prompt_text(&code_prompt);
+    assert_eq!((text, echo), (SETUP_CODE_PROMPT, false), "the code is asked with echo off");
+    assert!(shown.contains("otpauth://totp/"), "{shown}");
+    assert!(shown.contains('█'), "a QR code: {shown}");
+    assert!(f.record("force_cy").pending.is_some());
+    let secret = secret_from_uri(shown);
+    let right = totp_code(&secret, NOW);
+    let wrong = if right == "000000" { "111111" } else { "000000" };
+    let retry = f.answer(&code_prompt, wrong);
+    let (text, _, shown) = prompt_text(&retry);
+    assert_eq!(text, SETUP_CODE_PROMPT);
+    assert!(shown.contains("error: wrong code"), "{shown}");
+    let (outcome, shown) = done(&f.answer(&retry, &right));
+    assert_eq!(outcome, Outcome::Verified);
+    assert!(shown.contains("Recovery codes"), "{shown}");
+    let record = f.record("force_cy");
+    assert!(record.is_enrolled() && record.pending.is_none());
+    assert_eq!(record.recovery_hashes.len(), recovery::COUNT);
+    for hash in &record.recovery_hashes {
+        assert!(!shown.contains(hash.as_str()));
+    }
+    // The source of the enrollment code is trusted by the adaptive level.
+    f.clock.advance(60);
+    let (outcome, _) = done(&f.begin("force_cy", "10.0.0.7"));
+    assert_eq!(outcome, Outcome::NotRequired);
+    let next = f.begin("force_cy", "10.0.0.8");
+    assert_eq!(prompt_text(&next).0, "Verification code: ");
+    let lines = f.audit_lines().join("\n");
+    assert!(lines.contains("enrollment completed (role policy force)"), "{lines}");
+    assert!(lines.contains("reason=\"trusted source\""), "{lines}");
+    let b32 = otp::base32_encode(&secret);
+    assert!(!lines.contains(&b32) && !lines.contains(&right), "no secret or code in the audit trail");
+}
+
+#[test]
+fn require_by_hand_with_a_counter_based_device() {
+    let f = fixture(|_| {});
+    let first = f.begin("require_dee", "10.0.0.1");
+    let kind = f.answer(&first, "n");
+    let code_prompt = f.answer(&kind, "c");
+    let shown = prompt_text(&code_prompt).2.to_string();
+    assert!(shown.contains("counter-based (HOTP)") && shown.contains("starting counter"), "{shown}");
+    assert!(!shown.contains("otpauth://"), "{shown}");
+    let grouped = shown.lines().find(|l| l.starts_with("    ")).unwrap().trim();
+    assert!(grouped.split(' ').all(|g| g.len() <= 4), "{grouped}");
+    let secret = otp::base32_decode(&grouped.replace(' ', "")).unwrap();
+    let (outcome, _) = done(&f.answer(&code_prompt, &otp::hotp(&secret, 0, Algorithm::Sha1, 6)));
+    assert_eq!(outcome, Outcome::Verified);
+    // Enrolled under require: a code at every login, even from that source.
+    f.daemon.handle(&ROOT, Request::SetLevel { user: Some("require_dee".into()), level: ChallengeLevel::Superuser, code: None });
+    let ask = f.begin("require_dee", "10.0.0.1");
+    assert_eq!(prompt_text(&ask).0, "Verification code: ");
+    let (outcome, _) = done(&f.answer(&ask, &otp::hotp(&secret, 1, Algorithm::Sha1, 6)));
+    assert_eq!(outcome, Outcome::Verified);
+}
+
+#[test]
+fn wrong_codes_leave_the_set_up_pending() {
+    let f = fixture(|c| c.max_tries = 2);
+    let first = f.begin("force_eve", "10.0.0.1");
+    let kind = f.answer(&first, "n");
+    let mut code_prompt = f.answer(&kind, "t");
+    code_prompt = f.answer(&code_prompt, "12");
+    assert!(prompt_text(&code_prompt).2.contains("error:"));
+    let (outcome, shown) = done(&f.answer(&code_prompt, "999999x"));
+    assert_eq!(outcome, Outcome::Failed);
+    assert!(shown.contains("offered again"), "{shown}");
+    let record = f.record("force_eve");
+    assert!(!record.is_enrolled() && record.pending.is_some());
+    assert_eq!(record.failures, 0, "set-up codes do not count towards the lock");
+    // The next login offers it again.
+    assert_eq!(prompt_text(&f.begin("force_eve", "10.0.0.1")).0, BARCODE_QUESTION);
+}
+
+#[test]
+fn bad_answers_are_asked_again() {
+    let f = fixture(|_| {});
+    let first = f.begin("encourage_fay", "10.0.0.1");
+    let again = f.answer(&first, "perhaps");
+    let (text, _, shown) = prompt_text(&again);
+    assert_eq!(text, BARCODE_QUESTION);
+    assert!(shown.contains("Please answer y or n"), "{shown}");
+    let kind = f.answer(&again, "YES");
+    let again = f.answer(&kind, "x");
+    assert_eq!(prompt_text(&again).0, TYPE_QUESTION);
+    assert_eq!(prompt_text(&f.answer(&again, "counter")).0, SETUP_CODE_PROMPT);
+    assert_eq!(f.record("encourage_fay").pending.as_ref().map(|d| d.otp_type), Some(OtpType::Hotp));
+}
+
+#[test]
+fn only_the_caller_that_began_may_answer_and_no_role_means_no_offer() {
+    let f = fixture(|_| {});
+    let first = f.begin("force_gus", "10.0.0.1");
+    let Step::Prompt { id, .. } = &first else { panic!() };
+    let stranger = Peer { uid: 4242, name: Some("force_gus".into()) };
+    let reply = f.daemon.handle(&stranger, Request::AuthAnswer { session_id: id.clone(), answer: Code::new("y") });
+    assert!(matches!(reply, Response::Error { kind: ErrorKind::NotFound, .. }), "{reply:?}");
+    // Not-a-role user: no offer at all.
+    assert_eq!(done(&f.begin("plain_hal", "10.0.0.1")).0, Outcome::NotRequired);
+}
+
+#[test]
+fn a_user_may_begin_a_login_only_as_themselves() {
+    let f = fixture(|_| {});
+    let user = Peer { uid: 4242, name: Some("ivy".into()) };
+    let begin = |user_field: &str, ruser: Option<&str>| {
+        f.daemon.handle(
+            &user,
+            Request::AuthBegin {
+                service: "sudo".into(),
+                user: user_field.into(),
+                ruser: ruser.map(String::from),
+                rhost: None,
+                tty: None,
+            },
+        )
+    };
+    let denied = |r: &Response| matches!(r, Response::Error { kind: ErrorKind::PermissionDenied, .. });
+    assert!(denied(&begin("root", None)), "another PAM_USER");
+    assert!(denied(&begin("ivy", Some("victim"))), "another PAM_RUSER would spend the victim's tries");
+    assert!(!denied(&begin("ivy", Some("ivy"))));
+    assert!(!denied(&begin("ivy", None)));
+}
+
+#[test]
+fn a_config_rule_timeout_counts_from_its_first_load_across_reloads() {
+    let text = "[bypass]\nenabled = true\n[[bypass.rule]]\ncidr = \"10.0.0.0/8\"\nbypass_2fa = true\ntimeout = \"1h\"\n";
+    let first = Loaded::new(Config::parse(text).unwrap(), None, 1000);
+    let reloaded = Loaded::new(Config::parse(text).unwrap(), Some(&first), 5000);
+    let rule = &reloaded.config.bypass.rules[0];
+    assert_eq!(reloaded.first_seen.get(&rule_key(rule)), Some(&1000));
+    let changed = text.replace("1h", "2h");
+    let renewed = Loaded::new(Config::parse(&changed).unwrap(), Some(&reloaded), 5000);
+    let rule = &renewed.config.bypass.rules[0];
+    assert_eq!(renewed.first_seen.get(&rule_key(rule)), Some(&5000), "a changed rule is a new rule");
+}
+
+#[test]
+fn unreadable_group_membership_fails_closed() {
+    let f = fixture(|_| {});
+    let (outcome, shown) = done(&f.begin("nss-down_user", "10.0.0.1"));
+    assert_eq!(outcome, Outcome::Denied);
+    assert!(shown.contains("group membership"), "{shown}");
+    assert!(f.audit_lines().iter().any(|l| l.contains("group membership unavailable")));
+}
+
+#[test]
+fn mfa_disabled_judges_no_name() {
+    let f = fixture(|c| c.enabled = false);
+    assert_eq!(done(&f.begin("DOMAIN\\john smith", "10.0.0.1")).0, Outcome::NotRequired);
+    assert_eq!(done(&f.begin("bad/name", "10.0.0.1")).0, Outcome::NotRequired);
+}
+
+#[test]
+fn revoking_approval_during_the_prompt_refuses_the_code() {
+    let f = fixture(|c| c.elevation.services = vec!["sudo".into()]);
+    let secret = {
+        let Response::SetupStarted { setup } = f.daemon.handle(
+            &ROOT,
+            Request::SetupBegin { user: Some("ann".into()), otp_type: Some(OtpType::Hotp), level: None, current_code: None },
+        ) else {
+            panic!("no setup")
+        };
+        otp::base32_decode(&setup.secret).unwrap()
+    };
+    let code = |c| Code::new(otp::hotp(&secret, c, mfa_shared::protocol::Algorithm::Sha1, 6));
+    let ok = |r: Response| !matches!(r, Response::Error { .. });
+    assert!(ok(f.daemon.handle(&ROOT, Request::SetupConfirm { user: Some("ann".into()), code: code(0) })));
+    assert!(ok(f.daemon.handle(&ROOT, Request::Authorize { user: "ann".into(), code: code(1) })));
+    let sudo = |f: &Fixture| {
+        step(f.daemon.handle(
+            &ROOT,
+            Request::AuthBegin { service: "sudo".into(), user: "ann".into(), ruser: None, rhost: None, tty: None },
+        ))
+    };
+    let prompt = sudo(&f);
+    prompt_text(&prompt);
+    assert!(ok(f.daemon.handle(&ROOT, Request::Revoke { user: "ann".into() })));
+    let Step::Prompt { id, .. } = &prompt else { unreachable!() };
+    let answered = step(f.daemon.handle(&ROOT, Request::AuthAnswer { session_id: id.clone(), answer: code(2) }));
+    assert_eq!(done(&answered).0, Outcome::Denied);
+    // The code was not spent: after a new approval it still works.
+    assert!(ok(f.daemon.handle(&ROOT, Request::Authorize { user: "ann".into(), code: code(2) })));
+}
+
+#[test]
+fn a_host_name_is_never_a_trusted_source() {
+    let f = fixture(|_| {});
+    let secret = {
+        let Response::SetupStarted { setup } = f.daemon.handle(
+            &ROOT,
+            Request::SetupBegin { user: Some("bea".into()), otp_type: Some(OtpType::Hotp), level: None, current_code: None },
+        ) else {
+            panic!("no setup")
+        };
+        otp::base32_decode(&setup.secret).unwrap()
+    };
+    let code = |c| otp::hotp(&secret, c, mfa_shared::protocol::Algorithm::Sha1, 6);
+    f.daemon.handle(&ROOT, Request::SetupConfirm { user: Some("bea".into()), code: Code::new(code(0)) });
+    let first = f.begin("bea", "trusted.example.com");
+    assert_eq!(done(&f.answer(&first, &code(1))).0, Outcome::Verified);
+    prompt_text(&f.begin("bea", "trusted.example.com"));
+    // An IP literal is trusted after a success, in either IPv4 spelling.
+    let ip = f.begin("bea", "::ffff:10.1.2.3");
+    assert_eq!(done(&f.answer(&ip, &code(2))).0, Outcome::Verified);
+    assert_eq!(done(&f.begin("bea", "10.1.2.3")).0, Outcome::NotRequired);
+}
