@@ -40,11 +40,7 @@ fn rust_pam_client_right_wrong_replay_next() {
     let services = PamServices::new();
     services.add("mfatest", &[mfad.module_line("required", "")]);
     let client = |code: &str| {
-        run(Command::new(bin("pam_client"))
-            .env("PAM_WRAPPER", "1")
-            .env("PAM_WRAPPER_SERVICE_DIR", services.dir.path())
-            .env("LD_PRELOAD", pam_wrapper_lib())
-            .args(["--service", "mfatest", "--user", "rc_user", "--rhost", "127.0.0.3", "--answer", code]))
+        run(&mut services.pam_client("mfatest", "rc_user", &[("rhost", "127.0.0.3"), ("answer", code)]))
     };
     let out = client(&hotp(&secret, 1));
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
@@ -218,11 +214,8 @@ fn of_many_parallel_logins_offering_one_code_exactly_one_wins() {
         let code = hotp(&secret, round);
         let children: Vec<_> = (0..8)
             .map(|_| {
-                Command::new(bin("pam_client"))
-                    .env("PAM_WRAPPER", "1")
-                    .env("PAM_WRAPPER_SERVICE_DIR", services.dir.path())
-                    .env("LD_PRELOAD", pam_wrapper_lib())
-                    .args(["--service", "mfatest", "--user", "race_user", "--answer", &code])
+                services
+                    .pam_client("mfatest", "race_user", &[("answer", &code)])
                     .stdout(std::process::Stdio::null())
                     .spawn()
                     .unwrap()
