@@ -15,6 +15,8 @@ packages=(
 . tests/ensure-packages.sh
 ensure_packages "${packages[@]}"
 
+echo "== format"
+cargo fmt --all -- --check
 echo "== build"
 cargo build --workspace --all-targets --locked
 echo "== clippy"

@@ -58,10 +58,7 @@ impl Audit {
     fn send(&self, severity: Severity, line: &str) {
         let priority = FACILITY_AUTHPRIV * 8 + severity as u8;
         let datagram = format!("<{priority}>mfad[{}]: {line}", self.pid);
-        let sent = self
-            .socket
-            .as_ref()
-            .is_some_and(|s| s.send_to(datagram.as_bytes(), &self.socket_path).is_ok());
+        let sent = self.socket.as_ref().is_some_and(|s| s.send_to(datagram.as_bytes(), &self.socket_path).is_ok());
         if !sent {
             eprintln!("mfad: {line}");
         }

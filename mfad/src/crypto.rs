@@ -19,15 +19,21 @@ const AAD_PREFIX: &[u8] = b"mfad-secret-v1:";
 pub enum CryptoError {
     #[error("key file {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
-    #[error("key file {0} is a symbolic link, which mfad does not follow; replace the link with the key file itself (mode 0600, owned by the user mfad runs as)")]
+    #[error(
+        "key file {0} is a symbolic link, which mfad does not follow; replace the link with the key file itself (mode 0600, owned by the user mfad runs as)"
+    )]
     Symlink(PathBuf),
-    #[error("key file {0} is not a regular file; move it aside and restore the key file from backup (or, only if no secret was ever stored with it, let mfad create a new one)")]
+    #[error(
+        "key file {0} is not a regular file; move it aside and restore the key file from backup (or, only if no secret was ever stored with it, let mfad create a new one)"
+    )]
     NotRegular(PathBuf),
     #[error("key file {path} is owned by uid {owner}, not by uid {euid} that mfad runs as; run: chown {euid} {path}")]
     Owner { path: PathBuf, owner: u32, euid: u32 },
     #[error("key file {0} is readable by group or others; run: chmod 600 {0}")]
     Permissions(PathBuf),
-    #[error("key file {path} is {size} bytes, not {KEY_LEN}: it is damaged or was never completely written. Restore it from backup; if no secret was ever stored with it (e.g. the first start was interrupted), delete it and mfad creates a new one")]
+    #[error(
+        "key file {path} is {size} bytes, not {KEY_LEN}: it is damaged or was never completely written. Restore it from backup; if no secret was ever stored with it (e.g. the first start was interrupted), delete it and mfad creates a new one"
+    )]
     Malformed { path: PathBuf, size: u64 },
     #[error("the operating system gave no random bytes")]
     Random,
@@ -152,7 +158,8 @@ fn create_key(path: &Path) -> Result<Vault, CryptoError> {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    let name = path.file_name().ok_or_else(|| io_err(io::Error::new(io::ErrorKind::InvalidInput, "not a file name")))?;
+    let name =
+        path.file_name().ok_or_else(|| io_err(io::Error::new(io::ErrorKind::InvalidInput, "not a file name")))?;
     fs::create_dir_all(dir).map_err(io_err)?;
     let mut suffix = [0u8; 8];
     getrandom::getrandom(&mut suffix).map_err(|_| CryptoError::Random)?;
@@ -265,7 +272,14 @@ mod tests {
         let path = dir.path().join("secret.key");
         for content in [&b""[..], &b"short"[..], &[0u8; KEY_LEN + 1][..]] {
             let _ = fs::remove_file(&path);
-            OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).unwrap().write_all(content).unwrap();
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .unwrap()
+                .write_all(content)
+                .unwrap();
             let err = Vault::load_or_create(&path).unwrap_err();
             assert!(matches!(err, CryptoError::Malformed { size, .. } if size == content.len() as u64), "{err}");
             let text = err.to_string();

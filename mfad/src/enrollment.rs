@@ -31,10 +31,7 @@ pub fn time_or_counter(answer: &str) -> Option<OtpType> {
 /// The secret and parameters to type into an app by hand.
 pub fn format_manual_entry(info: &SetupInfo) -> String {
     let mut text = String::from("Enter this key in your authenticator app:\n\n");
-    text.push_str(&format!(
-        "    {}\n\n",
-        mfa_shared::otp::group_secret(&info.secret)
-    ));
+    text.push_str(&format!("    {}\n\n", mfa_shared::otp::group_secret(&info.secret)));
     let kind = match info.otp_type {
         OtpType::Totp => "time-based (TOTP)",
         OtpType::Hotp => "counter-based (HOTP)",
@@ -66,11 +63,7 @@ pub fn format_barcode(info: &SetupInfo) -> String {
 
 /// "key: value" lines with the values aligned.
 pub fn format_fields(rows: &[(&str, String)], indent: &str) -> String {
-    let width = rows
-        .iter()
-        .map(|(k, _)| k.chars().count() + 1)
-        .max()
-        .unwrap_or(0);
+    let width = rows.iter().map(|(k, _)| k.chars().count() + 1).max().unwrap_or(0);
     let mut text = String::new();
     for (key, value) in rows {
         text.push_str(&format!("{indent}{:<width$} {value}\n", format!("{key}:")));
@@ -91,4 +84,3 @@ pub fn format_recovery_codes(codes: &[Code]) -> String {
     }
     text
 }
-

@@ -349,9 +349,15 @@ mod tests {
         let lines = [
             // Type and secret swapped: serde would say "unknown variant `JBSW...`".
             (format!("{{\"user\":\"a\",\"type\":\"{SECRET}\",\"secret\":\"totp\"}}"), "field `type`"),
-            (format!("{{\"user\":\"a\",\"type\":\"totp\",\"secret\":\"x\",\"counter\":\"{SECRET}\"}}"), "field `counter`"),
+            (
+                format!("{{\"user\":\"a\",\"type\":\"totp\",\"secret\":\"x\",\"counter\":\"{SECRET}\"}}"),
+                "field `counter`",
+            ),
             (format!("{{\"user\":\"a\",\"type\":\"totp\",\"secret\":\"x\",\"level\":\"{SECRET}\"}}"), "field `level`"),
-            (format!("{{\"user\":\"a\",\"type\":\"totp\",\"secret\":\"x\",\"algorithm\":\"{SECRET}\"}}"), "field `algorithm`"),
+            (
+                format!("{{\"user\":\"a\",\"type\":\"totp\",\"secret\":\"x\",\"algorithm\":\"{SECRET}\"}}"),
+                "field `algorithm`",
+            ),
             (format!("{{\"user\":[\"{SECRET}\"],\"type\":\"totp\",\"secret\":\"x\"}}"), "field `user`"),
             (format!("{{\"user\":\"a\",\"type\":\"totp\",\"secret\":{{\"k\":\"{SECRET}\"}}}}"), "field `secret`"),
             (format!("[5, \"{SECRET}\"]"), "one JSON object"),

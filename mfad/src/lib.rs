@@ -8,9 +8,10 @@
 pub mod audit;
 pub mod clock;
 pub mod crypto;
+pub mod ctl;
+pub mod daemon_main;
 pub mod enrollment;
 pub mod import;
-pub mod daemon_main;
 pub mod nss;
 pub mod policy;
 pub mod recovery;
@@ -18,4 +19,3 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod timefmt;
-pub mod ctl;

@@ -34,10 +34,7 @@ pub fn group_names(user: &str) -> Result<Vec<String>, String> {
 
 /// Host name for the default issuer.
 pub fn host_name() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "localhost".to_string())
+    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".to_string())
 }
 
 /// Group membership lookup, swappable in tests.

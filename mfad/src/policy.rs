@@ -39,9 +39,15 @@ pub enum Decision {
     /// No code needed; the reason goes to the audit line.
     Allow(AllowReason),
     /// Ask for a code (`reason` for the audit line).
-    AskCode { reason: &'static str, recovery_allowed: bool },
+    AskCode {
+        reason: &'static str,
+        recovery_allowed: bool,
+    },
     /// Offer inline set-up; `mandatory` for force/require.
-    OfferEnrollment { policy: RolePolicy, mandatory: bool },
+    OfferEnrollment {
+        policy: RolePolicy,
+        mandatory: bool,
+    },
     Deny(DenyReason),
 }
 
@@ -608,7 +614,10 @@ mod tests {
             trusted_sources: vec![TrustedSource { source: "local:pts/1".into(), at: NOW - 60 }],
             ..record
         };
-        assert_eq!(adaptive(&config, &record, &login("login", "local:pts/1")), Decision::Allow(AllowReason::TrustedSource));
+        assert_eq!(
+            adaptive(&config, &record, &login("login", "local:pts/1")),
+            Decision::Allow(AllowReason::TrustedSource)
+        );
         assert_eq!(adaptive(&config, &record, &login("login", "local:pts/2")), asks("adaptive: new or expired source"));
     }
 

@@ -123,8 +123,7 @@ fn matches(stored: &str, typed: &str) -> bool {
     let parts: Vec<&str> = stored.split('$').collect();
     let (computed, expected) = match parts.as_slice() {
         [SCHEME, iterations, salt, digest] => {
-            let Some(iterations) = iterations.parse::<u32>().ok().filter(|n| (1..=MAX_ITERATIONS).contains(n))
-            else {
+            let Some(iterations) = iterations.parse::<u32>().ok().filter(|n| (1..=MAX_ITERATIONS).contains(n)) else {
                 return false;
             };
             let (Some(salt), Some(digest)) = (hex(salt), hex(digest)) else { return false };
@@ -240,7 +239,11 @@ mod tests {
         let salt = [7u8; SALT_LEN];
         let with = |n: u32| {
             let digest = pbkdf2_sha256(b"abcdefghjk", &salt, n);
-            format!("{SCHEME}${n}${}${}", data_encoding::HEXLOWER.encode(&salt), data_encoding::HEXLOWER.encode(&digest))
+            format!(
+                "{SCHEME}${n}${}${}",
+                data_encoding::HEXLOWER.encode(&salt),
+                data_encoding::HEXLOWER.encode(&digest)
+            )
         };
         assert!(matches(&with(3), "abcdefghjk"));
         assert!(!matches(&with(3), "abcdefghjm"));

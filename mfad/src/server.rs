@@ -242,13 +242,18 @@ async fn send(stream: &mut UnixStream, response: Response) -> Result<(), FrameEr
     let bytes = match encode(&ResponseFrame::new(response)) {
         Ok(bytes) => bytes,
         // Too big or unencodable: say so rather than close without a word.
-        Err(err) => encode(&ResponseFrame::new(Response::error(ErrorKind::Internal, format!("reply not sent: {err}"))))?,
+        Err(err) => {
+            encode(&ResponseFrame::new(Response::error(ErrorKind::Internal, format!("reply not sent: {err}"))))?
+        }
     };
     let write = async {
         stream.write_all(&bytes).await?;
         stream.flush().await
     };
-    tokio::time::timeout(Duration::from_secs(10), write).await.map_err(|_| FrameError::TimedOut)?.map_err(FrameError::from)
+    tokio::time::timeout(Duration::from_secs(10), write)
+        .await
+        .map_err(|_| FrameError::TimedOut)?
+        .map_err(FrameError::from)
 }
 
 /// Tell systemd (Type=notify) that the socket is ready.

@@ -23,10 +23,7 @@
 
 use std::path::Path;
 
-use mfa_shared::{
-    AuthStep, Client, ClientError, Code, ErrorKind, Message, MessageStyle, Outcome, Request,
-    Response,
-};
+use mfa_shared::{AuthStep, Client, ClientError, Code, ErrorKind, Message, MessageStyle, Outcome, Request, Response};
 
 use crate::options::{FailMode, Options};
 
@@ -151,11 +148,7 @@ pub struct Login {
 
 impl Login {
     pub fn new(service: impl Into<String>, user: impl Into<String>) -> Self {
-        Login {
-            service: service.into(),
-            user: user.into(),
-            ..Login::default()
-        }
+        Login { service: service.into(), user: user.into(), ..Login::default() }
     }
 }
 
@@ -215,9 +208,7 @@ impl AuthError {
             AuthError::Daemon { kind, .. } => {
                 matches!(kind, ErrorKind::Internal | ErrorKind::Version)
             }
-            AuthError::Conversation(_) | AuthError::TooManySteps | AuthError::AfterPrompt(_) => {
-                false
-            }
+            AuthError::Conversation(_) | AuthError::TooManySteps | AuthError::AfterPrompt(_) => false,
         }
     }
 }
@@ -252,29 +243,19 @@ pub fn pam_code(result: &Result<Outcome, AuthError>, options: &Options, service:
     match result {
         Ok(outcome) => outcome_code(*outcome),
         Err(err) if err.is_unavailable() => unavailable_code(options, service),
-        Err(AuthError::Daemon {
-            kind: ErrorKind::InvalidCode | ErrorKind::Busy,
-            ..
-        }) => PamCode::AuthErr,
+        Err(AuthError::Daemon { kind: ErrorKind::InvalidCode | ErrorKind::Busy, .. }) => PamCode::AuthErr,
         Err(AuthError::Daemon { .. }) => PamCode::ServiceErr,
         Err(AuthError::Conversation(_)) => PamCode::ConvErr,
         Err(AuthError::TooManySteps | AuthError::AfterPrompt(_)) => PamCode::AuthErr,
         // Covered by `is_unavailable`; kept so a new variant is a compile
         // error here rather than a silent mapping.
-        Err(AuthError::Unavailable(_) | AuthError::Protocol(_)) => {
-            unavailable_code(options, service)
-        }
+        Err(AuthError::Unavailable(_) | AuthError::Protocol(_)) => unavailable_code(options, service),
     }
 }
 
 /// Relay one login conversation over `transport`. Returns the daemon's
 /// outcome, or why there was none.
-pub fn converse<T, P, L>(
-    ctx: &Context,
-    transport: &mut T,
-    prompter: &mut P,
-    log: &mut L,
-) -> Result<Outcome, AuthError>
+pub fn converse<T, P, L>(ctx: &Context, transport: &mut T, prompter: &mut P, log: &mut L) -> Result<Outcome, AuthError>
 where
     T: Transport + ?Sized,
     P: Prompter + ?Sized,
@@ -290,45 +271,26 @@ where
     };
     let mut prompted = false;
     for step in 1..=MAX_STEPS {
-        debug(ctx, log, || {
-            format!("step {step}: sending {}", request.kind())
-        });
-        let received = transport
-            .request(request)
-            .map_err(AuthError::from_client)
-            .and_then(login_step);
+        debug(ctx, log, || format!("step {step}: sending {}", request.kind()));
+        let received = transport.request(request).map_err(AuthError::from_client).and_then(login_step);
         let auth_step = match received {
             Ok(auth_step) => auth_step,
             Err(err) => {
                 if let AuthError::Daemon { kind, .. } = &err {
-                    debug(ctx, log, || {
-                        format!("step {step}: received error ({kind:?})")
-                    });
+                    debug(ctx, log, || format!("step {step}: received error ({kind:?})"));
                 }
-                return Err(if prompted {
-                    AuthError::AfterPrompt(Box::new(err))
-                } else {
-                    err
-                });
+                return Err(if prompted { AuthError::AfterPrompt(Box::new(err)) } else { err });
             }
         };
         match auth_step {
             AuthStep::Decision { outcome, messages } => {
                 debug(ctx, log, || {
-                    format!(
-                        "step {step}: received decision {outcome:?} with {} message(s)",
-                        messages.len()
-                    )
+                    format!("step {step}: received decision {outcome:?} with {} message(s)", messages.len())
                 });
                 show(&messages, ctx.silent, prompter);
                 return Ok(outcome);
             }
-            AuthStep::Prompt {
-                session_id,
-                messages,
-                prompt,
-                echo,
-            } => {
+            AuthStep::Prompt { session_id, messages, prompt, echo } => {
                 prompted = true;
                 debug(ctx, log, || {
                     format!(
@@ -338,16 +300,9 @@ where
                     )
                 });
                 show(&messages, ctx.silent, prompter);
-                let answer = if echo {
-                    prompter.prompt_visible(&prompt)
-                } else {
-                    prompter.prompt_secret(&prompt)
-                }
-                .map_err(AuthError::Conversation)?;
-                request = Request::AuthAnswer {
-                    session_id,
-                    answer: Code::new(answer),
-                };
+                let answer = if echo { prompter.prompt_visible(&prompt) } else { prompter.prompt_secret(&prompt) }
+                    .map_err(AuthError::Conversation)?;
+                request = Request::AuthAnswer { session_id, answer: Code::new(answer) };
             }
         }
     }
@@ -359,22 +314,14 @@ fn login_step(response: Response) -> Result<AuthStep, AuthError> {
     match response {
         Response::Auth(auth_step) => Ok(auth_step),
         Response::Error { kind, message } => Err(AuthError::Daemon { kind, message }),
-        other => Err(AuthError::Protocol(format!(
-            "a {:?} response in a login conversation",
-            response_kind(&other)
-        ))),
+        other => Err(AuthError::Protocol(format!("a {:?} response in a login conversation", response_kind(&other)))),
     }
 }
 
 /// Connect with `connect`, relay the conversation, tell the person and the
 /// log what went wrong if anything did, and return the PAM code. A connect
 /// error is an unreachable daemon: the failmode decides.
-pub fn authenticate_with<T, C, P, L>(
-    ctx: &Context,
-    connect: C,
-    prompter: &mut P,
-    log: &mut L,
-) -> PamCode
+pub fn authenticate_with<T, C, P, L>(ctx: &Context, connect: C, prompter: &mut P, log: &mut L) -> PamCode
 where
     T: Transport,
     C: FnOnce() -> Result<T, ClientError>,
@@ -405,16 +352,10 @@ where
 /// Connect to mfad, and refuse a socket whose server is not root: any local
 /// user can serve a socket at the configured path while mfad is down, and
 /// such a fake daemon could answer Verified.
-fn connect_to_root_daemon<L: Log + ?Sized>(
-    options: &Options,
-    log: &mut L,
-) -> Result<Client, ClientError> {
+fn connect_to_root_daemon<L: Log + ?Sized>(options: &Options, log: &mut L) -> Result<Client, ClientError> {
     let client = Client::connect(&options.socket, options.timeout)?;
     require_root_server(client.server_uid()?, &options.socket).inspect_err(|err| {
-        log.log(
-            LogLevel::Warning,
-            &format!("not trusting mfad's socket: {err}"),
-        );
+        log.log(LogLevel::Warning, &format!("not trusting mfad's socket: {err}"));
     })?;
     Ok(client)
 }
@@ -434,22 +375,15 @@ pub fn require_root_server(uid: u32, socket: &Path) -> Result<(), ClientError> {
     })
 }
 
-fn report<P, L>(
-    ctx: &Context,
-    result: &Result<Outcome, AuthError>,
-    code: PamCode,
-    prompter: &mut P,
-    log: &mut L,
-) where
+fn report<P, L>(ctx: &Context, result: &Result<Outcome, AuthError>, code: PamCode, prompter: &mut P, log: &mut L)
+where
     P: Prompter + ?Sized,
     L: Log + ?Sized,
 {
     let who = format!("user {:?} service {:?}", ctx.login.user, ctx.login.service);
     match result {
         Ok(outcome) => {
-            debug(ctx, log, || {
-                format!("{who}: outcome {outcome:?}, returning {}", code.name())
-            });
+            debug(ctx, log, || format!("{who}: outcome {outcome:?}, returning {}", code.name()));
         }
         Err(err) if err.is_unavailable() => {
             if code == PamCode::Ignore {
@@ -478,13 +412,7 @@ fn report<P, L>(
                 ErrorKind::Busy => LogLevel::Warning,
                 _ => LogLevel::Error,
             };
-            log.log(
-                level,
-                &format!(
-                    "{who}: mfad refused ({kind:?}: {message}), returning {}",
-                    code.name()
-                ),
-            );
+            log.log(level, &format!("{who}: mfad refused ({kind:?}: {message}), returning {}", code.name()));
         }
         Err(AuthError::AfterPrompt(err)) => {
             prompter.error(&format!("{FAILED_PREFIX}{err}"));
@@ -497,17 +425,11 @@ fn report<P, L>(
             );
         }
         Err(err @ AuthError::Conversation(_)) => {
-            log.log(
-                LogLevel::Info,
-                &format!("{who}: {err}, returning {}", code.name()),
-            );
+            log.log(LogLevel::Info, &format!("{who}: {err}, returning {}", code.name()));
         }
         Err(err) => {
             prompter.error("Two-factor authentication failed.");
-            log.log(
-                LogLevel::Error,
-                &format!("{who}: {err}, returning {}", code.name()),
-            );
+            log.log(LogLevel::Error, &format!("{who}: {err}, returning {}", code.name()));
         }
     }
 }

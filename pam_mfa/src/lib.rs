@@ -28,8 +28,8 @@ use pam::items::{RHost, RUser, Service, Tty};
 use pam::module::{PamHandle, PamHooks};
 
 pub use conversation::{
-    AuthError, Context, ConversationError, Log, LogLevel, Login, PamCode, Prompter, Transport,
-    authenticate, authenticate_with, converse, pam_code,
+    AuthError, Context, ConversationError, Log, LogLevel, Login, PamCode, Prompter, Transport, authenticate,
+    authenticate_with, converse, pam_code,
 };
 pub use options::{FailMode, Options};
 
@@ -41,10 +41,7 @@ pam::pam_hooks!(PamMfa);
 
 impl PamHooks for PamMfa {
     fn sm_authenticate(pamh: &mut PamHandle, args: Vec<&CStr>, flags: PamFlag) -> PamResultCode {
-        let args: Vec<String> = args
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
+        let args: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
         let (options, warnings) = Options::parse(&args);
 
         // pam_get_user first (it may prompt); the other items borrow the handle.
@@ -52,10 +49,7 @@ impl PamHooks for PamMfa {
             Ok(user) => user,
             Err(code) => {
                 let service = item::<Service>(pamh).unwrap_or_default();
-                Syslog::new(&service).log(
-                    LogLevel::Error,
-                    &format!("cannot get the user name: {code:?}"),
-                );
+                Syslog::new(&service).log(LogLevel::Error, &format!("cannot get the user name: {code:?}"));
                 return code;
             }
         };
@@ -68,18 +62,9 @@ impl PamHooks for PamMfa {
             log.log(LogLevel::Error, "the application set no PAM service name");
             return PamResultCode::PAM_SERVICE_ERR;
         };
-        let login = Login {
-            service,
-            user,
-            ruser: item::<RUser>(pamh),
-            rhost: item::<RHost>(pamh),
-            tty: item::<Tty>(pamh),
-        };
-        let ctx = Context {
-            options,
-            login,
-            silent: flags & PAM_SILENT != 0,
-        };
+        let login =
+            Login { service, user, ruser: item::<RUser>(pamh), rhost: item::<RHost>(pamh), tty: item::<Tty>(pamh) };
+        let ctx = Context { options, login, silent: flags & PAM_SILENT != 0 };
 
         let conv = pamh.get_item::<Conv>().ok().flatten();
         let mut prompter = PamPrompter::new(conv);
@@ -106,11 +91,7 @@ impl PamHooks for PamMfa {
         PamResultCode::PAM_IGNORE
     }
 
-    fn sm_close_session(
-        _pamh: &mut PamHandle,
-        _args: Vec<&CStr>,
-        _flags: PamFlag,
-    ) -> PamResultCode {
+    fn sm_close_session(_pamh: &mut PamHandle, _args: Vec<&CStr>, _flags: PamFlag) -> PamResultCode {
         PamResultCode::PAM_IGNORE
     }
 }

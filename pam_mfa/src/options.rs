@@ -119,9 +119,7 @@ impl Options {
 
 fn parse_timeout(text: &str) -> Option<Duration> {
     let secs: u64 = text.trim().parse().ok()?;
-    (1..=MAX_TIMEOUT_SECS)
-        .contains(&secs)
-        .then(|| Duration::from_secs(secs))
+    (1..=MAX_TIMEOUT_SECS).contains(&secs).then(|| Duration::from_secs(secs))
 }
 
 #[cfg(test)]
@@ -141,13 +139,8 @@ mod tests {
 
     #[test]
     fn every_option_is_understood() {
-        let (options, warnings) = Options::parse(&[
-            "socket=/tmp/x.sock",
-            "failmode=safe",
-            "elevation=run0",
-            "timeout=3",
-            "debug",
-        ]);
+        let (options, warnings) =
+            Options::parse(&["socket=/tmp/x.sock", "failmode=safe", "elevation=run0", "timeout=3", "debug"]);
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(
             options,
@@ -178,14 +171,8 @@ mod tests {
 
     #[test]
     fn bad_values_keep_the_fail_closed_defaults() {
-        let (options, warnings) = Options::parse(&[
-            "failmode=open",
-            "timeout=0",
-            "timeout=-1",
-            "timeout=ten",
-            "timeout=100000",
-            "socket=",
-        ]);
+        let (options, warnings) =
+            Options::parse(&["failmode=open", "timeout=0", "timeout=-1", "timeout=ten", "timeout=100000", "socket="]);
         assert_eq!(options, Options::default());
         assert_eq!(warnings.len(), 6, "{warnings:?}");
         assert!(warnings[0].contains("failmode"));
@@ -194,11 +181,7 @@ mod tests {
 
     #[test]
     fn elevation_lists_services_and_adds_up() {
-        let (options, warnings) = Options::parse(&[
-            "elevation=run0,sudo-rs",
-            "elevation=,cockpit,",
-            "elevation=ksu",
-        ]);
+        let (options, warnings) = Options::parse(&["elevation=run0,sudo-rs", "elevation=,cockpit,", "elevation=ksu"]);
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(options.elevation, ["run0", "sudo-rs", "cockpit", "ksu"]);
     }

@@ -1,8 +1,6 @@
 //! The [`Prompter`] over the application's PAM conversation function.
 
-use pam::constants::{
-    PAM_ERROR_MSG, PAM_PROMPT_ECHO_OFF, PAM_PROMPT_ECHO_ON, PAM_TEXT_INFO, PamMessageStyle,
-};
+use pam::constants::{PAM_ERROR_MSG, PAM_PROMPT_ECHO_OFF, PAM_PROMPT_ECHO_ON, PAM_TEXT_INFO, PamMessageStyle};
 use pam::conv::Conv;
 
 use crate::conversation::{ConversationError, Prompter};
@@ -18,14 +16,11 @@ impl<'a> PamPrompter<'a> {
         PamPrompter { conv }
     }
 
-    fn send(
-        &self,
-        style: PamMessageStyle,
-        text: &str,
-    ) -> Result<Option<String>, ConversationError> {
-        let conv = self.conv.as_ref().ok_or_else(|| {
-            ConversationError("the application has no conversation function".into())
-        })?;
+    fn send(&self, style: PamMessageStyle, text: &str) -> Result<Option<String>, ConversationError> {
+        let conv = self
+            .conv
+            .as_ref()
+            .ok_or_else(|| ConversationError("the application has no conversation function".into()))?;
         // Text comes from the daemon; an embedded NUL must not make the
         // message unshowable.
         let text: String = text.chars().filter(|c| *c != '\0').collect();
@@ -35,15 +30,12 @@ impl<'a> PamPrompter<'a> {
                 .map(|s| Some(s.to_owned()))
                 .map_err(|_| ConversationError("the answer is not valid UTF-8".into())),
             Ok(None) => Ok(None),
-            Err(code) => Err(ConversationError(format!(
-                "the application's conversation failed ({code:?})"
-            ))),
+            Err(code) => Err(ConversationError(format!("the application's conversation failed ({code:?})"))),
         }
     }
 
     fn ask(&self, style: PamMessageStyle, text: &str) -> Result<String, ConversationError> {
-        self.send(style, text)?
-            .ok_or_else(|| ConversationError("the application returned no answer".into()))
+        self.send(style, text)?.ok_or_else(|| ConversationError("the application returned no answer".into()))
     }
 }
 

@@ -17,9 +17,7 @@ pub struct Syslog {
 
 impl Syslog {
     pub fn new(service: &str) -> Self {
-        Syslog {
-            prefix: format!("pam_mfa({service}:auth): "),
-        }
+        Syslog { prefix: format!("pam_mfa({service}:auth): ") }
     }
 }
 
@@ -31,10 +29,7 @@ impl Log for Syslog {
             LogLevel::Warning => libc::LOG_WARNING,
             LogLevel::Error => libc::LOG_ERR,
         };
-        let line: String = format!("{}{}", self.prefix, message)
-            .chars()
-            .filter(|c| *c != '\0')
-            .collect();
+        let line: String = format!("{}{}", self.prefix, message).chars().filter(|c| *c != '\0').collect();
         let Ok(line) = CString::new(line) else { return };
         // SAFETY: both pointers are valid NUL-terminated strings for the
         // duration of the call, and "%s" consumes exactly one of them, so a

@@ -22,10 +22,7 @@ fn read(relative: &str) -> String {
 
 /// The active (uncommented) lines of a PAM stack that load pam_mfa.
 fn pam_mfa_lines(text: &str) -> Vec<&str> {
-    text.lines()
-        .map(str::trim)
-        .filter(|line| !line.starts_with('#') && line.contains("pam_mfa.so"))
-        .collect()
+    text.lines().map(str::trim).filter(|line| !line.starts_with('#') && line.contains("pam_mfa.so")).collect()
 }
 
 #[test]
@@ -82,11 +79,7 @@ fn pam_examples_use_known_options_only() {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
         let lines = pam_mfa_lines(&text);
-        assert!(
-            !lines.is_empty(),
-            "{} has no active pam_mfa line",
-            path.display()
-        );
+        assert!(!lines.is_empty(), "{} has no active pam_mfa line", path.display());
         for line in lines {
             let fields: Vec<&str> = line.split_whitespace().collect();
             assert_eq!(fields[0], "auth", "{}: {line}", path.display());
@@ -99,14 +92,9 @@ fn pam_examples_use_known_options_only() {
     }
     assert!(seen >= 4, "expected sshd, sudo, su and login examples");
     // The commented variants must be valid too.
-    for line in read("pam.d/login")
-        .lines()
-        .chain(read("pam.d/sshd").lines())
-    {
+    for line in read("pam.d/login").lines().chain(read("pam.d/sshd").lines()) {
         if let Some(idx) = line.find("pam_mfa.so") {
-            let options: Vec<&str> = line[idx + "pam_mfa.so".len()..]
-                .split_whitespace()
-                .collect();
+            let options: Vec<&str> = line[idx + "pam_mfa.so".len()..].split_whitespace().collect();
             let (_, warnings) = Options::parse(&options);
             assert!(warnings.is_empty(), "{line}: {warnings:?}");
         }
@@ -136,20 +124,13 @@ fn pam_auth_update_profile_is_off_and_additional() {
         .map(str::trim)
         .collect();
     assert_eq!(auth.len(), 1, "{auth:?}");
-    assert_eq!(
-        auth[0].split_whitespace().collect::<Vec<_>>(),
-        ["required", "pam_mfa.so"]
-    );
+    assert_eq!(auth[0].split_whitespace().collect::<Vec<_>>(), ["required", "pam_mfa.so"]);
 }
 
 #[test]
 fn systemd_unit_keeps_its_hardening() {
     let text = read("mfad.service");
-    let active: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.starts_with('#'))
-        .collect();
+    let active: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.starts_with('#')).collect();
     for needed in [
         "Type=notify",
         "ExecStart=/usr/local/sbin/mfad --config /etc/mfad/mfad.toml",
@@ -184,17 +165,10 @@ fn installer_never_touches_pam_stacks_or_enables_mfa() {
     let text = read("install.sh");
     // The commands, without comments and without the closing message (a
     // here-document that names commands for the administrator to run).
-    let code: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.starts_with('#'))
-        .take_while(|l| !l.starts_with("cat <<"))
-        .collect();
+    let code: Vec<&str> =
+        text.lines().map(str::trim).filter(|l| !l.starts_with('#')).take_while(|l| !l.starts_with("cat <<")).collect();
     assert!(code.contains(&"set -eu"));
-    assert!(
-        code.iter()
-            .any(|l| l.contains("cargo build --release --locked -p mfad -p pam_mfa"))
-    );
+    assert!(code.iter().any(|l| l.contains("cargo build --release --locked -p mfad -p pam_mfa")));
     for line in &code {
         assert!(!line.starts_with("systemctl"), "{line}");
         assert!(!line.starts_with("pam-auth-update"), "{line}");
@@ -202,14 +176,7 @@ fn installer_never_touches_pam_stacks_or_enables_mfa() {
         assert!(!line.contains("/etc/pam.d"), "{line}");
     }
     // The config is installed only when absent.
-    let config_install = code
-        .iter()
-        .position(|l| l.contains("packaging/mfad.toml\" \"$DESTDIR/etc/mfad/mfad.toml"));
-    let guard = code
-        .iter()
-        .position(|l| l.contains("[ -e \"$DESTDIR/etc/mfad/mfad.toml\" ]"));
-    assert!(
-        matches!((guard, config_install), (Some(g), Some(c)) if g < c),
-        "{guard:?} {config_install:?}"
-    );
+    let config_install = code.iter().position(|l| l.contains("packaging/mfad.toml\" \"$DESTDIR/etc/mfad/mfad.toml"));
+    let guard = code.iter().position(|l| l.contains("[ -e \"$DESTDIR/etc/mfad/mfad.toml\" ]"));
+    assert!(matches!((guard, config_install), (Some(g), Some(c)) if g < c), "{guard:?} {config_install:?}");
 }

@@ -104,10 +104,7 @@ pub struct ElevationConfig {
 impl Default for ElevationConfig {
     fn default() -> Self {
         ElevationConfig {
-            services: ["sudo", "sudo-i", "su", "su-l", "pkexec", "doas"]
-                .into_iter()
-                .map(String::from)
-                .collect(),
+            services: ["sudo", "sudo-i", "su", "su-l", "pkexec", "doas"].into_iter().map(String::from).collect(),
             require_approval: true,
         }
     }
@@ -418,12 +415,9 @@ fn key_on_line(text: &str, line: usize) -> Option<String> {
 }
 
 fn find_key_line(text: &str, key: &str) -> Option<usize> {
-    text.lines().position(|l| {
-        l.trim_start()
-            .strip_prefix(key)
-            .is_some_and(|rest| rest.trim_start().starts_with('='))
-    })
-    .map(|i| i + 1)
+    text.lines()
+        .position(|l| l.trim_start().strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('=')))
+        .map(|i| i + 1)
 }
 
 #[cfg(test)]

@@ -35,12 +35,7 @@ pub struct OtpParams {
 impl Default for OtpParams {
     /// The spec's defaults: TOTP, SHA1, 6 digits, 30 s.
     fn default() -> Self {
-        OtpParams {
-            otp_type: OtpType::Totp,
-            algorithm: Algorithm::Sha1,
-            digits: 6,
-            period: 30,
-        }
+        OtpParams { otp_type: OtpType::Totp, algorithm: Algorithm::Sha1, digits: 6, period: 30 }
     }
 }
 
@@ -88,12 +83,7 @@ pub fn totp_step(now: u64, period: u64) -> u64 {
 
 /// RFC 6238 TOTP value at `now`.
 pub fn totp(secret: &[u8], now: u64, params: &OtpParams) -> String {
-    hotp(
-        secret,
-        totp_step(now, params.period),
-        params.algorithm,
-        params.digits,
-    )
+    hotp(secret, totp_step(now, params.period), params.algorithm, params.digits)
 }
 
 /// Strips all whitespace from a typed code; what remains must be exactly `digits` ASCII digits.
@@ -137,9 +127,7 @@ fn scan(
     let mut found = Choice::from(0);
     let mut best = 0u64;
     for counter in candidates {
-        let ok = code
-            .as_bytes()
-            .ct_eq(hotp(secret, counter, params.algorithm, params.digits).as_bytes());
+        let ok = code.as_bytes().ct_eq(hotp(secret, counter, params.algorithm, params.digits).as_bytes());
         // Candidates ascend; every one is computed, whichever is picked.
         let take = match pick {
             Pick::First => ok & !found,
@@ -172,13 +160,7 @@ pub fn verify_totp(
 }
 
 /// HOTP: accept a counter in [next_counter, next_counter + window) ; returns the accepted counter (caller stores counter+1 as next).
-pub fn verify_hotp(
-    secret: &[u8],
-    params: &OtpParams,
-    code: &str,
-    next_counter: u64,
-    window: u32,
-) -> Option<u64> {
+pub fn verify_hotp(secret: &[u8], params: &OtpParams, code: &str, next_counter: u64, window: u32) -> Option<u64> {
     let end = next_counter.saturating_add(u64::from(window));
     scan(secret, params, code, next_counter..end, Pick::First)
 }
@@ -203,28 +185,18 @@ pub fn base32_encode(bytes: &[u8]) -> String {
 
 /// Decodes base32 as users type it: any case, spaces, optional `=` padding.
 pub fn base32_decode(text: &str) -> Result<Vec<u8>, OtpError> {
-    let clean: String = text
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .map(|c| c.to_ascii_uppercase())
-        .collect();
+    let clean: String = text.chars().filter(|c| !c.is_whitespace()).map(|c| c.to_ascii_uppercase()).collect();
     let clean = clean.trim_end_matches('=');
     if clean.is_empty() {
         return Err(OtpError::BadSecret);
     }
-    data_encoding::BASE32_NOPAD
-        .decode(clean.as_bytes())
-        .map_err(|_| OtpError::BadSecret)
+    data_encoding::BASE32_NOPAD.decode(clean.as_bytes()).map_err(|_| OtpError::BadSecret)
 }
 
 /// "ABCD EFGH IJKL ..." for typing a secret by hand.
 pub fn group_secret(b32: &str) -> String {
     let chars: Vec<char> = b32.chars().filter(|c| !c.is_whitespace()).collect();
-    chars
-        .chunks(4)
-        .map(|g| g.iter().collect::<String>())
-        .collect::<Vec<_>>()
-        .join(" ")
+    chars.chunks(4).map(|g| g.iter().collect::<String>()).collect::<Vec<_>>().join(" ")
 }
 
 /// Percent-encodes everything except RFC 3986 unreserved characters, so ':'
@@ -242,18 +214,9 @@ fn percent_encode(s: &str) -> String {
 }
 
 /// otpauth://totp/ISSUER:ACCOUNT?secret=...&issuer=ISSUER&algorithm=SHA1&digits=6&period=30 ; for hotp: otpauth://hotp/...&counter=N (no period). Issuer and account percent-encoded (RFC 3986 unreserved chars kept; ':' in issuer/account is encoded).
-pub fn otpauth_uri(
-    issuer: &str,
-    account: &str,
-    secret_b32: &str,
-    params: &OtpParams,
-    counter: u64,
-) -> String {
+pub fn otpauth_uri(issuer: &str, account: &str, secret_b32: &str, params: &OtpParams, counter: u64) -> String {
     // Apps expect the secret unpadded and without the grouping spaces.
-    let secret: String = secret_b32
-        .chars()
-        .filter(|c| !c.is_whitespace() && *c != '=')
-        .collect();
+    let secret: String = secret_b32.chars().filter(|c| !c.is_whitespace() && *c != '=').collect();
     let issuer = percent_encode(issuer);
     let mut uri = format!(
         "otpauth://{}/{issuer}:{}?secret={secret}&issuer={issuer}&algorithm={}&digits={}",
@@ -277,21 +240,11 @@ mod tests {
     const RFC_SEED: &[u8] = b"12345678901234567890";
 
     fn params(algorithm: Algorithm, digits: u32, period: u64) -> OtpParams {
-        OtpParams {
-            otp_type: OtpType::Totp,
-            algorithm,
-            digits,
-            period,
-        }
+        OtpParams { otp_type: OtpType::Totp, algorithm, digits, period }
     }
 
     fn hotp_params(algorithm: Algorithm, digits: u32) -> OtpParams {
-        OtpParams {
-            otp_type: OtpType::Hotp,
-            algorithm,
-            digits,
-            period: 30,
-        }
+        OtpParams { otp_type: OtpType::Hotp, algorithm, digits, period: 30 }
     }
 
     fn random_u64() -> u64 {
@@ -302,34 +255,18 @@ mod tests {
 
     /// Runs oathtool; fails the test (never skips) when it is missing or errs.
     fn oathtool(args: &[String]) -> Vec<String> {
-        let out = Command::new("oathtool")
-            .args(args)
-            .output()
-            .expect("oathtool must be installed (apt package oathtool)");
-        assert!(
-            out.status.success(),
-            "oathtool {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(str::to_owned)
-            .collect()
+        let out =
+            Command::new("oathtool").args(args).output().expect("oathtool must be installed (apt package oathtool)");
+        assert!(out.status.success(), "oathtool {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().lines().map(str::to_owned).collect()
     }
 
     #[test]
     fn rfc4226_appendix_d() {
-        let expected = [
-            "755224", "287082", "359152", "969429", "338314", "254676", "287922", "162583",
-            "399871", "520489",
-        ];
+        let expected =
+            ["755224", "287082", "359152", "969429", "338314", "254676", "287922", "162583", "399871", "520489"];
         for (counter, want) in expected.iter().enumerate() {
-            assert_eq!(
-                hotp(RFC_SEED, counter as u64, Algorithm::Sha1, 6),
-                *want,
-                "counter {counter}"
-            );
+            assert_eq!(hotp(RFC_SEED, counter as u64, Algorithm::Sha1, 6), *want, "counter {counter}");
         }
     }
 
@@ -346,21 +283,9 @@ mod tests {
             (20000000000, "65353130", "77737706", "47863826"),
         ];
         for (t, sha1, sha256, sha512) in table {
-            assert_eq!(
-                totp(RFC_SEED, t, &params(Algorithm::Sha1, 8, 30)),
-                sha1,
-                "SHA1 at {t}"
-            );
-            assert_eq!(
-                totp(seed32, t, &params(Algorithm::Sha256, 8, 30)),
-                sha256,
-                "SHA256 at {t}"
-            );
-            assert_eq!(
-                totp(seed64, t, &params(Algorithm::Sha512, 8, 30)),
-                sha512,
-                "SHA512 at {t}"
-            );
+            assert_eq!(totp(RFC_SEED, t, &params(Algorithm::Sha1, 8, 30)), sha1, "SHA1 at {t}");
+            assert_eq!(totp(seed32, t, &params(Algorithm::Sha256, 8, 30)), sha256, "SHA256 at {t}");
+            assert_eq!(totp(seed64, t, &params(Algorithm::Sha512, 8, 30)), sha512, "SHA512 at {t}");
         }
     }
 
@@ -378,14 +303,7 @@ mod tests {
             "2026-01-01 00:00:00 UTC".into(),
             b32,
         ]);
-        assert_eq!(
-            got,
-            [totp(
-                &secret,
-                1_767_225_600,
-                &params(Algorithm::Sha256, 8, 60)
-            )]
-        );
+        assert_eq!(got, [totp(&secret, 1_767_225_600, &params(Algorithm::Sha256, 8, 60))]);
     }
 
     #[test]
@@ -412,9 +330,7 @@ mod tests {
                             "2".into(),
                             b32.clone(),
                         ]);
-                        let want: Vec<String> = (0..3)
-                            .map(|k| totp(&secret, now + k * period, &p))
-                            .collect();
+                        let want: Vec<String> = (0..3).map(|k| totp(&secret, now + k * period, &p)).collect();
                         assert_eq!(got, want, "{b32} {algorithm} {digits} {period} @{now}");
                     }
                 }
@@ -465,36 +381,15 @@ mod tests {
             assert_eq!(verify_totp(RFC_SEED, &p, &at(s), now, 2, None), Some(s));
         }
         // Skew 0: only the current step.
-        assert_eq!(
-            verify_totp(RFC_SEED, &p, &at(step), now, 0, None),
-            Some(step)
-        );
+        assert_eq!(verify_totp(RFC_SEED, &p, &at(step), now, 0, None), Some(step));
         assert_eq!(verify_totp(RFC_SEED, &p, &at(step + 1), now, 0, None), None);
         // Replay: a step <= last_step is refused, a later one accepted.
-        assert_eq!(
-            verify_totp(RFC_SEED, &p, &at(step), now, 1, Some(step)),
-            None
-        );
-        assert_eq!(
-            verify_totp(RFC_SEED, &p, &at(step - 1), now, 1, Some(step)),
-            None
-        );
-        assert_eq!(
-            verify_totp(RFC_SEED, &p, &at(step), now, 1, Some(step + 1)),
-            None
-        );
-        assert_eq!(
-            verify_totp(RFC_SEED, &p, &at(step + 1), now, 1, Some(step)),
-            Some(step + 1)
-        );
-        assert_eq!(
-            verify_totp(RFC_SEED, &p, &at(step), now, 1, Some(step - 1)),
-            Some(step)
-        );
-        assert_eq!(
-            verify_totp(RFC_SEED, &p, &at(step), now, 1, Some(u64::MAX)),
-            None
-        );
+        assert_eq!(verify_totp(RFC_SEED, &p, &at(step), now, 1, Some(step)), None);
+        assert_eq!(verify_totp(RFC_SEED, &p, &at(step - 1), now, 1, Some(step)), None);
+        assert_eq!(verify_totp(RFC_SEED, &p, &at(step), now, 1, Some(step + 1)), None);
+        assert_eq!(verify_totp(RFC_SEED, &p, &at(step + 1), now, 1, Some(step)), Some(step + 1));
+        assert_eq!(verify_totp(RFC_SEED, &p, &at(step), now, 1, Some(step - 1)), Some(step));
+        assert_eq!(verify_totp(RFC_SEED, &p, &at(step), now, 1, Some(u64::MAX)), None);
         // Spaces are ignored; a malformed or wrong code is just refused.
         let spaced = format!(" {} {} ", &at(step)[..3], &at(step)[3..]);
         assert_eq!(verify_totp(RFC_SEED, &p, &spaced, now, 1, None), Some(step));
@@ -514,10 +409,7 @@ mod tests {
         assert_eq!(verify_hotp(RFC_SEED, &p, &at(4), 5, 10), None); // before next: replay
         assert_eq!(verify_hotp(RFC_SEED, &p, &at(0), 5, 10), None);
         assert_eq!(verify_hotp(RFC_SEED, &p, &at(5), 5, 0), None); // empty window
-        assert_eq!(
-            verify_hotp(RFC_SEED, &p, &at(u64::MAX - 1), u64::MAX - 1, 10),
-            Some(u64::MAX - 1)
-        );
+        assert_eq!(verify_hotp(RFC_SEED, &p, &at(u64::MAX - 1), u64::MAX - 1, 10), Some(u64::MAX - 1));
     }
 
     #[test]
@@ -526,22 +418,10 @@ mod tests {
         assert_eq!(normalize_code(" 123 456\t\n", 6), Ok("123456".into()));
         assert_eq!(normalize_code("1234 5678", 8), Ok("12345678".into()));
         let bad = Err(OtpError::BadFormat { digits: 6 });
-        for input in [
-            "12345",
-            "1234567",
-            "12345a",
-            "abcdef",
-            "",
-            "12-456",
-            "١٢٣٤٥٦",
-            "+12345",
-        ] {
+        for input in ["12345", "1234567", "12345a", "abcdef", "", "12-456", "١٢٣٤٥٦", "+12345"] {
             assert_eq!(normalize_code(input, 6), bad, "{input:?}");
         }
-        assert_eq!(
-            OtpError::BadFormat { digits: 6 }.to_string(),
-            "the code must be 6 digits"
-        );
+        assert_eq!(OtpError::BadFormat { digits: 6 }.to_string(), "the code must be 6 digits");
     }
 
     #[test]
@@ -553,10 +433,7 @@ mod tests {
 
     #[test]
     fn check_value_is_counter_zero() {
-        assert_eq!(
-            check_value(RFC_SEED, &params(Algorithm::Sha1, 6, 30)),
-            "755224"
-        );
+        assert_eq!(check_value(RFC_SEED, &params(Algorithm::Sha1, 6, 30)), "755224");
     }
 
     #[test]
@@ -575,17 +452,11 @@ mod tests {
                 assert_eq!(base32_decode(&text).unwrap(), bytes);
                 assert_eq!(base32_decode(&text.to_ascii_lowercase()).unwrap(), bytes);
                 assert_eq!(base32_decode(&group_secret(&text)).unwrap(), bytes);
-                assert_eq!(
-                    base32_decode(&data_encoding::BASE32.encode(&bytes)).unwrap(),
-                    bytes
-                );
+                assert_eq!(base32_decode(&data_encoding::BASE32.encode(&bytes)).unwrap(), bytes);
             }
         }
         assert_eq!(base32_encode(b"Hello!\xde\xad\xbe\xef"), "JBSWY3DPEHPK3PXP");
-        assert_eq!(
-            base32_decode("jbsw y3dp ehpk 3pxp").unwrap(),
-            b"Hello!\xde\xad\xbe\xef"
-        );
+        assert_eq!(base32_decode("jbsw y3dp ehpk 3pxp").unwrap(), b"Hello!\xde\xad\xbe\xef");
         assert_eq!(base32_decode("MZXW6==="), Ok(b"foo".to_vec()));
         for bad in ["", "   ", "====", "JBSWY3DP1", "JBSW!3DP", "A"] {
             assert_eq!(base32_decode(bad), Err(OtpError::BadSecret), "{bad:?}");
@@ -607,12 +478,7 @@ mod tests {
             "otpauth://totp/ACME%20Corp:alice%40host?secret=JBSWY3DPEHPK3PXP\
              &issuer=ACME%20Corp&algorithm=SHA1&digits=6&period=30"
         );
-        let p = OtpParams {
-            otp_type: OtpType::Totp,
-            algorithm: Algorithm::Sha512,
-            digits: 8,
-            period: 60,
-        };
+        let p = OtpParams { otp_type: OtpType::Totp, algorithm: Algorithm::Sha512, digits: 8, period: 60 };
         assert_eq!(
             otpauth_uri("host1", "bob", "JBSW Y3DP EHPK 3PXP", &p, 7),
             "otpauth://totp/host1:bob?secret=JBSWY3DPEHPK3PXP&issuer=host1&algorithm=SHA512&digits=8&period=60"

@@ -150,9 +150,7 @@ impl std::str::FromStr for ChallengeLevel {
             "superuser" => Ok(ChallengeLevel::Superuser),
             "adaptive" => Ok(ChallengeLevel::Adaptive),
             "always" => Ok(ChallengeLevel::Always),
-            other => Err(format!(
-                "unknown level {other:?} (expected always, adaptive or superuser)"
-            )),
+            other => Err(format!("unknown level {other:?} (expected always, adaptive or superuser)")),
         }
     }
 }
@@ -411,10 +409,7 @@ pub enum AuthStep {
         echo: bool,
     },
     /// Show `messages`; the conversation is over.
-    Decision {
-        outcome: Outcome,
-        messages: Vec<Message>,
-    },
+    Decision { outcome: Outcome, messages: Vec<Message> },
 }
 
 /// What `mfactl status` / `user show` print.
@@ -553,27 +548,44 @@ pub enum Response {
         #[serde(default)]
         message: Option<String>,
     },
-    Error { kind: ErrorKind, message: String },
+    Error {
+        kind: ErrorKind,
+        message: String,
+    },
     Auth(AuthStep),
     Status(UserStatus),
     /// A struct variant, because `SetupInfo` has a field named `type`
     /// that would collide with the tag of a newtype variant.
-    SetupStarted { setup: SetupInfo },
+    SetupStarted {
+        setup: SetupInfo,
+    },
     SetupCompleted {
         /// Shown once; stored only as hashes.
         recovery_codes: Vec<Code>,
     },
-    RecoveryCodes { recovery_codes: Vec<Code> },
+    RecoveryCodes {
+        recovery_codes: Vec<Code>,
+    },
     /// One page; `more` when accounts follow the last one listed.
     Users {
         users: Vec<UserStatus>,
         #[serde(default)]
         more: bool,
     },
-    CheckValue { user: String, value: String },
-    IpRuleAdded { id: i64 },
-    IpRules { rules: Vec<IpRuleInfo> },
-    Imported { imported: u64, refused: Vec<ImportRefusal> },
+    CheckValue {
+        user: String,
+        value: String,
+    },
+    IpRuleAdded {
+        id: i64,
+    },
+    IpRules {
+        rules: Vec<IpRuleInfo>,
+    },
+    Imported {
+        imported: u64,
+        refused: Vec<ImportRefusal>,
+    },
 }
 
 impl Response {
@@ -600,10 +612,8 @@ mod tests {
 
     #[test]
     fn unknown_request_is_rejected_by_name() {
-        let err = serde_json::from_str::<RequestFrame>(
-            r#"{"version":1,"request":{"type":"format_disk"}}"#,
-        )
-        .unwrap_err();
+        let err =
+            serde_json::from_str::<RequestFrame>(r#"{"version":1,"request":{"type":"format_disk"}}"#).unwrap_err();
         assert!(err.to_string().contains("format_disk"), "{err}");
     }
 

@@ -27,10 +27,7 @@ pub fn matrix(data: &str) -> Result<Vec<Vec<bool>>, QrError> {
     })?;
     let width = code.width();
     let colors = code.to_colors();
-    Ok(colors
-        .chunks(width)
-        .map(|row| row.iter().map(|c| *c == Color::Dark).collect())
-        .collect())
+    Ok(colors.chunks(width).map(|row| row.iter().map(|c| *c == Color::Dark).collect()).collect())
 }
 
 /// The QR code of `data` as text: two module rows per line, dark modules
@@ -118,13 +115,7 @@ mod tests {
     }
 
     fn uri() -> String {
-        otpauth_uri(
-            "ACME Corp",
-            "alice@host",
-            "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP",
-            &OtpParams::default(),
-            0,
-        )
+        otpauth_uri("ACME Corp", "alice@host", "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP", &OtpParams::default(), 0)
     }
 
     #[test]
@@ -140,17 +131,8 @@ mod tests {
             .output()
             .expect("zbarimg must be installed (apt package zbar-tools)");
         let _ = std::fs::remove_file(&path);
-        assert!(
-            out.status.success(),
-            "zbarimg: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(
-            String::from_utf8(out.stdout)
-                .unwrap()
-                .trim_end_matches('\n'),
-            uri
-        );
+        assert!(out.status.success(), "zbarimg: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8(out.stdout).unwrap().trim_end_matches('\n'), uri);
     }
 
     #[test]
@@ -162,11 +144,7 @@ mod tests {
         assert!(m.iter().all(|r| r.len() == n));
         let text = render_terminal(&uri).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert!(
-            lines
-                .iter()
-                .all(|l| l.chars().count() == n + 2 * QUIET_ZONE)
-        );
+        assert!(lines.iter().all(|l| l.chars().count() == n + 2 * QUIET_ZONE));
         let parsed = parse_terminal(&text);
         // Quiet zone QUIET_ZONE on top/left/right, QUIET_ZONE + 1 at the bottom (odd size).
         assert_eq!(parsed.len(), n + 2 * QUIET_ZONE + 1);
@@ -174,8 +152,7 @@ mod tests {
         for (r, row) in parsed.iter().enumerate() {
             assert_eq!(row.len(), n + 2 * QUIET_ZONE);
             for (c, &dark) in row.iter().enumerate() {
-                let inside = (QUIET_ZONE..QUIET_ZONE + n).contains(&r)
-                    && (QUIET_ZONE..QUIET_ZONE + n).contains(&c);
+                let inside = (QUIET_ZONE..QUIET_ZONE + n).contains(&r) && (QUIET_ZONE..QUIET_ZONE + n).contains(&c);
                 let want = inside && m[r - QUIET_ZONE][c - QUIET_ZONE];
                 assert_eq!(dark, want, "module ({r},{c})");
             }
@@ -184,10 +161,7 @@ mod tests {
 
     #[test]
     fn too_long() {
-        assert!(matches!(
-            matrix(&"x".repeat(5000)),
-            Err(QrError::DataTooLong)
-        ));
+        assert!(matches!(matrix(&"x".repeat(5000)), Err(QrError::DataTooLong)));
         assert!(render_terminal(&"x".repeat(5000)).is_err());
     }
 }

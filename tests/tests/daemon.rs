@@ -58,7 +58,8 @@ fn hotp_setup_counter_never_moves_backwards() {
     assert!(!out.status.success(), "a code beyond the window must not confirm");
     mfad.ok(&["user", "setup", "carol", "--confirm", &hotp(&secret, 0)]);
 
-    let verify = |counter: u64| mfad.mfactl(&["verify", "--user", "carol", "--code", &hotp(&secret, counter)]).status.success();
+    let verify =
+        |counter: u64| mfad.mfactl(&["verify", "--user", "carol", "--code", &hotp(&secret, counter)]).status.success();
     assert!(!verify(0), "counter 0 was used by the confirmation");
     assert!(verify(1));
     assert!(verify(4), "look-ahead within hotp_window");
@@ -134,7 +135,9 @@ fn the_drawn_qr_code_decodes_to_the_uri() {
     let uri = shown.split_whitespace().find(|w| w.starts_with("otpauth://")).expect("URI shown").to_string();
     let qr_text: String = shown
         .lines()
-        .filter(|l| l.chars().any(|c| matches!(c, '█' | '▀' | '▄')) && l.chars().all(|c| matches!(c, '█' | '▀' | '▄' | ' ')))
+        .filter(|l| {
+            l.chars().any(|c| matches!(c, '█' | '▀' | '▄')) && l.chars().all(|c| matches!(c, '█' | '▀' | '▄' | ' '))
+        })
         .collect::<Vec<_>>()
         .join("\n");
     assert!(!qr_text.is_empty(), "no QR code drawn: {shown}");
@@ -281,7 +284,8 @@ fn bad_config_is_refused_by_check_and_by_reload() {
     assert!(out.status.success());
 
     // A good file that changes something is taken.
-    std::fs::write(&mfad.config_path, good.replacen("admin_group = \"mfae2eadm\"", "admin_group = \"other\"", 1)).unwrap();
+    std::fs::write(&mfad.config_path, good.replacen("admin_group = \"mfae2eadm\"", "admin_group = \"other\"", 1))
+        .unwrap();
     mfad.signal(libc::SIGHUP);
     mfad.audit_lines_until("config reloaded");
     let out = run(Command::new(bin("mfad")).arg("--check-config").arg("--config").arg(&mfad.config_path));

@@ -36,10 +36,13 @@ fn a_crash_mid_load_loses_nothing_acknowledged() {
                 let mut counter = 0;
                 while !stop.load(Ordering::SeqCst) && counter < 400 {
                     let code = hotp(SECRET, counter);
-                    let out = run(std::process::Command::new(bin("mfactl"))
-                        .arg("--socket")
-                        .arg(&socket)
-                        .args(["verify", "--user", &format!("crash{u}"), "--code", &code]));
+                    let out = run(std::process::Command::new(bin("mfactl")).arg("--socket").arg(&socket).args([
+                        "verify",
+                        "--user",
+                        &format!("crash{u}"),
+                        "--code",
+                        &code,
+                    ]));
                     if out.status.success() {
                         acknowledged.lock().unwrap()[u].push(counter);
                     }
@@ -63,7 +66,10 @@ fn a_crash_mid_load_loses_nothing_acknowledged() {
         assert_eq!(mfad.json(&["user", "show", &user])["state"], "enabled", "{user} lost its enrollment");
         for &c in counters.iter().rev().take(3) {
             let out = mfad.mfactl(&["verify", "--user", &user, "--code", &hotp(SECRET, c)]);
-            assert!(!out.status.success(), "{user}: counter {c} was acknowledged before the crash and accepted again after it");
+            assert!(
+                !out.status.success(),
+                "{user}: counter {c} was acknowledged before the crash and accepted again after it"
+            );
         }
     }
 }

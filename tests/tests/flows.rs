@@ -38,7 +38,10 @@ fn changing_a_device_needs_a_code_from_the_current_one() {
 
     let out = mfad.mfactl_as("mfae_chg", &["setup", "--confirm", &hotp(&new, 0)]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(!mfad.mfactl(&["verify", "--user", "mfae_chg", "--code", &hotp(&old, 3)]).status.success(), "old device retired");
+    assert!(
+        !mfad.mfactl(&["verify", "--user", "mfae_chg", "--code", &hotp(&old, 3)]).status.success(),
+        "old device retired"
+    );
     mfad.ok(&["verify", "--user", "mfae_chg", "--code", &hotp(&new, 1)]);
     assert_eq!(mfad.ok(&["user", "verify", "mfae_chg"]).trim(), hotp(&new, 0));
 }
@@ -68,7 +71,8 @@ fn a_user_sets_their_own_level_and_it_rules_their_logins() {
     let secret = mfad.enroll("mfae_lvl", "hotp");
     let services = PamServices::new();
     services.add("lvl", &[mfad.module_line("required", ""), "auth required pam_permit.so".into()]);
-    let login = |input: &str| run_with_input(&mut services.pamtester("lvl", "mfae_lvl", &[("rhost", "127.0.0.20")]), input);
+    let login =
+        |input: &str| run_with_input(&mut services.pamtester("lvl", "mfae_lvl", &[("rhost", "127.0.0.20")]), input);
     let out = login("");
     assert!(!out.status.success(), "level always: a code is asked");
 

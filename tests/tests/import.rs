@@ -75,8 +75,13 @@ fn google_authenticator_files_import_with_scratch_codes() {
     let mfad = Mfad::start("default_level = \"always\"");
     let dir = mfad.dir.path().join("ga");
     std::fs::create_dir_all(dir.join("gb")).unwrap();
-    std::fs::write(dir.join("ga_user"), format!("{SECRET}\n\" RATE_LIMIT 3 30\n\" HOTP_COUNTER 7\n11112222\n33334444\n")).unwrap();
-    std::fs::write(dir.join("gb/.google_authenticator"), format!("{SECRET}\n\" TOTP_AUTH\n\" WINDOW_SIZE 3\n")).unwrap();
+    std::fs::write(
+        dir.join("ga_user"),
+        format!("{SECRET}\n\" RATE_LIMIT 3 30\n\" HOTP_COUNTER 7\n11112222\n33334444\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("gb/.google_authenticator"), format!("{SECRET}\n\" TOTP_AUTH\n\" WINDOW_SIZE 3\n"))
+        .unwrap();
     std::fs::write(dir.join("gc"), "not base32 !!\n").unwrap();
     let out = mfad.mfactl(&["user", "import", "--google-authenticator", dir.to_str().unwrap()]);
     assert!(!out.status.success());

@@ -39,9 +39,8 @@ fn rust_pam_client_right_wrong_replay_next() {
     let secret = mfad.enroll("rc_user", "hotp");
     let services = PamServices::new();
     services.add("mfatest", &[mfad.module_line("required", "")]);
-    let client = |code: &str| {
-        run(&mut services.pam_client("mfatest", "rc_user", &[("rhost", "127.0.0.3"), ("answer", code)]))
-    };
+    let client =
+        |code: &str| run(&mut services.pam_client("mfatest", "rc_user", &[("rhost", "127.0.0.3"), ("answer", code)]));
     let out = client(&hotp(&secret, 1));
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     assert!(stdout(&out).contains("prompt: Verification code"), "{}", stdout(&out));
@@ -117,7 +116,10 @@ fn openssh_keyboard_interactive_with_a_code() {
     let pam_file = std::path::PathBuf::from("/etc/pam.d").join(&service);
     std::fs::write(
         &pam_file,
-        format!("{}\naccount required pam_permit.so\nsession required pam_permit.so\n", mfad.module_line("required", "")),
+        format!(
+            "{}\naccount required pam_permit.so\nsession required pam_permit.so\n",
+            mfad.module_line("required", "")
+        ),
     )
     .unwrap();
     struct Remove(std::path::PathBuf);
@@ -163,7 +165,8 @@ fn openssh_keyboard_interactive_with_a_code() {
     let _server = Kill(server);
     let ssh = |code: &str| {
         let askpass = dir.join(format!("askpass-{code}"));
-        std::fs::write(&askpass, format!("#!/bin/sh\necho \"$1\" >> {}/prompts\necho {code}\n", dir.display())).unwrap();
+        std::fs::write(&askpass, format!("#!/bin/sh\necho \"$1\" >> {}/prompts\necho {code}\n", dir.display()))
+            .unwrap();
         std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o755)).unwrap();
         run(Command::new("ssh")
             .env("SSH_ASKPASS", &askpass)

@@ -93,7 +93,9 @@ fn level_always_asks_every_time() {
         assert_asked(&a, true, &format!("login {counter} from the same address"));
     }
     assert_asked(&login(&services, "mfae_always", "127.0.0.5", ""), false, "no answer");
-    mfad.audit_lines_until("user=mfae_always service=mfalogin rhost=127.0.0.5 outcome=challenge reason=\"level always\"");
+    mfad.audit_lines_until(
+        "user=mfae_always service=mfalogin rhost=127.0.0.5 outcome=challenge reason=\"level always\"",
+    );
     mfad.audit_lines_until("rhost=127.0.0.5 outcome=success reason=\"challenge passed\"");
 }
 
@@ -107,7 +109,9 @@ fn adaptive_trusts_a_source_until_a_new_one_or_a_failure() {
     let a = login(&services, user, "127.0.0.5", &code(&hotp(&secret, 1)));
     assert_asked(&a, true, "first login from 127.0.0.5");
     assert_not_asked(&login(&services, user, "127.0.0.5", ""), "second login from 127.0.0.5");
-    mfad.audit_lines_until("user=mfae_adaptive service=mfalogin rhost=127.0.0.5 outcome=not_required reason=\"trusted source\"");
+    mfad.audit_lines_until(
+        "user=mfae_adaptive service=mfalogin rhost=127.0.0.5 outcome=not_required reason=\"trusted source\"",
+    );
 
     let a = login(&services, user, "127.0.0.6", &code(&hotp(&secret, 2)));
     assert_asked(&a, true, "first login from 127.0.0.6");
@@ -160,7 +164,8 @@ fn level_superuser_never_asks_at_login_only_for_elevation() {
 
 #[test]
 fn a_locked_account_is_refused_even_a_right_code() {
-    let mfad = Mfad::start("default_level = \"always\"\nmax_tries = 1\n[lockout]\nmax_failures = 2\nduration = \"15m\"");
+    let mfad =
+        Mfad::start("default_level = \"always\"\nmax_tries = 1\n[lockout]\nmax_failures = 2\nduration = \"15m\"");
     let secret = mfad.enroll("mfae_locked", "hotp");
     let services = login_services(&mfad);
     for _ in 0..2 {
@@ -168,7 +173,9 @@ fn a_locked_account_is_refused_even_a_right_code() {
     }
     let a = login(&services, "mfae_locked", "127.0.0.5", &code(&hotp(&secret, 1)));
     assert!(!a.ok && !a.asked && a.said.contains("locked"), "{}", a.said);
-    mfad.audit_lines_until("user=mfae_locked service=mfalogin rhost=127.0.0.5 outcome=denied reason=\"account locked\"");
+    mfad.audit_lines_until(
+        "user=mfae_locked service=mfalogin rhost=127.0.0.5 outcome=denied reason=\"account locked\"",
+    );
     mfad.ok(&["user", "unlock", "mfae_locked"]);
     assert_asked(&login(&services, "mfae_locked", "127.0.0.5", &code(&hotp(&secret, 1))), true, "unlocked");
 }
@@ -186,7 +193,9 @@ fn sudo_needs_enrollment_approval_and_a_code() {
     let out = sudo.run("123456\n");
     assert!(!out.status.success(), "not enrolled: {}", stderr(&out));
     assert!(stderr(&out).contains("mfactl setup"), "{}", stderr(&out));
-    mfad.audit_lines_until(&format!("user={user} service={service} rhost=- outcome=denied reason=\"elevation denied: not enrolled\""));
+    mfad.audit_lines_until(&format!(
+        "user={user} service={service} rhost=- outcome=denied reason=\"elevation denied: not enrolled\""
+    ));
 
     let secret = mfad.enroll(user, "hotp");
     let out = sudo.run(&code(&hotp(&secret, 1)));
@@ -202,7 +211,9 @@ fn sudo_needs_enrollment_approval_and_a_code() {
     assert!(out.status.success(), "approved, right code: {}{}", stdout(&out), stderr(&out));
     // sudo authenticates the invoking user: PAM_USER and PAM_RUSER are both the sudoer.
     assert!(stderr(&out).contains("Verification code: "), "sudo -S relays the echo-off prompt: {}", stderr(&out));
-    mfad.audit_lines_until(&format!("user={user} service={service} rhost=- outcome=success reason=\"challenge passed\""));
+    mfad.audit_lines_until(&format!(
+        "user={user} service={service} rhost=- outcome=success reason=\"challenge passed\""
+    ));
     let out = sudo.run(&code(wrong(&hotp(&secret, 3))));
     assert!(!out.status.success(), "approved, wrong code");
 
@@ -229,7 +240,9 @@ fn su_asks_the_person_running_it_and_needs_approval() {
     let out = su_with_stack(&stack, user, &code(&hotp(&secret, 1)));
     assert!(!out.status.success(), "not approved: {}{}", stdout(&out), stderr(&out));
     // PAM_USER is root; the person elevating (PAM_RUSER) is the one asked.
-    mfad.audit_lines_until(&format!("user={user} service=su rhost=- outcome=denied reason=\"elevation denied: super-user approval not granted\""));
+    mfad.audit_lines_until(&format!(
+        "user={user} service=su rhost=- outcome=denied reason=\"elevation denied: super-user approval not granted\""
+    ));
 
     mfad.ok(&["user", "authorize", user, "--code", &hotp(&secret, 1)]);
     let out = su_with_stack(&stack, user, &code(&hotp(&secret, 2)));
@@ -287,10 +300,8 @@ fn enroll_inline(services: &PamServices, user: &str, barcode: bool, counter_base
 fn force_and_require_members_enroll_inline() {
     ensure_user("mfae_forced", &["mfae_g_force"]);
     ensure_user("mfae_required", &["mfae_g_require"]);
-    let mfad = Mfad::start(&format!(
-        "max_tries = 2{}",
-        roles(&[("mfae_g_force", "force"), ("mfae_g_require", "require")])
-    ));
+    let mfad =
+        Mfad::start(&format!("max_tries = 2{}", roles(&[("mfae_g_force", "force"), ("mfae_g_require", "require")])));
     let services = login_services(&mfad);
 
     enroll_inline(&services, "mfae_forced", true, false);
@@ -328,9 +339,9 @@ fn force_without_set_up_is_no_login() {
     assert_eq!(show(&mfad, "mfae_forced_no")["state"], "not_enrolled");
     mfad.audit_lines_until("user=mfae_forced_no service=mfalogin rhost=127.0.0.5 outcome=denied reason=\"enrollment not completed: no usable answer\"");
     // Wrong codes: no login, and the set-up stays pending.
-    let out = run(services.pam_client(LOGIN, "mfae_forced_no", &[("rhost", "127.0.0.5")]).args([
-        "--answer", "n", "--answer", "t", "--answer", "12345", "--answer", "99999x",
-    ]));
+    let out = run(services
+        .pam_client(LOGIN, "mfae_forced_no", &[("rhost", "127.0.0.5")])
+        .args(["--answer", "n", "--answer", "t", "--answer", "12345", "--answer", "99999x"]));
     assert!(!out.status.success(), "{}", stdout(&out));
     assert!(stdout(&out).contains("Set-up not completed"), "{}", stdout(&out));
     assert_eq!(show(&mfad, "mfae_forced_no")["state"], "pending");
@@ -349,7 +360,11 @@ fn encourage_members_may_skip_and_are_offered_again() {
         assert!(a.said.contains("Press Enter"), "{}", a.said);
         assert!(!a.asked);
     }
-    audit_count(&mfad, "user=mfae_encouraged service=mfalogin rhost=127.0.0.5 outcome=not_required reason=\"enrollment skipped\"", 2);
+    audit_count(
+        &mfad,
+        "user=mfae_encouraged service=mfalogin rhost=127.0.0.5 outcome=not_required reason=\"enrollment skipped\"",
+        2,
+    );
     audit_count(&mfad, "reason=\"enrollment offered (role policy encourage)\"", 2);
     let status = show(&mfad, "mfae_encouraged");
     assert_eq!(status["state"], "not_enrolled", "{status}");
@@ -370,7 +385,9 @@ fn require_asks_a_member_whose_level_is_superuser() {
         let a = login(&services, "mfae_req_super", rhost, &code(&hotp(&secret, counter)));
         assert_asked(&a, true, "require beats the superuser level");
     }
-    mfad.audit_lines_until("user=mfae_req_super service=mfalogin rhost=127.0.0.5 outcome=challenge reason=\"role policy require\"");
+    mfad.audit_lines_until(
+        "user=mfae_req_super service=mfalogin rhost=127.0.0.5 outcome=challenge reason=\"role policy require\"",
+    );
     assert_eq!(show(&mfad, "mfae_req_super")["role_policy"], "require", "the strictest role wins");
 }
 
@@ -484,10 +501,8 @@ fn sudo_fixture_cleans_up_after_itself() {
     let mfad = Mfad::start("");
     let paths: Vec<PathBuf> = {
         let sudo = Sudo::new(&mfad, user, "fixture");
-        let paths = vec![
-            PathBuf::from("/etc/sudoers.d").join(&sudo.service),
-            PathBuf::from("/etc/pam.d").join(&sudo.service),
-        ];
+        let paths =
+            vec![PathBuf::from("/etc/sudoers.d").join(&sudo.service), PathBuf::from("/etc/pam.d").join(&sudo.service)];
         assert!(paths.iter().all(|p| p.exists()));
         paths
     };

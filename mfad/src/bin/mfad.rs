@@ -1,1 +1,3 @@
-fn main() -> std::process::ExitCode { mfad::daemon_main::main() }
+fn main() -> std::process::ExitCode {
+    mfad::daemon_main::main()
+}

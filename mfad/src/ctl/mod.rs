@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use mfa_shared::{
-    ChallengeLevel, Client, ClientError, Code, DEFAULT_SOCKET, EnrollmentState, ErrorKind,
-    IpRuleInfo, OtpType, Request, Response, UserStatus,
+    ChallengeLevel, Client, ClientError, Code, DEFAULT_SOCKET, EnrollmentState, ErrorKind, IpRuleInfo, OtpType,
+    Request, Response, UserStatus,
 };
 use serde_json::{Value, json};
 
@@ -346,9 +346,7 @@ pub enum CtlError {
 impl CtlError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            CtlError::Client(ClientError::Connect { .. } | ClientError::TimedOut) => {
-                EXIT_UNREACHABLE
-            }
+            CtlError::Client(ClientError::Connect { .. } | ClientError::TimedOut) => EXIT_UNREACHABLE,
             CtlError::Client(ClientError::Daemon { kind, .. }) => match kind {
                 ErrorKind::PermissionDenied => EXIT_PERMISSION,
                 ErrorKind::NotFound => EXIT_NOT_FOUND,
@@ -407,8 +405,7 @@ impl Daemon {
 /// The socket to use: `--socket`, else `$MFAD_SOCKET` (when not empty),
 /// else the default.
 pub fn socket_path(arg: Option<PathBuf>, env: Option<OsString>) -> PathBuf {
-    arg.or_else(|| env.filter(|v| !v.is_empty()).map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
+    arg.or_else(|| env.filter(|v| !v.is_empty()).map(PathBuf::from)).unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
 }
 
 /// The binary's entry point.
@@ -417,13 +414,7 @@ pub fn main() -> ExitCode {
     let mut input = stdin.lock();
     let mut out = io::stdout().lock();
     let mut err = io::stderr().lock();
-    let status = run(
-        std::env::args_os(),
-        std::env::var_os("MFAD_SOCKET"),
-        &mut input,
-        &mut out,
-        &mut err,
-    );
+    let status = run(std::env::args_os(), std::env::var_os("MFAD_SOCKET"), &mut input, &mut out, &mut err);
     ExitCode::from(status)
 }
 
@@ -489,19 +480,12 @@ fn execute(
     input: &mut dyn BufRead,
     out: &mut dyn Write,
 ) -> Result<(), CtlError> {
-    let daemon = Daemon {
-        socket: socket_path(cli.socket, env_socket),
-        timeout: Duration::from_secs(cli.timeout),
-    };
+    let daemon = Daemon { socket: socket_path(cli.socket, env_socket), timeout: Duration::from_secs(cli.timeout) };
     let json = cli.json;
     let mut command = cli.command;
     read_stdin_codes(&mut command, input)?;
     match command {
-        Command::Setup {
-            options,
-            code,
-            target,
-        } => {
+        Command::Setup { options, code, target } => {
             let plan = SetupPlan::new(target.user, &options, code.map(Code::new), false);
             setup(&daemon, plan, options.confirm, json, input, out)
         }
@@ -686,78 +670,35 @@ fn simple_request(command: Command) -> Result<(Request, DoneText), CtlError> {
         Command::Level { level, code, target } => {
             let level = ChallengeLevel::from(level);
             let done = format!("Challenge level set to {level}{}.", for_user(&target.user));
-            (
-                Request::SetLevel {
-                    user: target.user,
-                    level,
-                    code: code.map(Code::new),
-                },
-                done,
-            )
+            (Request::SetLevel { user: target.user, level, code: code.map(Code::new) }, done)
         }
         Command::Disable { code, target } => {
-            let done = format!(
-                "Two-factor authentication is disabled{}.",
-                for_user(&target.user)
-            );
-            (
-                Request::Disable {
-                    user: target.user,
-                    code: Some(Code::new(code)),
-                },
-                done,
-            )
+            let done = format!("Two-factor authentication is disabled{}.", for_user(&target.user));
+            (Request::Disable { user: target.user, code: Some(Code::new(code)) }, done)
         }
-        Command::RecoveryCodes { code, target } => (
-            Request::RecoveryCodes {
-                user: target.user,
-                code: Code::new(code),
-            },
-            String::new(),
-        ),
-        Command::Verify { code, target } => (
-            Request::VerifyCode {
-                user: target.user,
-                code: Code::new(code),
-            },
-            "Code accepted.".into(),
-        ),
+        Command::RecoveryCodes { code, target } => {
+            (Request::RecoveryCodes { user: target.user, code: Code::new(code) }, String::new())
+        }
+        Command::Verify { code, target } => {
+            (Request::VerifyCode { user: target.user, code: Code::new(code) }, "Code accepted.".into())
+        }
         Command::User(command) => match command {
             UserCommand::Import { .. } => return Err(CtlError::Unexpected("import")),
             UserCommand::List => (Request::ListUsers { after: None }, String::new()),
             UserCommand::Show { user } => (Request::Status { user: Some(user) }, String::new()),
             UserCommand::Disable { user } => {
                 let done = format!("Two-factor authentication is disabled for {user}.");
-                (
-                    Request::Disable {
-                        user: Some(user),
-                        code: None,
-                    },
-                    done,
-                )
+                (Request::Disable { user: Some(user), code: None }, done)
             }
             UserCommand::Level { user, level } => {
                 let level = ChallengeLevel::from(level);
                 let done = format!("Challenge level set to {level} for {user}.");
-                (
-                    Request::SetLevel {
-                        user: Some(user),
-                        level,
-                        code: None,
-                    },
-                    done,
-                )
+                (Request::SetLevel { user: Some(user), level, code: None }, done)
             }
             UserCommand::Verify { user } => (Request::CheckValue { user }, String::new()),
             UserCommand::Authorize { user, code } => {
                 let done = format!("{user} is approved for super-user functions.");
-                (
-                    Request::Authorize {
-                        user,
-                        code: Code::new(code),
-                    },
-                    done,
-                )
+                (Request::Authorize { user, code: Code::new(code) }, done)
             }
             UserCommand::Revoke { user } => {
                 let done = format!("Super-user approval withdrawn for {user}.");
@@ -770,22 +711,11 @@ fn simple_request(command: Command) -> Result<(Request, DoneText), CtlError> {
             UserCommand::Setup { .. } => return Err(CtlError::Unexpected("setup")),
         },
         Command::Ip(command) => match command {
-            IpCommand::Add {
-                cidr,
-                bypass_2fa,
-                timeout,
-            } => (
-                Request::IpAdd {
-                    cidr,
-                    bypass_2fa,
-                    timeout_secs: timeout,
-                },
-                String::new(),
-            ),
-            IpCommand::List => (Request::IpList, String::new()),
-            IpCommand::Remove { id } => {
-                (Request::IpRemove { id }, format!("IP rule {id} removed."))
+            IpCommand::Add { cidr, bypass_2fa, timeout } => {
+                (Request::IpAdd { cidr, bypass_2fa, timeout_secs: timeout }, String::new())
             }
+            IpCommand::List => (Request::IpList, String::new()),
+            IpCommand::Remove { id } => (Request::IpRemove { id }, format!("IP rule {id} removed.")),
         },
         Command::Reload => (Request::Reload, "mfad reloaded its configuration.".into()),
         Command::Setup { .. } => return Err(CtlError::Unexpected("setup")),
@@ -812,14 +742,12 @@ fn response_name(response: &Response) -> &'static str {
 /// The JSON document for a successful response: its payload, without the
 /// protocol's tag.
 pub fn response_json(response: &Response) -> Result<Value, CtlError> {
-    let to_value =
-        |v: Result<Value, serde_json::Error>| v.map_err(|_| CtlError::Unexpected("unencodable"));
+    let to_value = |v: Result<Value, serde_json::Error>| v.map_err(|_| CtlError::Unexpected("unencodable"));
     Ok(match response {
         Response::Ok { message } => json!({ "ok": true, "message": message }),
         Response::Status(status) => to_value(serde_json::to_value(status))?,
         Response::SetupStarted { setup } => to_value(serde_json::to_value(setup))?,
-        Response::SetupCompleted { recovery_codes }
-        | Response::RecoveryCodes { recovery_codes } => {
+        Response::SetupCompleted { recovery_codes } | Response::RecoveryCodes { recovery_codes } => {
             json!({ "recovery_codes": recovery_codes })
         }
         Response::Users { users, .. } => json!({ "users": users }),
@@ -830,12 +758,7 @@ pub fn response_json(response: &Response) -> Result<Value, CtlError> {
     })
 }
 
-fn print_response(
-    response: Response,
-    json: bool,
-    done: &str,
-    out: &mut dyn Write,
-) -> Result<(), CtlError> {
+fn print_response(response: Response, json: bool, done: &str, out: &mut dyn Write) -> Result<(), CtlError> {
     if json {
         let value = response_json(&response)?;
         writeln!(out, "{value}")?;
@@ -844,9 +767,7 @@ fn print_response(
     }
     match response {
         Response::Ok { message } => {
-            let text = message
-                .filter(|m| !m.trim().is_empty())
-                .unwrap_or_else(|| done.to_owned());
+            let text = message.filter(|m| !m.trim().is_empty()).unwrap_or_else(|| done.to_owned());
             if !text.is_empty() {
                 writeln!(out, "{text}")?;
             }
@@ -856,9 +777,7 @@ fn print_response(
             writeln!(out, "Two-factor authentication is enabled.")?;
             write!(out, "{}", format_recovery_codes(&recovery_codes))?;
         }
-        Response::RecoveryCodes { recovery_codes } => {
-            write!(out, "{}", format_recovery_codes(&recovery_codes))?
-        }
+        Response::RecoveryCodes { recovery_codes } => write!(out, "{}", format_recovery_codes(&recovery_codes))?,
         Response::Users { users, .. } => write!(out, "{}", format_users(&users))?,
         Response::CheckValue { value, .. } => writeln!(out, "{value}")?,
         Response::IpRuleAdded { id } => writeln!(out, "IP rule {id} added.")?,
@@ -887,22 +806,13 @@ pub struct SetupPlan {
 }
 
 impl SetupPlan {
-    fn new(
-        user: Option<String>,
-        options: &SetupOptions,
-        current_code: Option<Code>,
-        admin: bool,
-    ) -> Self {
+    fn new(user: Option<String>, options: &SetupOptions, current_code: Option<Code>, admin: bool) -> Self {
         SetupPlan {
             user,
             otp_type: options.otp_type.map(OtpType::from),
             level: options.level.map(ChallengeLevel::from),
             current_code,
-            barcode: if options.no_barcode {
-                Some(false)
-            } else {
-                None
-            },
+            barcode: if options.no_barcode { Some(false) } else { None },
             admin,
         }
     }
@@ -926,10 +836,7 @@ fn setup(
     out: &mut dyn Write,
 ) -> Result<(), CtlError> {
     if let Some(code) = confirm {
-        let response = daemon.call(Request::SetupConfirm {
-            user: plan.user,
-            code: Code::new(code),
-        })?;
+        let response = daemon.call(Request::SetupConfirm { user: plan.user, code: Code::new(code) })?;
         return print_response(response, json, "", out);
     }
     if json {
@@ -952,15 +859,11 @@ fn ask(input: &mut dyn BufRead, out: &mut dyn Write, prompt: &str) -> Result<Str
     write!(out, "{prompt}")?;
     out.flush()?;
     let mut line = String::new();
-    let read = input
-        .read_line(&mut line)
-        .map_err(|e| CtlError::Input(format!("cannot read standard input: {e}")))?;
+    let read = input.read_line(&mut line).map_err(|e| CtlError::Input(format!("cannot read standard input: {e}")))?;
     if read == 0 {
         // The answer would have gone on the prompt's line.
         writeln!(out)?;
-        return Err(CtlError::Input(
-            "no answer: standard input ended".to_owned(),
-        ));
+        return Err(CtlError::Input("no answer: standard input ended".to_owned()));
     }
     Ok(line.trim().to_owned())
 }
@@ -996,14 +899,9 @@ pub fn interactive_setup(
     let mut current_code = plan.current_code.clone();
     if !plan.admin && current_code.is_none() {
         // Replacing an enabled device needs a code from it.
-        match daemon.call(Request::Status {
-            user: plan.user.clone(),
-        })? {
+        match daemon.call(Request::Status { user: plan.user.clone() })? {
             Response::Status(status) if status.state == EnrollmentState::Enabled => {
-                writeln!(
-                    out,
-                    "A device is already set up; setting up a new one replaces it."
-                )?;
+                writeln!(out, "A device is already set up; setting up a new one replaces it.")?;
                 let code = loop {
                     let code = ask(input, out, "Enter a code from your current device: ")?;
                     if !code.is_empty() {
@@ -1041,19 +939,11 @@ pub fn interactive_setup(
     }
     writeln!(out)?;
 
-    let pending = |why: &str| {
-        format!(
-            "{why}; the set-up stays pending and can be completed with `{}`",
-            plan.confirm_hint()
-        )
-    };
+    let pending =
+        |why: &str| format!("{why}; the set-up stays pending and can be completed with `{}`", plan.confirm_hint());
     let mut attempts = 0;
     while attempts < SETUP_ATTEMPTS {
-        let code = match ask(
-            input,
-            out,
-            enrollment::SETUP_CODE_PROMPT,
-        ) {
+        let code = match ask(input, out, enrollment::SETUP_CODE_PROMPT) {
             Ok(code) => code,
             Err(CtlError::Input(why)) => return Err(CtlError::Input(pending(&why))),
             Err(e) => return Err(e),
@@ -1062,10 +952,7 @@ pub fn interactive_setup(
             continue;
         }
         attempts += 1;
-        match daemon.call(Request::SetupConfirm {
-            user: plan.user.clone(),
-            code: Code::new(code),
-        }) {
+        match daemon.call(Request::SetupConfirm { user: plan.user.clone(), code: Code::new(code) }) {
             Ok(Response::SetupCompleted { recovery_codes }) => {
                 writeln!(out, "Two-factor authentication is enabled.")?;
                 write!(out, "{}", format_recovery_codes(&recovery_codes))?;
@@ -1073,16 +960,10 @@ pub fn interactive_setup(
                 return Ok(());
             }
             Ok(other) => return Err(CtlError::Unexpected(response_name(&other))),
-            Err(ClientError::Daemon {
-                kind: ErrorKind::InvalidCode,
-                message,
-            }) => {
+            Err(ClientError::Daemon { kind: ErrorKind::InvalidCode, message }) => {
                 let message = one_line(&message);
                 if attempts < SETUP_ATTEMPTS {
-                    writeln!(
-                        out,
-                        "That code was not accepted ({message}). Please try again."
-                    )?;
+                    writeln!(out, "That code was not accepted ({message}). Please try again.")?;
                 } else {
                     writeln!(out, "That code was not accepted ({message}).")?;
                 }
@@ -1090,9 +971,7 @@ pub fn interactive_setup(
             Err(e) => return Err(e.into()),
         }
     }
-    Err(CtlError::SetupPending(pending(&format!(
-        "the code was not accepted {SETUP_ATTEMPTS} times"
-    ))))
+    Err(CtlError::SetupPending(pending(&format!("the code was not accepted {SETUP_ATTEMPTS} times"))))
 }
 
 // ---------------------------------------------------------------- formatting
@@ -1111,11 +990,7 @@ fn state_text(status: &UserStatus) -> String {
 }
 
 fn level_text(status: &UserStatus) -> String {
-    if status.level_is_default {
-        format!("{} (default)", status.level)
-    } else {
-        status.level.to_string()
-    }
+    if status.level_is_default { format!("{} (default)", status.level) } else { status.level.to_string() }
 }
 
 /// `status` / `user show`.
@@ -1128,41 +1003,14 @@ pub fn format_status(status: &UserStatus) -> String {
     let rows = [
         ("user", status.user.clone()),
         ("state", state_text(status)),
-        (
-            "type",
-            status
-                .otp_type
-                .map_or_else(|| "-".to_owned(), |t| t.to_string()),
-        ),
+        ("type", status.otp_type.map_or_else(|| "-".to_owned(), |t| t.to_string())),
         ("level", level_text(status)),
-        (
-            "super-user approval",
-            if status.superuser_approved {
-                "granted"
-            } else {
-                "not granted"
-            }
-            .to_owned(),
-        ),
+        ("super-user approval", if status.superuser_approved { "granted" } else { "not granted" }.to_owned()),
         ("failures", status.failures.to_string()),
-        (
-            "locked until",
-            status
-                .locked_until
-                .map_or_else(|| "not locked".to_owned(), format_time),
-        ),
+        ("locked until", status.locked_until.map_or_else(|| "not locked".to_owned(), format_time)),
         ("last success", last_success),
-        (
-            "recovery codes left",
-            status.recovery_codes_left.to_string(),
-        ),
-        (
-            "role policy",
-            status
-                .role_policy
-                .clone()
-                .unwrap_or_else(|| "none".to_owned()),
-        ),
+        ("recovery codes left", status.recovery_codes_left.to_string()),
+        ("role policy", status.role_policy.clone().unwrap_or_else(|| "none".to_owned())),
     ];
     format_fields(&rows, "")
 }
@@ -1216,24 +1064,13 @@ pub fn format_users(users: &[UserStatus]) -> String {
                 if u.superuser_approved { "granted" } else { "-" }.to_owned(),
                 u.failures.to_string(),
                 u.locked_until.map_or_else(|| "-".to_owned(), format_time),
-                u.last_success
-                    .map_or_else(|| "never".to_owned(), format_time),
+                u.last_success.map_or_else(|| "never".to_owned(), format_time),
                 u.last_source.clone().unwrap_or_else(|| "-".to_owned()),
             ]
         })
         .collect();
     format_table(
-        &[
-            "USER",
-            "STATE",
-            "TYPE",
-            "LEVEL",
-            "SUPER-USER",
-            "FAILURES",
-            "LOCKED UNTIL",
-            "LAST SUCCESS",
-            "FROM",
-        ],
+        &["USER", "STATE", "TYPE", "LEVEL", "SUPER-USER", "FAILURES", "LOCKED UNTIL", "LAST SUCCESS", "FROM"],
         &rows,
     )
 }
@@ -1256,10 +1093,7 @@ pub fn format_rules(rules: &[IpRuleInfo]) -> String {
             ]
         })
         .collect();
-    format_table(
-        &["ID", "CIDR", "BYPASS", "SOURCE", "EXPIRES", "IN FORCE"],
-        &rows,
-    )
+    format_table(&["ID", "CIDR", "BYPASS", "SOURCE", "EXPIRES", "IN FORCE"], &rows)
 }
 
 #[cfg(test)]

@@ -26,18 +26,11 @@ fn global_flags_before_and_after_the_subcommand() {
     for cli in [before, after] {
         assert_eq!(cli.socket, Some(PathBuf::from("/tmp/s")));
         assert!(cli.json);
-        assert!(matches!(
-            cli.command,
-            Command::Status {
-                target: Target { user: None }
-            }
-        ));
+        assert!(matches!(cli.command, Command::Status { target: Target { user: None } }));
     }
     let nested = parse(&["user", "show", "alice", "--json"]);
     assert!(nested.json);
-    assert!(
-        matches!(nested.command, Command::User(UserCommand::Show { ref user }) if user == "alice")
-    );
+    assert!(matches!(nested.command, Command::User(UserCommand::Show { ref user }) if user == "alice"));
     let mid = parse(&["ip", "--json", "list"]);
     assert!(mid.json);
     let plain = parse(&["status"]);
@@ -48,70 +41,27 @@ fn global_flags_before_and_after_the_subcommand() {
 
 #[test]
 fn connection_timeout_and_rule_timeout_do_not_clash() {
-    let cli = parse(&[
-        "--timeout",
-        "5",
-        "ip",
-        "add",
-        "10.0.0.0/8",
-        "--timeout",
-        "8h",
-        "--bypass-2fa",
-    ]);
+    let cli = parse(&["--timeout", "5", "ip", "add", "10.0.0.0/8", "--timeout", "8h", "--bypass-2fa"]);
     assert_eq!(cli.timeout, 5);
     let (request, _) = simple_request(cli.command).unwrap();
-    assert_eq!(
-        request,
-        Request::IpAdd {
-            cidr: "10.0.0.0/8".into(),
-            bypass_2fa: true,
-            timeout_secs: Some(8 * 3600)
-        }
-    );
-    assert_eq!(
-        parse_err(&["--timeout", "0", "status"]).kind(),
-        clap::error::ErrorKind::ValueValidation
-    );
+    assert_eq!(request, Request::IpAdd { cidr: "10.0.0.0/8".into(), bypass_2fa: true, timeout_secs: Some(8 * 3600) });
+    assert_eq!(parse_err(&["--timeout", "0", "status"]).kind(), clap::error::ErrorKind::ValueValidation);
 }
 
 #[test]
 fn user_flag_goes_into_the_request() {
     let cli = parse(&["level", "always", "--user", "bob"]);
     let (request, _) = simple_request(cli.command).unwrap();
-    assert_eq!(
-        request,
-        Request::SetLevel {
-            user: Some("bob".into()),
-            level: ChallengeLevel::Always,
-            code: None,
-        }
-    );
+    assert_eq!(request, Request::SetLevel { user: Some("bob".into()), level: ChallengeLevel::Always, code: None });
     let cli = parse(&["status", "--user", "bob"]);
     let (request, _) = simple_request(cli.command).unwrap();
-    assert_eq!(
-        request,
-        Request::Status {
-            user: Some("bob".into())
-        }
-    );
+    assert_eq!(request, Request::Status { user: Some("bob".into()) });
     let cli = parse(&["verify", "--code", "123 456", "--user", "carol"]);
     let (request, _) = simple_request(cli.command).unwrap();
-    assert_eq!(
-        request,
-        Request::VerifyCode {
-            user: Some("carol".into()),
-            code: Code::new("123 456")
-        }
-    );
+    assert_eq!(request, Request::VerifyCode { user: Some("carol".into()), code: Code::new("123 456") });
     let cli = parse(&["disable", "--code", "111111"]);
     let (request, _) = simple_request(cli.command).unwrap();
-    assert_eq!(
-        request,
-        Request::Disable {
-            user: None,
-            code: Some(Code::new("111111"))
-        }
-    );
+    assert_eq!(request, Request::Disable { user: None, code: Some(Code::new("111111")) });
     assert!(parse_err(&["disable"]).kind() == clap::error::ErrorKind::MissingRequiredArgument);
 }
 
@@ -119,64 +69,27 @@ fn user_flag_goes_into_the_request() {
 fn admin_commands_build_their_requests() {
     let cases: Vec<(&[&str], Request)> = vec![
         (&["user", "list"], Request::ListUsers { after: None }),
-        (
-            &["user", "show", "al"],
-            Request::Status {
-                user: Some("al".into()),
-            },
-        ),
-        (
-            &["user", "disable", "al"],
-            Request::Disable {
-                user: Some("al".into()),
-                code: None,
-            },
-        ),
+        (&["user", "show", "al"], Request::Status { user: Some("al".into()) }),
+        (&["user", "disable", "al"], Request::Disable { user: Some("al".into()), code: None }),
         (
             &["user", "level", "al", "superuser"],
-            Request::SetLevel {
-                user: Some("al".into()),
-                level: ChallengeLevel::Superuser,
-                code: None,
-            },
+            Request::SetLevel { user: Some("al".into()), level: ChallengeLevel::Superuser, code: None },
         ),
-        (
-            &["user", "verify", "al"],
-            Request::CheckValue { user: "al".into() },
-        ),
+        (&["user", "verify", "al"], Request::CheckValue { user: "al".into() }),
         (
             &["user", "authorize", "al", "--code", "123456"],
-            Request::Authorize {
-                user: "al".into(),
-                code: Code::new("123456"),
-            },
+            Request::Authorize { user: "al".into(), code: Code::new("123456") },
         ),
-        (
-            &["user", "revoke", "al"],
-            Request::Revoke { user: "al".into() },
-        ),
-        (
-            &["user", "unlock", "al"],
-            Request::Unlock { user: "al".into() },
-        ),
+        (&["user", "revoke", "al"], Request::Revoke { user: "al".into() }),
+        (&["user", "unlock", "al"], Request::Unlock { user: "al".into() }),
         (
             &["ip", "add", "192.0.2.7"],
-            Request::IpAdd {
-                cidr: "192.0.2.7".into(),
-                bypass_2fa: false,
-                timeout_secs: None,
-            },
+            Request::IpAdd { cidr: "192.0.2.7".into(), bypass_2fa: false, timeout_secs: None },
         ),
         (&["ip", "list"], Request::IpList),
         (&["ip", "remove", "12"], Request::IpRemove { id: 12 }),
         (&["reload"], Request::Reload),
-        (
-            &["recovery-codes", "--code", "654321"],
-            Request::RecoveryCodes {
-                user: None,
-                code: Code::new("654321"),
-            },
-        ),
+        (&["recovery-codes", "--code", "654321"], Request::RecoveryCodes { user: None, code: Code::new("654321") }),
     ];
     for (args, expected) in cases {
         let (request, _) = simple_request(parse(args).command).unwrap();
@@ -186,54 +99,26 @@ fn admin_commands_build_their_requests() {
 
 #[test]
 fn setup_flags() {
-    let cli = parse(&[
-        "setup",
-        "--type",
-        "hotp",
-        "--no-barcode",
-        "--level",
-        "always",
-        "--code",
-        "123456",
-    ]);
-    let Command::Setup {
-        options,
-        code,
-        target,
-    } = cli.command
-    else {
-        panic!()
-    };
+    let cli = parse(&["setup", "--type", "hotp", "--no-barcode", "--level", "always", "--code", "123456"]);
+    let Command::Setup { options, code, target } = cli.command else { panic!() };
     let plan = SetupPlan::new(target.user, &options, code.map(Code::new), false);
     assert_eq!(plan.otp_type, Some(OtpType::Hotp));
     assert_eq!(plan.barcode, Some(false));
     assert_eq!(plan.level, Some(ChallengeLevel::Always));
     assert_eq!(plan.current_code, Some(Code::new("123456")));
     let cli = parse(&["setup", "--confirm", "123456", "--json"]);
-    let Command::Setup { options, .. } = cli.command else {
-        panic!()
-    };
+    let Command::Setup { options, .. } = cli.command else { panic!() };
     assert_eq!(options.confirm.as_deref(), Some("123456"));
     assert_eq!(
         parse_err(&["setup", "--confirm", "1", "--type", "totp"]).kind(),
         clap::error::ErrorKind::ArgumentConflict
     );
-    assert_eq!(
-        parse_err(&["setup", "--type", "sms"]).kind(),
-        clap::error::ErrorKind::InvalidValue
-    );
-    let cli = parse(&[
-        "user", "setup", "dave", "--type", "totp", "--level", "adaptive",
-    ]);
-    let Command::User(UserCommand::Setup { user, options }) = cli.command else {
-        panic!()
-    };
+    assert_eq!(parse_err(&["setup", "--type", "sms"]).kind(), clap::error::ErrorKind::InvalidValue);
+    let cli = parse(&["user", "setup", "dave", "--type", "totp", "--level", "adaptive"]);
+    let Command::User(UserCommand::Setup { user, options }) = cli.command else { panic!() };
     assert_eq!(user, "dave");
     assert_eq!(options.otp_type, Some(TypeArg::Totp));
-    assert_eq!(
-        parse_err(&["level", "sometimes"]).kind(),
-        clap::error::ErrorKind::InvalidValue
-    );
+    assert_eq!(parse_err(&["level", "sometimes"]).kind(), clap::error::ErrorKind::InvalidValue);
 }
 
 #[test]
@@ -248,22 +133,9 @@ fn durations_and_networks() {
     assert!(parse_lifetime("8w").is_err());
     let cli = parse(&["ip", "add", "2001:db8::/32", "--timeout", "90s"]);
     let (request, _) = simple_request(cli.command).unwrap();
-    assert_eq!(
-        request,
-        Request::IpAdd {
-            cidr: "2001:db8::/32".into(),
-            bypass_2fa: false,
-            timeout_secs: Some(90)
-        }
-    );
-    assert_eq!(
-        parse_err(&["ip", "add", "10.0.0.0/33"]).kind(),
-        clap::error::ErrorKind::ValueValidation
-    );
-    assert_eq!(
-        parse_err(&["ip", "add", "example.com"]).kind(),
-        clap::error::ErrorKind::ValueValidation
-    );
+    assert_eq!(request, Request::IpAdd { cidr: "2001:db8::/32".into(), bypass_2fa: false, timeout_secs: Some(90) });
+    assert_eq!(parse_err(&["ip", "add", "10.0.0.0/33"]).kind(), clap::error::ErrorKind::ValueValidation);
+    assert_eq!(parse_err(&["ip", "add", "example.com"]).kind(), clap::error::ErrorKind::ValueValidation);
     assert_eq!(
         parse_err(&["ip", "add", "10.0.0.1", "--timeout", "forever"]).kind(),
         clap::error::ErrorKind::ValueValidation
@@ -274,14 +146,8 @@ fn durations_and_networks() {
 fn socket_resolution() {
     assert_eq!(socket_path(None, None), PathBuf::from(DEFAULT_SOCKET));
     assert_eq!(socket_path(None, Some("/e".into())), PathBuf::from("/e"));
-    assert_eq!(
-        socket_path(None, Some("".into())),
-        PathBuf::from(DEFAULT_SOCKET)
-    );
-    assert_eq!(
-        socket_path(Some("/a".into()), Some("/e".into())),
-        PathBuf::from("/a")
-    );
+    assert_eq!(socket_path(None, Some("".into())), PathBuf::from(DEFAULT_SOCKET));
+    assert_eq!(socket_path(Some("/a".into()), Some("/e".into())), PathBuf::from("/a"));
 }
 
 #[test]
@@ -317,42 +183,19 @@ fn sample_status() -> UserStatus {
 #[test]
 fn status_lines_are_aligned() {
     let text = format_status(&sample_status());
-    assert!(
-        text.contains("level:               adaptive (default)\n"),
-        "{text}"
-    );
+    assert!(text.contains("level:               adaptive (default)\n"), "{text}");
     assert!(text.contains("super-user approval: granted\n"), "{text}");
     assert!(text.contains("locked until:        not locked\n"), "{text}");
-    assert!(
-        text.contains("last success:        2023-11-14 22:13:20 UTC from 192.0.2.1\n"),
-        "{text}"
-    );
+    assert!(text.contains("last success:        2023-11-14 22:13:20 UTC from 192.0.2.1\n"), "{text}");
     let col: Vec<usize> = text
         .lines()
-        .map(|l| {
-            l.find(": ").unwrap()
-                + l[l.find(": ").unwrap()..]
-                    .find(|c: char| c != ':' && c != ' ')
-                    .unwrap()
-        })
+        .map(|l| l.find(": ").unwrap() + l[l.find(": ").unwrap()..].find(|c: char| c != ':' && c != ' ').unwrap())
         .collect();
     assert!(col.windows(2).all(|w| w[0] == w[1]), "{text}");
     let table = format_users(&[sample_status()]);
     let mut lines = table.lines();
-    assert!(
-        lines
-            .next()
-            .unwrap()
-            .starts_with("USER   STATE    TYPE  LEVEL"),
-        "{table}"
-    );
-    assert!(
-        lines
-            .next()
-            .unwrap()
-            .starts_with("alice  enabled  totp  adaptive (default)"),
-        "{table}"
-    );
+    assert!(lines.next().unwrap().starts_with("USER   STATE    TYPE  LEVEL"), "{table}");
+    assert!(lines.next().unwrap().starts_with("alice  enabled  totp  adaptive (default)"), "{table}");
     let rules = format_rules(&[IpRuleInfo {
         id: Some(3),
         cidr: "10.0.0.0/8".into(),
@@ -373,73 +216,30 @@ fn json_shapes() {
         error_json("not_found", "no such user"),
         json!({"error": {"kind": "not_found", "message": "no such user"}})
     );
-    let e = CtlError::Client(ClientError::Daemon {
-        kind: ErrorKind::PermissionDenied,
-        message: "no".into(),
-    });
-    assert_eq!(
-        (e.kind().as_str(), e.exit_code()),
-        ("permission_denied", EXIT_PERMISSION)
-    );
-    let e = CtlError::Client(ClientError::Daemon {
-        kind: ErrorKind::InvalidCode,
-        message: "no".into(),
-    });
-    assert_eq!(
-        (e.kind().as_str(), e.exit_code()),
-        ("invalid_code", EXIT_INVALID_CODE)
-    );
-    let e = CtlError::Client(ClientError::Daemon {
-        kind: ErrorKind::NotFound,
-        message: "no".into(),
-    });
+    let e = CtlError::Client(ClientError::Daemon { kind: ErrorKind::PermissionDenied, message: "no".into() });
+    assert_eq!((e.kind().as_str(), e.exit_code()), ("permission_denied", EXIT_PERMISSION));
+    let e = CtlError::Client(ClientError::Daemon { kind: ErrorKind::InvalidCode, message: "no".into() });
+    assert_eq!((e.kind().as_str(), e.exit_code()), ("invalid_code", EXIT_INVALID_CODE));
+    let e = CtlError::Client(ClientError::Daemon { kind: ErrorKind::NotFound, message: "no".into() });
     assert_eq!(e.exit_code(), EXIT_NOT_FOUND);
     let e = CtlError::Client(ClientError::TimedOut);
+    assert_eq!((e.kind().as_str(), e.exit_code()), ("timed_out", EXIT_UNREACHABLE));
+    assert_eq!(response_json(&Response::Ok { message: None }).unwrap(), json!({"ok": true, "message": null}));
     assert_eq!(
-        (e.kind().as_str(), e.exit_code()),
-        ("timed_out", EXIT_UNREACHABLE)
-    );
-    assert_eq!(
-        response_json(&Response::Ok { message: None }).unwrap(),
-        json!({"ok": true, "message": null})
-    );
-    assert_eq!(
-        response_json(&Response::CheckValue {
-            user: "a".into(),
-            value: "123456".into()
-        })
-        .unwrap(),
+        response_json(&Response::CheckValue { user: "a".into(), value: "123456".into() }).unwrap(),
         json!({"user": "a", "value": "123456"})
     );
+    assert_eq!(response_json(&Response::IpRuleAdded { id: 4 }).unwrap(), json!({"id": 4}));
     assert_eq!(
-        response_json(&Response::IpRuleAdded { id: 4 }).unwrap(),
-        json!({"id": 4})
-    );
-    assert_eq!(
-        response_json(&Response::RecoveryCodes {
-            recovery_codes: vec![Code::new("a-b")]
-        })
-        .unwrap(),
+        response_json(&Response::RecoveryCodes { recovery_codes: vec![Code::new("a-b")] }).unwrap(),
         json!({"recovery_codes": ["a-b"]})
     );
     let status = response_json(&Response::Status(sample_status())).unwrap();
     assert_eq!(status["user"], "alice");
     assert_eq!(status["state"], "enabled");
     assert!(status.get("type").is_none());
-    let info = response_json(&Response::SetupStarted {
-        setup: sample_info(OtpType::Hotp),
-    })
-    .unwrap();
-    for key in [
-        "uri",
-        "secret",
-        "type",
-        "algorithm",
-        "digits",
-        "period",
-        "counter",
-        "user",
-    ] {
+    let info = response_json(&Response::SetupStarted { setup: sample_info(OtpType::Hotp) }).unwrap();
+    for key in ["uri", "secret", "type", "algorithm", "digits", "period", "counter", "user"] {
         assert!(info.get(key).is_some(), "{key} in {info}");
     }
     assert_eq!(info["type"], "hotp");
@@ -449,11 +249,7 @@ fn json_shapes() {
 fn unreachable_daemon_exits_6_with_a_json_error() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("none.sock");
-    let (code, out, err) = run_with(
-        &["status", "--json", "--socket", socket.to_str().unwrap()],
-        "",
-        None,
-    );
+    let (code, out, err) = run_with(&["status", "--json", "--socket", socket.to_str().unwrap()], "", None);
     assert_eq!(code, EXIT_UNREACHABLE);
     let doc: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(doc["error"]["kind"], "unreachable");
@@ -512,27 +308,19 @@ impl FakeDaemon {
                 let Ok(mut stream) = stream else { return };
                 while let Ok(frame) = read_frame::<_, RequestFrame>(&mut stream) {
                     seen.lock().unwrap().push(frame.request);
-                    let answer = answers.next().unwrap_or_else(|| {
-                        Response::error(ErrorKind::Internal, "unexpected request")
-                    });
+                    let answer =
+                        answers.next().unwrap_or_else(|| Response::error(ErrorKind::Internal, "unexpected request"));
                     if write_frame(&mut stream, &ResponseFrame::new(answer)).is_err() {
                         break;
                     }
                 }
             }
         });
-        FakeDaemon {
-            _dir: dir,
-            socket,
-            requests,
-        }
+        FakeDaemon { _dir: dir, socket, requests }
     }
 
     fn daemon(&self) -> Daemon {
-        Daemon {
-            socket: self.socket.clone(),
-            timeout: Duration::from_secs(10),
-        }
+        Daemon { socket: self.socket.clone(), timeout: Duration::from_secs(10) }
     }
 
     fn requests(&self) -> Vec<Request> {
@@ -544,18 +332,8 @@ fn run_with(args: &[&str], input: &str, env_socket: Option<OsString>) -> (u8, St
     let mut input = input.as_bytes();
     let mut out = Vec::new();
     let mut err = Vec::new();
-    let code = run(
-        std::iter::once("mfactl").chain(args.iter().copied()),
-        env_socket,
-        &mut input,
-        &mut out,
-        &mut err,
-    );
-    (
-        code,
-        String::from_utf8(out).unwrap(),
-        String::from_utf8(err).unwrap(),
-    )
+    let code = run(std::iter::once("mfactl").chain(args.iter().copied()), env_socket, &mut input, &mut out, &mut err);
+    (code, String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap())
 }
 
 fn not_enrolled() -> Response {
@@ -568,9 +346,7 @@ fn not_enrolled() -> Response {
 }
 
 fn completed() -> Response {
-    Response::SetupCompleted {
-        recovery_codes: vec![Code::new("rc-one"), Code::new("rc-two")],
-    }
+    Response::SetupCompleted { recovery_codes: vec![Code::new("rc-one"), Code::new("rc-two")] }
 }
 
 fn wrong() -> Response {
@@ -578,23 +354,14 @@ fn wrong() -> Response {
 }
 
 fn plan() -> SetupPlan {
-    SetupPlan {
-        user: None,
-        otp_type: None,
-        level: None,
-        current_code: None,
-        barcode: None,
-        admin: false,
-    }
+    SetupPlan { user: None, otp_type: None, level: None, current_code: None, barcode: None, admin: false }
 }
 
 #[test]
 fn interactive_setup_with_barcode_and_a_wrong_code() {
     let fake = FakeDaemon::start(vec![
         not_enrolled(),
-        Response::SetupStarted {
-            setup: sample_info(OtpType::Totp),
-        },
+        Response::SetupStarted { setup: sample_info(OtpType::Totp) },
         wrong(),
         completed(),
     ]);
@@ -604,45 +371,26 @@ fn interactive_setup_with_barcode_and_a_wrong_code() {
     let out = String::from_utf8(out).unwrap();
     let asked: Vec<&str> = out.matches("? [").collect();
     assert_eq!(asked.len(), 2, "{out}");
-    assert!(out.starts_with("Does your device support scanning a barcode? [y/n] Time-based or counter-based? [t/c] "), "{out}");
+    assert!(
+        out.starts_with("Does your device support scanning a barcode? [y/n] Time-based or counter-based? [t/c] "),
+        "{out}"
+    );
     assert!(out.contains("Scan this QR code"), "{out}");
     let qr = mfa_shared::qr::render_terminal(&sample_info(OtpType::Totp).uri).unwrap();
     assert!(out.contains(&qr), "{out}");
     assert!(out.contains(&sample_info(OtpType::Totp).uri), "{out}");
-    assert_eq!(
-        out.matches("Enter the code from your device to complete setup: ")
-            .count(),
-        2,
-        "{out}"
-    );
-    assert!(
-        out.contains("That code was not accepted (wrong code). Please try again."),
-        "{out}"
-    );
-    assert!(
-        out.contains("Two-factor authentication is enabled."),
-        "{out}"
-    );
+    assert_eq!(out.matches("Enter the code from your device to complete setup: ").count(), 2, "{out}");
+    assert!(out.contains("That code was not accepted (wrong code). Please try again."), "{out}");
+    assert!(out.contains("Two-factor authentication is enabled."), "{out}");
     assert!(out.contains("store them somewhere safe"), "{out}");
     assert!(out.contains("    rc-one\n    rc-two\n"), "{out}");
     assert_eq!(
         fake.requests(),
         vec![
             Request::Status { user: None },
-            Request::SetupBegin {
-                user: None,
-                otp_type: Some(OtpType::Totp),
-                level: None,
-                current_code: None
-            },
-            Request::SetupConfirm {
-                user: None,
-                code: Code::new("111111")
-            },
-            Request::SetupConfirm {
-                user: None,
-                code: Code::new("222 222")
-            },
+            Request::SetupBegin { user: None, otp_type: Some(OtpType::Totp), level: None, current_code: None },
+            Request::SetupConfirm { user: None, code: Code::new("111111") },
+            Request::SetupConfirm { user: None, code: Code::new("222 222") },
         ]
     );
 }
@@ -651,24 +399,14 @@ fn interactive_setup_with_barcode_and_a_wrong_code() {
 fn interactive_setup_by_hand_for_hotp() {
     let mut info = sample_info(OtpType::Hotp);
     info.counter = 0;
-    let fake = FakeDaemon::start(vec![
-        not_enrolled(),
-        Response::SetupStarted { setup: info },
-        completed(),
-    ]);
+    let fake = FakeDaemon::start(vec![not_enrolled(), Response::SetupStarted { setup: info }, completed()]);
     let mut input: &[u8] = b"maybe\nn\nc\n123456\n";
     let mut out = Vec::new();
-    let plan = SetupPlan {
-        level: Some(ChallengeLevel::Always),
-        ..plan()
-    };
+    let plan = SetupPlan { level: Some(ChallengeLevel::Always), ..plan() };
     interactive_setup(&fake.daemon(), plan, &mut input, &mut out).unwrap();
     let out = String::from_utf8(out).unwrap();
     assert!(out.contains("Please answer y or n."), "{out}");
-    assert!(
-        out.contains("    JBSW Y3DP EHPK 3PXP JBSW Y3DP EHPK 3PXP\n"),
-        "{out}"
-    );
+    assert!(out.contains("    JBSW Y3DP EHPK 3PXP JBSW Y3DP EHPK 3PXP\n"), "{out}");
     assert!(out.contains("counter-based (HOTP)"), "{out}");
     assert!(out.contains("starting counter: 0"), "{out}");
     assert!(out.contains("algorithm:        SHA1"), "{out}");
@@ -687,23 +425,9 @@ fn interactive_setup_by_hand_for_hotp() {
 
 #[test]
 fn flags_skip_the_questions() {
-    let fake = FakeDaemon::start(vec![
-        Response::SetupStarted {
-            setup: sample_info(OtpType::Totp),
-        },
-        completed(),
-    ]);
+    let fake = FakeDaemon::start(vec![Response::SetupStarted { setup: sample_info(OtpType::Totp) }, completed()]);
     let (code, out, err) = run_with(
-        &[
-            "user",
-            "setup",
-            "alice",
-            "--no-barcode",
-            "--type",
-            "totp",
-            "--socket",
-            fake.socket.to_str().unwrap(),
-        ],
+        &["user", "setup", "alice", "--no-barcode", "--type", "totp", "--socket", fake.socket.to_str().unwrap()],
         "123456\n",
         None,
     );
@@ -719,10 +443,7 @@ fn flags_skip_the_questions() {
                 level: None,
                 current_code: None
             },
-            Request::SetupConfirm {
-                user: Some("alice".into()),
-                code: Code::new("123456")
-            },
+            Request::SetupConfirm { user: Some("alice".into()), code: Code::new("123456") },
         ]
     );
 }
@@ -731,19 +452,14 @@ fn flags_skip_the_questions() {
 fn replacing_an_enabled_device_asks_for_the_current_code() {
     let fake = FakeDaemon::start(vec![
         Response::Status(sample_status()),
-        Response::SetupStarted {
-            setup: sample_info(OtpType::Totp),
-        },
+        Response::SetupStarted { setup: sample_info(OtpType::Totp) },
         completed(),
     ]);
     let mut input: &[u8] = b"999999\nn\nt\n123456\n";
     let mut out = Vec::new();
     interactive_setup(&fake.daemon(), plan(), &mut input, &mut out).unwrap();
     let out = String::from_utf8(out).unwrap();
-    assert!(
-        out.contains("Enter a code from your current device: "),
-        "{out}"
-    );
+    assert!(out.contains("Enter a code from your current device: "), "{out}");
     assert_eq!(
         fake.requests()[1],
         Request::SetupBegin {
@@ -758,24 +474,13 @@ fn replacing_an_enabled_device_asks_for_the_current_code() {
 #[test]
 fn three_wrong_codes_leave_it_pending() {
     let fake = FakeDaemon::start(vec![
-        Response::SetupStarted {
-            setup: sample_info(OtpType::Totp),
-        },
+        Response::SetupStarted { setup: sample_info(OtpType::Totp) },
         wrong(),
         wrong(),
         wrong(),
     ]);
     let (code, out, err) = run_with(
-        &[
-            "setup",
-            "--user",
-            "bob",
-            "--no-barcode",
-            "--type",
-            "totp",
-            "--code",
-            "000000",
-        ],
+        &["setup", "--user", "bob", "--no-barcode", "--type", "totp", "--code", "000000"],
         "1\n2\n3\n4\n",
         Some(fake.socket.clone().into_os_string()),
     );
@@ -783,62 +488,31 @@ fn three_wrong_codes_leave_it_pending() {
     assert_eq!(out.matches("complete setup: ").count(), 3, "{out}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("stays pending"), "{err}");
-    assert!(
-        err.contains("`mfactl setup --user bob --confirm CODE`"),
-        "{err}"
-    );
+    assert!(err.contains("`mfactl setup --user bob --confirm CODE`"), "{err}");
     assert_eq!(fake.requests().len(), 4);
-    assert!(!fake.requests().contains(&Request::SetupConfirm {
-        user: Some("bob".into()),
-        code: Code::new("4")
-    }));
+    assert!(!fake.requests().contains(&Request::SetupConfirm { user: Some("bob".into()), code: Code::new("4") }));
 }
 
 #[test]
 fn end_of_input_is_a_clean_error() {
     let fake = FakeDaemon::start(vec![not_enrolled()]);
-    let (code, _, err) = run_with(
-        &["setup", "--socket", fake.socket.to_str().unwrap()],
-        "y\n",
-        None,
-    );
+    let (code, _, err) = run_with(&["setup", "--socket", fake.socket.to_str().unwrap()], "y\n", None);
     assert_eq!(code, EXIT_FAILURE);
     assert_eq!(err, "mfactl: no answer: standard input ended\n");
     // Nothing was started: only the status was asked.
     assert_eq!(fake.requests(), vec![Request::Status { user: None }]);
 
-    let fake = FakeDaemon::start(vec![
-        not_enrolled(),
-        Response::SetupStarted {
-            setup: sample_info(OtpType::Totp),
-        },
-    ]);
-    let (code, _, err) = run_with(
-        &["setup", "--socket", fake.socket.to_str().unwrap()],
-        "y\nt\n",
-        None,
-    );
+    let fake = FakeDaemon::start(vec![not_enrolled(), Response::SetupStarted { setup: sample_info(OtpType::Totp) }]);
+    let (code, _, err) = run_with(&["setup", "--socket", fake.socket.to_str().unwrap()], "y\nt\n", None);
     assert_eq!(code, EXIT_FAILURE);
     assert!(err.contains("stays pending"), "{err}");
 }
 
 #[test]
 fn setup_json_prints_the_info_and_leaves_it_pending() {
-    let fake = FakeDaemon::start(vec![Response::SetupStarted {
-        setup: sample_info(OtpType::Totp),
-    }]);
-    let (code, out, _) = run_with(
-        &[
-            "setup",
-            "--json",
-            "--type",
-            "totp",
-            "--socket",
-            fake.socket.to_str().unwrap(),
-        ],
-        "",
-        None,
-    );
+    let fake = FakeDaemon::start(vec![Response::SetupStarted { setup: sample_info(OtpType::Totp) }]);
+    let (code, out, _) =
+        run_with(&["setup", "--json", "--type", "totp", "--socket", fake.socket.to_str().unwrap()], "", None);
     assert_eq!(code, EXIT_OK);
     let doc: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(doc["secret"], "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP");
@@ -847,12 +521,7 @@ fn setup_json_prints_the_info_and_leaves_it_pending() {
     assert_eq!(out.lines().count(), 1);
     assert_eq!(
         fake.requests(),
-        vec![Request::SetupBegin {
-            user: None,
-            otp_type: Some(OtpType::Totp),
-            level: None,
-            current_code: None
-        }]
+        vec![Request::SetupBegin { user: None, otp_type: Some(OtpType::Totp), level: None, current_code: None }]
     );
 }
 
@@ -928,10 +597,7 @@ fn a_dash_without_a_code_on_standard_input_is_a_clear_error() {
 #[test]
 fn commands_against_the_fake_daemon() {
     let fake = FakeDaemon::start(vec![
-        Response::CheckValue {
-            user: "al".into(),
-            value: "328482".into(),
-        },
+        Response::CheckValue { user: "al".into(), value: "328482".into() },
         Response::error(ErrorKind::NotFound, "no such user\n\"zed\""),
         Response::Ok { message: None },
         Response::Ok { message: None },
@@ -940,8 +606,7 @@ fn commands_against_the_fake_daemon() {
     let s = fake.socket.to_str().unwrap();
     let (code, out, _) = run_with(&["user", "verify", "al", "--socket", s], "", None);
     assert_eq!((code, out.as_str()), (EXIT_OK, "328482\n"));
-    let (code, out, err) =
-        run_with(&["--json", "user", "show", "zed", "--socket", s], "", None);
+    let (code, out, err) = run_with(&["--json", "user", "show", "zed", "--socket", s], "", None);
     assert_eq!(code, EXIT_NOT_FOUND);
     assert_eq!(
         serde_json::from_str::<Value>(&out).unwrap(),
@@ -951,15 +616,9 @@ fn commands_against_the_fake_daemon() {
     let (_, out, _) = run_with(&["user", "unlock", "al", "--socket", s], "", None);
     assert_eq!(out, "al is unlocked.\n");
     let (_, out, _) = run_with(&["reload", "--json", "--socket", s], "", None);
-    assert_eq!(
-        serde_json::from_str::<Value>(&out).unwrap(),
-        json!({"ok": true, "message": null})
-    );
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), json!({"ok": true, "message": null}));
     let (code, out, _) = run_with(&["setup", "--confirm", "123456", "--socket", s], "", None);
     assert_eq!(code, EXIT_OK);
-    assert!(
-        out.starts_with("Two-factor authentication is enabled.\n"),
-        "{out}"
-    );
+    assert!(out.starts_with("Two-factor authentication is enabled.\n"), "{out}");
     assert!(out.contains("rc-one"), "{out}");
 }

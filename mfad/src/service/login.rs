@@ -16,7 +16,6 @@ const MAX_SESSIONS: usize = 10_000;
 const SESSIONS_PER_USER: usize = 16;
 
 impl Daemon {
-
     pub(super) fn auth_begin(
         &self,
         peer: &Peer,
@@ -79,7 +78,9 @@ impl Daemon {
                 });
                 return Ok(decision_response(
                     Outcome::Denied,
-                    vec![Message::error("Two-factor authentication cannot read your group membership; try again later.")],
+                    vec![Message::error(
+                        "Two-factor authentication cannot read your group membership; try again later.",
+                    )],
                 ));
             }
         };
@@ -163,7 +164,9 @@ impl Daemon {
         sessions.retain(|_, s| s.expires_at > now);
         // Bounded, in all and per local user, so that nobody can fill the
         // table and keep others' logins out.
-        let busy = |what: &str| Err(refuse(ErrorKind::Busy, format!("too many login conversations in progress{what}; try again shortly")));
+        let busy = |what: &str| {
+            Err(refuse(ErrorKind::Busy, format!("too many login conversations in progress{what}; try again shortly")))
+        };
         if sessions.len() >= MAX_SESSIONS {
             return busy("");
         }
@@ -333,10 +336,7 @@ impl Daemon {
                     "success",
                     &format!("enrollment completed (role policy {})", offer.policy.as_str()),
                 );
-                let text = format!(
-                    "Two-factor authentication is enabled.{}",
-                    format_recovery_codes(&codes)
-                );
+                let text = format!("Two-factor authentication is enabled.{}", format_recovery_codes(&codes));
                 Ok(decision_response(Outcome::Verified, vec![Message::essential(text)]))
             }
             Err(refusal) if refusal.kind == ErrorKind::InvalidCode => {
@@ -344,7 +344,12 @@ impl Daemon {
                 if session.tries < config.max_tries {
                     self.log_session(&session, "failure", "enrollment code wrong");
                     let stage = session.stage;
-                    return self.ask(session, stage, vec![Message::error(format!("{}. Try again.", refusal.message))], now);
+                    return self.ask(
+                        session,
+                        stage,
+                        vec![Message::error(format!("{}. Try again.", refusal.message))],
+                        now,
+                    );
                 }
                 self.log_session(&session, "failure", "enrollment failed: too many wrong codes; set-up stays pending");
                 Ok(decision_response(
@@ -387,5 +392,4 @@ impl Daemon {
         }
         Ok(None)
     }
-
 }

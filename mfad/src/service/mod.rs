@@ -11,9 +11,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use mfa_shared::config::{Cidr, Config, RolePolicy};
 use mfa_shared::otp::{self, OtpParams};
 use mfa_shared::protocol::{
-    ImportRefusal, ImportUser,
-    AuthStep, ChallengeLevel, Code, EnrollmentState, ErrorKind, IpRuleInfo, Message, OtpType, Outcome,
-    Request, Response, SetupInfo, UserStatus,
+    AuthStep, ChallengeLevel, Code, EnrollmentState, ErrorKind, ImportRefusal, ImportUser, IpRuleInfo, Message,
+    OtpType, Outcome, Request, Response, SetupInfo, UserStatus,
 };
 
 use crate::audit::{Audit, Entry, Severity};
@@ -119,7 +118,6 @@ struct Offer {
     mandatory: bool,
 }
 
-
 /// Why a request was refused; becomes `Response::Error`.
 #[derive(Debug)]
 struct Refusal {
@@ -148,15 +146,24 @@ enum Recovery<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum CodeCheck {
     Accepted,
-    AcceptedRecovery { left: usize },
-    Wrong { message: String, locked: bool },
-    Locked { until: u64 },
+    AcceptedRecovery {
+        left: usize,
+    },
+    Wrong {
+        message: String,
+        locked: bool,
+    },
+    Locked {
+        until: u64,
+    },
     NotEnrolled,
     /// Elevation without super-user approval (checked with the code).
     NotApproved,
     /// Not the device's code; look it up among these recovery code hashes
     /// (slow, so outside the transaction) and check again.
-    TryRecovery { hashes: Vec<String> },
+    TryRecovery {
+        hashes: Vec<String>,
+    },
 }
 
 impl Daemon {
@@ -327,11 +334,7 @@ impl Daemon {
 
     /// Run `f` on the user's record (a fresh one if none) inside one store
     /// transaction; `f` returns whether to write and its result.
-    fn with_record<R>(
-        &self,
-        user: &str,
-        mut f: impl FnMut(&mut UserRecord) -> (bool, R),
-    ) -> Result<R, Refusal> {
+    fn with_record<R>(&self, user: &str, mut f: impl FnMut(&mut UserRecord) -> (bool, R)) -> Result<R, Refusal> {
         let mut out = None;
         self.store
             .update_user(user, &mut |current| {
@@ -388,7 +391,9 @@ impl Daemon {
             {
                 return CodeCheck::TryRecovery { hashes: record.recovery_hashes.clone() };
             }
-            (None, Recovery::Checked(Some(matched))) => recovery::remove(&mut record.recovery_hashes, matched).map(Some),
+            (None, Recovery::Checked(Some(matched))) => {
+                recovery::remove(&mut record.recovery_hashes, matched).map(Some)
+            }
             (None, _) => None,
         };
         match accepted {
@@ -462,16 +467,14 @@ impl Daemon {
         })?;
         let (outcome, result) = match check {
             CodeCheck::Accepted | CodeCheck::AcceptedRecovery { .. } => ("success", Ok(())),
-            CodeCheck::NotEnrolled => (
-                "failure",
-                Err(refuse(ErrorKind::Conflict, format!("{user} has no enabled device"))),
-            ),
+            CodeCheck::NotEnrolled => {
+                ("failure", Err(refuse(ErrorKind::Conflict, format!("{user} has no enabled device"))))
+            }
             // Not asked for: recovery codes are for logins only.
             CodeCheck::TryRecovery { .. } => ("failure", Err(refuse(ErrorKind::Internal, "unexpected recovery check"))),
-            CodeCheck::NotApproved => (
-                "denied",
-                Err(refuse(ErrorKind::PermissionDenied, "super-user approval is not granted")),
-            ),
+            CodeCheck::NotApproved => {
+                ("denied", Err(refuse(ErrorKind::PermissionDenied, "super-user approval is not granted")))
+            }
             CodeCheck::Locked { until } => (
                 "locked",
                 Err(refuse(
@@ -484,13 +487,7 @@ impl Daemon {
                 Err(refuse(ErrorKind::InvalidCode, format!("{message} (wrong, reused or expired code)"))),
             ),
         };
-        self.audit.decision(&Entry {
-            user,
-            service: "mfactl",
-            rhost: None,
-            outcome,
-            reason: what,
-        });
+        self.audit.decision(&Entry { user, service: "mfactl", rhost: None, outcome, reason: what });
         result
     }
 
@@ -547,7 +544,9 @@ impl Daemon {
         let enrolled = self.get_record(&user)?.is_some_and(|r| r.is_enrolled());
         // Replacing a device needs the current one (or an administrator).
         match current_code {
-            Some(code) if enrolled => self.prove_code(&user, &code, "device change proven with current code", |_| {})?,
+            Some(code) if enrolled => {
+                self.prove_code(&user, &code, "device change proven with current code", |_| {})?
+            }
             _ if enrolled && !self.is_admin(peer) => {
                 return Err(refuse(
                     ErrorKind::PermissionDenied,
@@ -644,14 +643,20 @@ impl Daemon {
         source: Option<&str>,
         now: u64,
     ) -> Result<Vec<Code>, Refusal> {
-        let (codes, hashes) = recovery::generate().map_err(|_| refuse(ErrorKind::Internal, "no random bytes from the OS"))?;
+        let (codes, hashes) =
+            recovery::generate().map_err(|_| refuse(ErrorKind::Internal, "no random bytes from the OS"))?;
         let result = self.with_record(user, |record| {
             let Some(pending) = record.pending.clone() else {
-                return (false, Err(refuse(ErrorKind::Conflict, "no set-up is pending: start one with `mfactl setup`")));
+                return (
+                    false,
+                    Err(refuse(ErrorKind::Conflict, "no set-up is pending: start one with `mfactl setup`")),
+                );
             };
             let typed = match otp::normalize_code(code.expose(), pending.digits) {
                 Ok(typed) => typed,
-                Err(err) => return (false, Err(refuse(ErrorKind::InvalidCode, format!("{err}; the set-up is still pending")))),
+                Err(err) => {
+                    return (false, Err(refuse(ErrorKind::InvalidCode, format!("{err}; the set-up is still pending"))));
+                }
             };
             let Some(device) = self.match_device(user, &pending, &typed, config, now) else {
                 return (false, Err(refuse(ErrorKind::InvalidCode, "wrong code; the set-up is still pending")));
@@ -725,7 +730,8 @@ impl Daemon {
 
     fn recovery_codes(&self, peer: &Peer, user: Option<String>, code: &Code) -> Reply {
         let user = self.target(peer, user)?;
-        let (codes, hashes) = recovery::generate().map_err(|_| refuse(ErrorKind::Internal, "no random bytes from the OS"))?;
+        let (codes, hashes) =
+            recovery::generate().map_err(|_| refuse(ErrorKind::Internal, "no random bytes from the OS"))?;
         self.prove_code(&user, code, "new recovery codes proven with code", |record| {
             record.recovery_hashes = hashes.clone();
         })?;
@@ -737,7 +743,13 @@ impl Daemon {
 
     fn admin_event(&self, peer: &Peer, user: &str, what: &str) {
         let by = peer.name.clone().unwrap_or_else(|| format!("uid {}", peer.uid));
-        self.audit.decision(&Entry { user, service: "mfactl", rhost: None, outcome: "changed", reason: &format!("{what} by {by}") });
+        self.audit.decision(&Entry {
+            user,
+            service: "mfactl",
+            rhost: None,
+            outcome: "changed",
+            reason: &format!("{what} by {by}"),
+        });
     }
 
     fn list_users(&self, peer: &Peer, after: Option<&str>) -> Reply {
@@ -807,10 +819,7 @@ impl Daemon {
         self.require_admin(peer)?;
         let cidr = Cidr::parse(cidr).map_err(|e| refuse(ErrorKind::BadRequest, e))?;
         let expires_at = timeout_secs.map(|t| self.clock.now().saturating_add(t));
-        let id = self
-            .store
-            .add_ip_rule(&cidr.to_string(), bypass_2fa, expires_at)
-            .map_err(|e| self.internal(e))?;
+        let id = self.store.add_ip_rule(&cidr.to_string(), bypass_2fa, expires_at).map_err(|e| self.internal(e))?;
         self.admin_event(peer, "-", &format!("ip rule #{id} {cidr} bypass_2fa={bypass_2fa} added"));
         Ok(Response::IpRuleAdded { id })
     }

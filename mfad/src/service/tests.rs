@@ -240,7 +240,10 @@ fn require_by_hand_with_a_counter_based_device() {
     let (outcome, _) = done(&f.answer(&code_prompt, &otp::hotp(&secret, 0, Algorithm::Sha1, 6)));
     assert_eq!(outcome, Outcome::Verified);
     // Enrolled under require: a code at every login, even from that source.
-    f.daemon.handle(&ROOT, Request::SetLevel { user: Some("require_dee".into()), level: ChallengeLevel::Superuser, code: None });
+    f.daemon.handle(
+        &ROOT,
+        Request::SetLevel { user: Some("require_dee".into()), level: ChallengeLevel::Superuser, code: None },
+    );
     let ask = f.begin("require_dee", "10.0.0.1");
     assert_eq!(prompt_text(&ask).0, "Verification code: ");
     let (outcome, _) = done(&f.answer(&ask, &otp::hotp(&secret, 1, Algorithm::Sha1, 6)));
@@ -317,7 +320,8 @@ fn a_user_may_begin_a_login_only_as_themselves() {
 
 #[test]
 fn a_config_rule_timeout_counts_from_its_first_load_across_reloads() {
-    let text = "[bypass]\nenabled = true\n[[bypass.rule]]\ncidr = \"10.0.0.0/8\"\nbypass_2fa = true\ntimeout = \"1h\"\n";
+    let text =
+        "[bypass]\nenabled = true\n[[bypass.rule]]\ncidr = \"10.0.0.0/8\"\nbypass_2fa = true\ntimeout = \"1h\"\n";
     let first = Loaded::new(Config::parse(text).unwrap(), None, 1000);
     let reloaded = Loaded::new(Config::parse(text).unwrap(), Some(&first), 5000);
     let rule = &reloaded.config.bypass.rules[0];
@@ -350,7 +354,12 @@ fn revoking_approval_during_the_prompt_refuses_the_code() {
     let secret = {
         let Response::SetupStarted { setup } = f.daemon.handle(
             &ROOT,
-            Request::SetupBegin { user: Some("ann".into()), otp_type: Some(OtpType::Hotp), level: None, current_code: None },
+            Request::SetupBegin {
+                user: Some("ann".into()),
+                otp_type: Some(OtpType::Hotp),
+                level: None,
+                current_code: None,
+            },
         ) else {
             panic!("no setup")
         };
@@ -382,7 +391,12 @@ fn a_host_name_is_never_a_trusted_source() {
     let secret = {
         let Response::SetupStarted { setup } = f.daemon.handle(
             &ROOT,
-            Request::SetupBegin { user: Some("bea".into()), otp_type: Some(OtpType::Hotp), level: None, current_code: None },
+            Request::SetupBegin {
+                user: Some("bea".into()),
+                otp_type: Some(OtpType::Hotp),
+                level: None,
+                current_code: None,
+            },
         ) else {
             panic!("no setup")
         };

@@ -158,11 +158,7 @@ pub trait Store: Send + Sync {
     /// Atomic read-modify-write of one user's record. `change` may be called
     /// more than once if the backend retries; it must not have side effects
     /// other than computing its answer.
-    fn update_user(
-        &self,
-        user: &str,
-        change: &mut dyn FnMut(Option<&UserRecord>) -> Change,
-    ) -> Result<(), StoreError>;
+    fn update_user(&self, user: &str, change: &mut dyn FnMut(Option<&UserRecord>) -> Change) -> Result<(), StoreError>;
 
     /// [`Store::update_user`] for many users in one durable write (bulk
     /// import): `change` is called once per name.

@@ -16,8 +16,7 @@ use super::{Change, Store, StoreError, StoredIpRule, UserRecord};
 
 /// Schema versions, applied in order at start; `PRAGMA user_version` records
 /// how many have run.
-const MIGRATIONS: &[&str] = &[
-    "CREATE TABLE users (
+const MIGRATIONS: &[&str] = &["CREATE TABLE users (
         name   TEXT PRIMARY KEY NOT NULL,
         record TEXT NOT NULL
      ) WITHOUT ROWID;
@@ -26,8 +25,7 @@ const MIGRATIONS: &[&str] = &[
         cidr       TEXT NOT NULL,
         bypass_2fa INTEGER NOT NULL,
         expires_at INTEGER
-     );",
-];
+     );"];
 
 /// SQLite behind one connection, with group commit: concurrent updates are
 /// applied one after another (each in its own savepoint, so per-user
@@ -157,11 +155,7 @@ impl SqliteStore {
             tx.commit().map_err(db)?;
         }
         Ok(SqliteStore {
-            state: Mutex::new(State {
-                conn,
-                open: None,
-                next_batch: 0,
-            }),
+            state: Mutex::new(State { conn, open: None, next_batch: 0 }),
             finished: Mutex::new(Finished::default()),
             reader: None,
             committed: Condvar::new(),
@@ -249,8 +243,7 @@ impl SqliteStore {
 }
 
 fn decode(user: &str, json: &str) -> Result<UserRecord, StoreError> {
-    serde_json::from_str(json)
-        .map_err(|e| StoreError::Corrupt { user: user.to_string(), reason: e.to_string() })
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt { user: user.to_string(), reason: e.to_string() })
 }
 
 fn encode(record: &UserRecord) -> Result<String, StoreError> {
@@ -287,11 +280,7 @@ impl Store for SqliteStore {
         self.read(|conn| read_user(conn, user))
     }
 
-    fn update_user(
-        &self,
-        user: &str,
-        change: &mut dyn FnMut(Option<&UserRecord>) -> Change,
-    ) -> Result<(), StoreError> {
+    fn update_user(&self, user: &str, change: &mut dyn FnMut(Option<&UserRecord>) -> Change) -> Result<(), StoreError> {
         self.write(|conn| {
             let current = read_user(conn, user)?;
             apply_change(conn, user, change(current.as_ref()))
@@ -345,9 +334,8 @@ impl Store for SqliteStore {
 
     fn list_ip_rules(&self) -> Result<Vec<StoredIpRule>, StoreError> {
         self.read(|conn| {
-            let mut stmt = conn
-                .prepare_cached("SELECT id, cidr, bypass_2fa, expires_at FROM ip_rules ORDER BY id")
-                .map_err(db)?;
+            let mut stmt =
+                conn.prepare_cached("SELECT id, cidr, bypass_2fa, expires_at FROM ip_rules ORDER BY id").map_err(db)?;
             let rows = stmt
                 .query_map([], |r| {
                     Ok(StoredIpRule {

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use mfa_shared::frame::{FrameError, read_frame, write_frame};
 use mfa_shared::{
-    AuthStep, Client, ClientError, Code, ErrorKind, Message, Outcome, PROTOCOL_VERSION, Request,
-    RequestFrame, Response, ResponseFrame,
+    AuthStep, Client, ClientError, Code, ErrorKind, Message, Outcome, PROTOCOL_VERSION, Request, RequestFrame,
+    Response, ResponseFrame,
 };
 
 use super::*;
@@ -41,9 +41,7 @@ struct ScriptedPrompter {
 
 impl ScriptedPrompter {
     fn new(script: Vec<Expect>) -> Self {
-        ScriptedPrompter {
-            script: script.into(),
-        }
+        ScriptedPrompter { script: script.into() }
     }
 
     fn next(&mut self, got: &str) -> Expect {
@@ -54,9 +52,7 @@ impl ScriptedPrompter {
     }
 
     fn answer(answer: Result<&str, &str>) -> Result<String, ConversationError> {
-        answer
-            .map(str::to_string)
-            .map_err(|why| ConversationError(why.to_string()))
+        answer.map(str::to_string).map_err(|why| ConversationError(why.to_string()))
     }
 }
 
@@ -92,10 +88,7 @@ impl Prompter for ScriptedPrompter {
         match self.next(&format!("error {text:?}")) {
             Expect::Error(expected) => assert_eq!(text, expected, "error text"),
             Expect::ErrorStarting(prefix) => {
-                assert!(
-                    text.starts_with(prefix),
-                    "error {text:?} should start with {prefix:?}"
-                )
+                assert!(text.starts_with(prefix), "error {text:?} should start with {prefix:?}")
             }
             other => panic!("expected {other:?}, got error {text:?}"),
         }
@@ -105,11 +98,7 @@ impl Prompter for ScriptedPrompter {
 impl Drop for ScriptedPrompter {
     fn drop(&mut self) {
         if !thread::panicking() {
-            assert!(
-                self.script.is_empty(),
-                "prompter script not used up: {:?}",
-                self.script
-            );
+            assert!(self.script.is_empty(), "prompter script not used up: {:?}", self.script);
         }
     }
 }
@@ -121,9 +110,7 @@ struct ScriptedTransport {
 
 impl ScriptedTransport {
     fn new(script: Vec<(Request, Result<Response, ClientError>)>) -> Self {
-        ScriptedTransport {
-            script: script.into(),
-        }
+        ScriptedTransport { script: script.into() }
     }
 }
 
@@ -140,11 +127,7 @@ impl Transport for ScriptedTransport {
 impl Drop for ScriptedTransport {
     fn drop(&mut self) {
         if !thread::panicking() {
-            assert!(
-                self.script.is_empty(),
-                "daemon script not used up: {} left",
-                self.script.len()
-            );
+            assert!(self.script.is_empty(), "daemon script not used up: {} left", self.script.len());
         }
     }
 }
@@ -160,18 +143,10 @@ impl Log for Lines {
 
 impl Lines {
     fn at(&self, level: LogLevel) -> Vec<&str> {
-        self.0
-            .iter()
-            .filter(|(l, _)| *l == level)
-            .map(|(_, m)| m.as_str())
-            .collect()
+        self.0.iter().filter(|(l, _)| *l == level).map(|(_, m)| m.as_str()).collect()
     }
     fn all(&self) -> String {
-        self.0
-            .iter()
-            .map(|(_, m)| m.as_str())
-            .collect::<Vec<_>>()
-            .join("\n")
+        self.0.iter().map(|(_, m)| m.as_str()).collect::<Vec<_>>().join("\n")
     }
 }
 
@@ -193,10 +168,7 @@ fn ctx(service: &str) -> Context {
 
 /// Default options with this failmode.
 fn mode(failmode: FailMode) -> Options {
-    Options {
-        failmode,
-        ..Options::default()
-    }
+    Options { failmode, ..Options::default() }
 }
 
 fn begin(ctx: &Context) -> Request {
@@ -210,19 +182,11 @@ fn begin(ctx: &Context) -> Request {
 }
 
 fn answer(session: &str, code: &str) -> Request {
-    Request::AuthAnswer {
-        session_id: session.into(),
-        answer: Code::new(code),
-    }
+    Request::AuthAnswer { session_id: session.into(), answer: Code::new(code) }
 }
 
 fn prompt(session: &str, messages: Vec<Message>, text: &str, echo: bool) -> Response {
-    Response::Auth(AuthStep::Prompt {
-        session_id: session.into(),
-        messages,
-        prompt: text.into(),
-        echo,
-    })
+    Response::Auth(AuthStep::Prompt { session_id: session.into(), messages, prompt: text.into(), echo })
 }
 
 fn decision(outcome: Outcome, messages: Vec<Message>) -> Response {
@@ -239,21 +203,12 @@ fn run_scripted(
 ) -> (PamCode, Lines) {
     let mut prompter = ScriptedPrompter::new(person);
     let mut log = Lines::default();
-    let code = authenticate_with(
-        ctx,
-        || Ok(ScriptedTransport::new(daemon)),
-        &mut prompter,
-        &mut log,
-    );
+    let code = authenticate_with(ctx, || Ok(ScriptedTransport::new(daemon)), &mut prompter, &mut log);
     (code, log)
 }
 
 /// A one-step conversation: AuthBegin answered by `reply`.
-fn one_step(
-    ctx: &Context,
-    reply: Result<Response, ClientError>,
-    person: Vec<Expect>,
-) -> (PamCode, Lines) {
+fn one_step(ctx: &Context, reply: Result<Response, ClientError>, person: Vec<Expect>) -> (PamCode, Lines) {
     run_scripted(ctx, vec![(begin(ctx), reply)], person)
 }
 
@@ -271,100 +226,42 @@ fn outcomes_map_onto_pam_codes() {
 #[test]
 fn daemon_errors_map_onto_pam_codes() {
     let code = |kind, failmode, service| {
-        pam_code(
-            &Err(AuthError::Daemon {
-                kind,
-                message: "m".into(),
-            }),
-            &mode(failmode),
-            service,
-        )
+        pam_code(&Err(AuthError::Daemon { kind, message: "m".into() }), &mode(failmode), service)
     };
-    assert_eq!(
-        code(ErrorKind::InvalidCode, FailMode::Secure, "sshd"),
-        PamCode::AuthErr
-    );
-    assert_eq!(
-        code(ErrorKind::InvalidCode, FailMode::Safe, "sshd"),
-        PamCode::AuthErr
-    );
+    assert_eq!(code(ErrorKind::InvalidCode, FailMode::Secure, "sshd"), PamCode::AuthErr);
+    assert_eq!(code(ErrorKind::InvalidCode, FailMode::Safe, "sshd"), PamCode::AuthErr);
     // An overloaded daemon answered: never the failmode.
-    for (failmode, service) in [
-        (FailMode::Secure, "sshd"),
-        (FailMode::Safe, "sshd"),
-        (FailMode::Safe, "sudo"),
-    ] {
-        assert_eq!(
-            code(ErrorKind::Busy, failmode, service),
-            PamCode::AuthErr,
-            "{failmode:?} {service}"
-        );
+    for (failmode, service) in [(FailMode::Secure, "sshd"), (FailMode::Safe, "sshd"), (FailMode::Safe, "sudo")] {
+        assert_eq!(code(ErrorKind::Busy, failmode, service), PamCode::AuthErr, "{failmode:?} {service}");
     }
     for kind in [ErrorKind::Internal, ErrorKind::Version] {
-        assert_eq!(
-            code(kind, FailMode::Secure, "sshd"),
-            PamCode::AuthInfoUnavail
-        );
+        assert_eq!(code(kind, FailMode::Secure, "sshd"), PamCode::AuthInfoUnavail);
         assert_eq!(code(kind, FailMode::Safe, "sshd"), PamCode::Ignore);
         assert_eq!(code(kind, FailMode::Safe, "sudo"), PamCode::AuthInfoUnavail);
     }
-    for kind in [
-        ErrorKind::BadRequest,
-        ErrorKind::PermissionDenied,
-        ErrorKind::NotFound,
-        ErrorKind::Conflict,
-    ] {
-        assert_eq!(
-            code(kind, FailMode::Secure, "sshd"),
-            PamCode::ServiceErr,
-            "{kind:?}"
-        );
-        assert_eq!(
-            code(kind, FailMode::Safe, "sshd"),
-            PamCode::ServiceErr,
-            "{kind:?}"
-        );
+    for kind in [ErrorKind::BadRequest, ErrorKind::PermissionDenied, ErrorKind::NotFound, ErrorKind::Conflict] {
+        assert_eq!(code(kind, FailMode::Secure, "sshd"), PamCode::ServiceErr, "{kind:?}");
+        assert_eq!(code(kind, FailMode::Safe, "sshd"), PamCode::ServiceErr, "{kind:?}");
     }
 }
 
 #[test]
 fn other_errors_map_onto_pam_codes() {
     let conv = Err(AuthError::Conversation(ConversationError("eof".into())));
-    assert_eq!(
-        pam_code(&conv, &mode(FailMode::Secure), "sshd"),
-        PamCode::ConvErr
-    );
-    assert_eq!(
-        pam_code(&Err(AuthError::TooManySteps), &mode(FailMode::Safe), "sshd"),
-        PamCode::AuthErr
-    );
+    assert_eq!(pam_code(&conv, &mode(FailMode::Secure), "sshd"), PamCode::ConvErr);
+    assert_eq!(pam_code(&Err(AuthError::TooManySteps), &mode(FailMode::Safe), "sshd"), PamCode::AuthErr);
     let down = || Err(AuthError::Unavailable(ClientError::TimedOut));
-    assert_eq!(
-        pam_code(&down(), &mode(FailMode::Secure), "sshd"),
-        PamCode::AuthInfoUnavail
-    );
-    assert_eq!(
-        pam_code(&down(), &mode(FailMode::Safe), "sshd"),
-        PamCode::Ignore
-    );
+    assert_eq!(pam_code(&down(), &mode(FailMode::Secure), "sshd"), PamCode::AuthInfoUnavail);
+    assert_eq!(pam_code(&down(), &mode(FailMode::Safe), "sshd"), PamCode::Ignore);
     let proto = Err(AuthError::Protocol("ok".into()));
-    assert_eq!(
-        pam_code(&proto, &mode(FailMode::Secure), "login"),
-        PamCode::AuthInfoUnavail
-    );
-    assert_eq!(
-        pam_code(&proto, &mode(FailMode::Safe), "login"),
-        PamCode::Ignore
-    );
+    assert_eq!(pam_code(&proto, &mode(FailMode::Secure), "login"), PamCode::AuthInfoUnavail);
+    assert_eq!(pam_code(&proto, &mode(FailMode::Safe), "login"), PamCode::Ignore);
 }
 
 #[test]
 fn errors_after_a_prompt_are_auth_err_whatever_the_failmode() {
     let after = |err: AuthError| Err(AuthError::AfterPrompt(Box::new(err)));
-    let daemon = |kind| AuthError::Daemon {
-        kind,
-        message: "m".into(),
-    };
+    let daemon = |kind| AuthError::Daemon { kind, message: "m".into() };
     for result in [
         after(AuthError::Unavailable(ClientError::TimedOut)),
         after(AuthError::Unavailable(ClientError::Version(9))),
@@ -391,29 +288,13 @@ fn errors_after_a_prompt_are_auth_err_whatever_the_failmode() {
 fn safe_mode_still_fails_elevation_services() {
     for service in ["sudo", "sudo-i", "su", "su-l", "pkexec", "doas"] {
         assert!(is_elevation_service(service, &[]));
-        assert_eq!(
-            unavailable_code(&mode(FailMode::Safe), service),
-            PamCode::AuthInfoUnavail,
-            "{service}"
-        );
-        assert_eq!(
-            unavailable_code(&mode(FailMode::Secure), service),
-            PamCode::AuthInfoUnavail,
-            "{service}"
-        );
+        assert_eq!(unavailable_code(&mode(FailMode::Safe), service), PamCode::AuthInfoUnavail, "{service}");
+        assert_eq!(unavailable_code(&mode(FailMode::Secure), service), PamCode::AuthInfoUnavail, "{service}");
     }
     for service in ["sshd", "login", "gdm-password", "sudoers", "su-x", "run0"] {
         assert!(!is_elevation_service(service, &[]), "{service}");
-        assert_eq!(
-            unavailable_code(&mode(FailMode::Safe), service),
-            PamCode::Ignore,
-            "{service}"
-        );
-        assert_eq!(
-            unavailable_code(&mode(FailMode::Secure), service),
-            PamCode::AuthInfoUnavail,
-            "{service}"
-        );
+        assert_eq!(unavailable_code(&mode(FailMode::Safe), service), PamCode::Ignore, "{service}");
+        assert_eq!(unavailable_code(&mode(FailMode::Secure), service), PamCode::AuthInfoUnavail, "{service}");
     }
 }
 
@@ -422,50 +303,28 @@ fn the_elevation_option_adds_services_that_stay_closed_in_safe_mode() {
     let (options, warnings) = Options::parse(&["failmode=safe", "elevation=run0,cockpit"]);
     assert!(warnings.is_empty(), "{warnings:?}");
     for service in ["run0", "cockpit", "sudo", "su"] {
-        assert!(
-            is_elevation_service(service, &options.elevation),
-            "{service}"
-        );
-        assert_eq!(
-            unavailable_code(&options, service),
-            PamCode::AuthInfoUnavail,
-            "{service}"
-        );
+        assert!(is_elevation_service(service, &options.elevation), "{service}");
+        assert_eq!(unavailable_code(&options, service), PamCode::AuthInfoUnavail, "{service}");
     }
     for service in ["sshd", "run", "cockpit-ws"] {
-        assert!(
-            !is_elevation_service(service, &options.elevation),
-            "{service}"
-        );
-        assert_eq!(
-            unavailable_code(&options, service),
-            PamCode::Ignore,
-            "{service}"
-        );
+        assert!(!is_elevation_service(service, &options.elevation), "{service}");
+        assert_eq!(unavailable_code(&options, service), PamCode::Ignore, "{service}");
     }
     // End to end: mfad down, an added elevation service is denied.
     let mut c = ctx("run0");
     c.options = options;
     let unreachable = || -> Result<ScriptedTransport, ClientError> { Err(ClientError::TimedOut) };
     let mut person = ScriptedPrompter::new(vec![Expect::ErrorStarting(UNAVAILABLE_PREFIX)]);
-    assert_eq!(
-        authenticate_with(&c, unreachable, &mut person, &mut Lines::default()),
-        PamCode::AuthInfoUnavail
-    );
+    assert_eq!(authenticate_with(&c, unreachable, &mut person, &mut Lines::default()), PamCode::AuthInfoUnavail);
 }
 
 #[test]
 fn success_only_when_the_daemon_verified() {
-    let mut results: Vec<Result<Outcome, AuthError>> = [
-        Outcome::Verified,
-        Outcome::NotRequired,
-        Outcome::Failed,
-        Outcome::MaxTries,
-        Outcome::Denied,
-    ]
-    .into_iter()
-    .map(Ok)
-    .collect();
+    let mut results: Vec<Result<Outcome, AuthError>> =
+        [Outcome::Verified, Outcome::NotRequired, Outcome::Failed, Outcome::MaxTries, Outcome::Denied]
+            .into_iter()
+            .map(Ok)
+            .collect();
     for kind in [
         ErrorKind::BadRequest,
         ErrorKind::PermissionDenied,
@@ -476,32 +335,20 @@ fn success_only_when_the_daemon_verified() {
         ErrorKind::Internal,
         ErrorKind::Busy,
     ] {
-        results.push(Err(AuthError::Daemon {
-            kind,
-            message: String::new(),
-        }));
-        results.push(Err(AuthError::AfterPrompt(Box::new(AuthError::Daemon {
-            kind,
-            message: String::new(),
-        }))));
+        results.push(Err(AuthError::Daemon { kind, message: String::new() }));
+        results.push(Err(AuthError::AfterPrompt(Box::new(AuthError::Daemon { kind, message: String::new() }))));
     }
     results.push(Err(AuthError::Unavailable(ClientError::TimedOut)));
     results.push(Err(AuthError::Unavailable(ClientError::Version(9))));
     results.push(Err(AuthError::Protocol(String::new())));
-    results.push(Err(AuthError::Conversation(ConversationError(
-        String::new(),
-    ))));
+    results.push(Err(AuthError::Conversation(ConversationError(String::new()))));
     results.push(Err(AuthError::TooManySteps));
     for result in &results {
         for failmode in [FailMode::Secure, FailMode::Safe] {
             for service in ["sshd", "sudo"] {
                 let code = pam_code(result, &mode(failmode), service);
                 let verified = matches!(result, Ok(Outcome::Verified));
-                assert_eq!(
-                    code == PamCode::Success,
-                    verified,
-                    "{result:?} {failmode:?} {service}"
-                );
+                assert_eq!(code == PamCode::Success, verified, "{result:?} {failmode:?} {service}");
             }
         }
     }
@@ -567,10 +414,7 @@ fn prompt_then_verified() {
         &c,
         vec![
             (begin(&c), Ok(prompt("s1", vec![], CODE_PROMPT, false))),
-            (
-                answer("s1", "123456"),
-                Ok(decision(Outcome::Verified, vec![])),
-            ),
+            (answer("s1", "123456"), Ok(decision(Outcome::Verified, vec![]))),
         ],
         vec![Expect::Secret(CODE_PROMPT, Ok("123456"))],
     );
@@ -586,17 +430,9 @@ fn retry_flow_with_error_message() {
             (begin(&c), Ok(prompt("s1", vec![], CODE_PROMPT, false))),
             (
                 answer("s1", "000000"),
-                Ok(prompt(
-                    "s1",
-                    vec![Message::error("Wrong code, try again.")],
-                    CODE_PROMPT,
-                    false,
-                )),
+                Ok(prompt("s1", vec![Message::error("Wrong code, try again.")], CODE_PROMPT, false)),
             ),
-            (
-                answer("s1", "123456"),
-                Ok(decision(Outcome::Verified, vec![Message::info("Welcome.")])),
-            ),
+            (answer("s1", "123456"), Ok(decision(Outcome::Verified, vec![Message::info("Welcome.")]))),
         ],
         vec![
             Expect::Secret(CODE_PROMPT, Ok("000000")),
@@ -611,27 +447,14 @@ fn retry_flow_with_error_message() {
 #[test]
 fn retries_used_up_give_maxtries() {
     let c = ctx("sshd");
-    let wrong = || {
-        Ok(prompt(
-            "s1",
-            vec![Message::error("Wrong code.")],
-            CODE_PROMPT,
-            false,
-        ))
-    };
+    let wrong = || Ok(prompt("s1", vec![Message::error("Wrong code.")], CODE_PROMPT, false));
     let (code, _) = run_scripted(
         &c,
         vec![
             (begin(&c), Ok(prompt("s1", vec![], CODE_PROMPT, false))),
             (answer("s1", "1"), wrong()),
             (answer("s1", "2"), wrong()),
-            (
-                answer("s1", "3"),
-                Ok(decision(
-                    Outcome::MaxTries,
-                    vec![Message::error("Too many wrong codes.")],
-                )),
-            ),
+            (answer("s1", "3"), Ok(decision(Outcome::MaxTries, vec![Message::error("Too many wrong codes.")]))),
         ],
         vec![
             Expect::Secret(CODE_PROMPT, Ok("1")),
@@ -655,21 +478,14 @@ fn messages_are_shown_in_order_with_their_style() {
                 begin(&c),
                 Ok(prompt(
                     "s1",
-                    vec![
-                        Message::info("one"),
-                        Message::error("two"),
-                        Message::info("three"),
-                    ],
+                    vec![Message::info("one"), Message::error("two"), Message::info("three")],
                     CODE_PROMPT,
                     false,
                 )),
             ),
             (
                 answer("s1", "123456"),
-                Ok(decision(
-                    Outcome::Denied,
-                    vec![Message::error("Account locked."), Message::info("bye")],
-                )),
+                Ok(decision(Outcome::Denied, vec![Message::error("Account locked."), Message::info("bye")])),
             ),
         ],
         vec![
@@ -692,28 +508,12 @@ fn echo_on_prompts_are_visible_and_relayed_verbatim() {
     let (code, _) = run_scripted(
         &c,
         vec![
-            (
-                begin(&c),
-                Ok(prompt(
-                    "e1",
-                    vec![Message::info("Two-factor set-up is required.")],
-                    question,
-                    true,
-                )),
-            ),
+            (begin(&c), Ok(prompt("e1", vec![Message::info("Two-factor set-up is required.")], question, true))),
             (
                 answer("e1", "n"),
-                Ok(prompt(
-                    "e1",
-                    vec![Message::info("Secret: ABCD EFGH")],
-                    "Code from the new device: ",
-                    false,
-                )),
+                Ok(prompt("e1", vec![Message::info("Secret: ABCD EFGH")], "Code from the new device: ", false)),
             ),
-            (
-                answer("e1", "654321"),
-                Ok(decision(Outcome::Verified, vec![])),
-            ),
+            (answer("e1", "654321"), Ok(decision(Outcome::Verified, vec![]))),
         ],
         vec![
             Expect::Info("Two-factor set-up is required."),
@@ -732,16 +532,10 @@ fn the_session_id_of_the_latest_prompt_is_answered() {
         &c,
         vec![
             (begin(&c), Ok(prompt("first", vec![], CODE_PROMPT, false))),
-            (
-                answer("first", "1"),
-                Ok(prompt("second", vec![], CODE_PROMPT, false)),
-            ),
+            (answer("first", "1"), Ok(prompt("second", vec![], CODE_PROMPT, false))),
             (answer("second", "2"), Ok(decision(Outcome::Failed, vec![]))),
         ],
-        vec![
-            Expect::Secret(CODE_PROMPT, Ok("1")),
-            Expect::Secret(CODE_PROMPT, Ok("2")),
-        ],
+        vec![Expect::Secret(CODE_PROMPT, Ok("1")), Expect::Secret(CODE_PROMPT, Ok("2"))],
     );
     assert_eq!(code, PamCode::AuthErr);
 }
@@ -753,28 +547,13 @@ fn silent_suppresses_info_only() {
     let (code, _) = run_scripted(
         &c,
         vec![
-            (
-                begin(&c),
-                Ok(prompt(
-                    "s1",
-                    vec![Message::info("hidden"), Message::error("shown")],
-                    CODE_PROMPT,
-                    false,
-                )),
-            ),
+            (begin(&c), Ok(prompt("s1", vec![Message::info("hidden"), Message::error("shown")], CODE_PROMPT, false))),
             (
                 answer("s1", "123456"),
-                Ok(decision(
-                    Outcome::Verified,
-                    vec![Message::info("hidden too"), Message::error("shown too")],
-                )),
+                Ok(decision(Outcome::Verified, vec![Message::info("hidden too"), Message::error("shown too")])),
             ),
         ],
-        vec![
-            Expect::Error("shown"),
-            Expect::Secret(CODE_PROMPT, Ok("123456")),
-            Expect::Error("shown too"),
-        ],
+        vec![Expect::Error("shown"), Expect::Secret(CODE_PROMPT, Ok("123456")), Expect::Error("shown too")],
     );
     assert_eq!(code, PamCode::Success);
 }
@@ -792,10 +571,7 @@ fn silent_still_shows_essential_info() {
                 begin(&c),
                 Ok(prompt(
                     "e1",
-                    vec![
-                        Message::info("Two-factor set-up is required."),
-                        Message::essential("Key: ABCD EFGH"),
-                    ],
+                    vec![Message::info("Two-factor set-up is required."), Message::essential("Key: ABCD EFGH")],
                     "Code from the new device: ",
                     false,
                 )),
@@ -804,10 +580,7 @@ fn silent_still_shows_essential_info() {
                 answer("e1", "654321"),
                 Ok(decision(
                     Outcome::Verified,
-                    vec![
-                        Message::essential("Recovery codes: 1111 2222"),
-                        Message::info("Welcome."),
-                    ],
+                    vec![Message::essential("Recovery codes: 1111 2222"), Message::info("Welcome.")],
                 )),
             ),
         ],
@@ -823,10 +596,7 @@ fn silent_still_shows_essential_info() {
     c.silent = false;
     let (code, _) = one_step(
         &c,
-        Ok(decision(
-            Outcome::Verified,
-            vec![Message::info("a"), Message::essential("b")],
-        )),
+        Ok(decision(Outcome::Verified, vec![Message::info("a"), Message::essential("b")])),
         vec![Expect::Info("a"), Expect::Info("b")],
     );
     assert_eq!(code, PamCode::Success);
@@ -849,9 +619,7 @@ fn daemon_error_invalid_code_is_auth_err_with_its_message() {
     let (code, log) = one_step(
         &ctx("sshd"),
         Ok(Response::error(ErrorKind::InvalidCode, "account locked")),
-        vec![Expect::Error(
-            "Two-factor authentication failed: account locked",
-        )],
+        vec![Expect::Error("Two-factor authentication failed: account locked")],
     );
     assert_eq!(code, PamCode::AuthErr);
     assert!(!log.at(LogLevel::Info).is_empty());
@@ -862,19 +630,13 @@ fn daemon_error_internal_follows_the_failmode() {
     let (code, _) = one_step(
         &ctx("sshd"),
         Ok(Response::error(ErrorKind::Internal, "store is down")),
-        vec![Expect::Error(
-            "Two-factor authentication is unavailable: store is down",
-        )],
+        vec![Expect::Error("Two-factor authentication is unavailable: store is down")],
     );
     assert_eq!(code, PamCode::AuthInfoUnavail);
 
     let mut safe = ctx("sshd");
     safe.options.failmode = FailMode::Safe;
-    let (code, log) = one_step(
-        &safe,
-        Ok(Response::error(ErrorKind::Version, "old client")),
-        vec![],
-    );
+    let (code, log) = one_step(&safe, Ok(Response::error(ErrorKind::Version, "old client")), vec![]);
     assert_eq!(code, PamCode::Ignore);
     assert_eq!(log.at(LogLevel::Warning).len(), 1, "{}", log.all());
 
@@ -890,40 +652,22 @@ fn daemon_error_internal_follows_the_failmode() {
 
 #[test]
 fn daemon_busy_is_auth_err_with_its_message_whatever_the_failmode() {
-    for (failmode, service) in [
-        (FailMode::Secure, "sshd"),
-        (FailMode::Safe, "sshd"),
-        (FailMode::Safe, "sudo"),
-    ] {
+    for (failmode, service) in [(FailMode::Secure, "sshd"), (FailMode::Safe, "sshd"), (FailMode::Safe, "sudo")] {
         let mut c = ctx(service);
         c.options.failmode = failmode;
         let (code, log) = one_step(
             &c,
-            Ok(Response::error(
-                ErrorKind::Busy,
-                "too many logins in progress, try again later",
-            )),
-            vec![Expect::Error(
-                "Two-factor authentication failed: too many logins in progress, try again later",
-            )],
+            Ok(Response::error(ErrorKind::Busy, "too many logins in progress, try again later")),
+            vec![Expect::Error("Two-factor authentication failed: too many logins in progress, try again later")],
         );
         assert_eq!(code, PamCode::AuthErr, "{failmode:?} {service}");
-        assert!(
-            log.at(LogLevel::Warning).iter().any(|l| l.contains("Busy")),
-            "{}",
-            log.all()
-        );
+        assert!(log.at(LogLevel::Warning).iter().any(|l| l.contains("Busy")), "{}", log.all());
     }
 }
 
 #[test]
 fn other_daemon_errors_are_service_err() {
-    for kind in [
-        ErrorKind::BadRequest,
-        ErrorKind::PermissionDenied,
-        ErrorKind::NotFound,
-        ErrorKind::Conflict,
-    ] {
+    for kind in [ErrorKind::BadRequest, ErrorKind::PermissionDenied, ErrorKind::NotFound, ErrorKind::Conflict] {
         let (code, log) = one_step(
             &ctx("sshd"),
             Ok(Response::error(kind, "nope")),
@@ -942,10 +686,7 @@ fn daemon_error_after_a_prompt() {
         &c,
         vec![
             (begin(&c), Ok(prompt("s1", vec![], CODE_PROMPT, false))),
-            (
-                answer("s1", "123456"),
-                Ok(Response::error(ErrorKind::NotFound, "no such session")),
-            ),
+            (answer("s1", "123456"), Ok(Response::error(ErrorKind::NotFound, "no such session"))),
         ],
         vec![
             Expect::Secret(CODE_PROMPT, Ok("123456")),
@@ -957,18 +698,9 @@ fn daemon_error_after_a_prompt() {
 
 #[test]
 fn an_unexpected_response_is_a_protocol_error() {
-    let (code, log) = one_step(
-        &ctx("sshd"),
-        Ok(Response::ok()),
-        vec![Expect::ErrorStarting(UNAVAILABLE_PREFIX)],
-    );
+    let (code, log) = one_step(&ctx("sshd"), Ok(Response::ok()), vec![Expect::ErrorStarting(UNAVAILABLE_PREFIX)]);
     assert_eq!(code, PamCode::AuthInfoUnavail);
-    assert!(
-        log.all()
-            .contains(r#"unexpected reply from mfad: a "ok" response"#),
-        "{}",
-        log.all()
-    );
+    assert!(log.all().contains(r#"unexpected reply from mfad: a "ok" response"#), "{}", log.all());
 
     let mut safe = ctx("login");
     safe.options.failmode = FailMode::Safe;
@@ -983,53 +715,27 @@ fn any_error_after_a_prompt_denies_whatever_the_failmode() {
     // login through on the password alone (failmode=safe gave PAM_IGNORE).
     type Failure = fn() -> Result<Response, ClientError>;
     let failures: [(Failure, &str); 6] = [
+        (|| Err(ClientError::TimedOut), "Two-factor authentication failed: mfad did not answer in time"),
         (
-            || Err(ClientError::TimedOut),
-            "Two-factor authentication failed: mfad did not answer in time",
-        ),
-        (
-            || {
-                Err(ClientError::Frame(FrameError::Io(std::io::Error::from(
-                    std::io::ErrorKind::BrokenPipe,
-                ))))
-            },
+            || Err(ClientError::Frame(FrameError::Io(std::io::Error::from(std::io::ErrorKind::BrokenPipe)))),
             "Two-factor authentication failed: connection to mfad failed",
         ),
-        (
-            || Err(ClientError::Version(9)),
-            "Two-factor authentication failed: mfad speaks protocol version 9",
-        ),
+        (|| Err(ClientError::Version(9)), "Two-factor authentication failed: mfad speaks protocol version 9"),
         (
             || Ok(Response::error(ErrorKind::Internal, "store is down")),
             "Two-factor authentication failed: store is down",
         ),
-        (
-            || Ok(Response::error(ErrorKind::Version, "old client")),
-            "Two-factor authentication failed: old client",
-        ),
-        (
-            || Ok(Response::ok()),
-            "Two-factor authentication failed: unexpected reply from mfad",
-        ),
+        (|| Ok(Response::error(ErrorKind::Version, "old client")), "Two-factor authentication failed: old client"),
+        (|| Ok(Response::ok()), "Two-factor authentication failed: unexpected reply from mfad"),
     ];
     for (failure, shown) in failures {
-        for (failmode, service) in [
-            (FailMode::Secure, "sshd"),
-            (FailMode::Safe, "sshd"),
-            (FailMode::Safe, "sudo"),
-        ] {
+        for (failmode, service) in [(FailMode::Secure, "sshd"), (FailMode::Safe, "sshd"), (FailMode::Safe, "sudo")] {
             let mut c = ctx(service);
             c.options.failmode = failmode;
             let (code, log) = run_scripted(
                 &c,
-                vec![
-                    (begin(&c), Ok(prompt("s1", vec![], CODE_PROMPT, false))),
-                    (answer("s1", "123456"), failure()),
-                ],
-                vec![
-                    Expect::Secret(CODE_PROMPT, Ok("123456")),
-                    Expect::ErrorStarting(shown),
-                ],
+                vec![(begin(&c), Ok(prompt("s1", vec![], CODE_PROMPT, false))), (answer("s1", "123456"), failure())],
+                vec![Expect::Secret(CODE_PROMPT, Ok("123456")), Expect::ErrorStarting(shown)],
             );
             assert_eq!(code, PamCode::AuthErr, "{shown} {failmode:?} {service}");
             assert!(log.at(LogLevel::Warning).is_empty(), "{}", log.all());
@@ -1093,18 +799,10 @@ fn a_daemon_that_never_decides_ends_after_max_steps() {
     let result = converse(&c, &mut transport, &mut person, &mut Lines::default());
     assert!(matches!(result, Err(AuthError::TooManySteps)), "{result:?}");
     assert_eq!(transport.0, MAX_STEPS);
-    assert_eq!(
-        pam_code(&result, &mode(FailMode::Safe), "sshd"),
-        PamCode::AuthErr
-    );
+    assert_eq!(pam_code(&result, &mode(FailMode::Safe), "sshd"), PamCode::AuthErr);
 
     let mut person = AlwaysAnswers(0);
-    let code = authenticate_with(
-        &c,
-        || Ok(EndlessPrompts(0)),
-        &mut person,
-        &mut Lines::default(),
-    );
+    let code = authenticate_with(&c, || Ok(EndlessPrompts(0)), &mut person, &mut Lines::default());
     assert_eq!(code, PamCode::AuthErr);
 }
 
@@ -1115,24 +813,10 @@ fn debug_logs_step_kinds_but_never_answers_or_prompts() {
     let (code, log) = run_scripted(
         &c,
         vec![
-            (
-                begin(&c),
-                Ok(prompt(
-                    "s1",
-                    vec![Message::info("hint 4711")],
-                    "Code please: ",
-                    false,
-                )),
-            ),
-            (
-                answer("s1", "987654"),
-                Ok(decision(Outcome::Verified, vec![])),
-            ),
+            (begin(&c), Ok(prompt("s1", vec![Message::info("hint 4711")], "Code please: ", false))),
+            (answer("s1", "987654"), Ok(decision(Outcome::Verified, vec![]))),
         ],
-        vec![
-            Expect::Info("hint 4711"),
-            Expect::Secret("Code please: ", Ok("987654")),
-        ],
+        vec![Expect::Info("hint 4711"), Expect::Secret("Code please: ", Ok("987654"))],
     );
     assert_eq!(code, PamCode::Success);
     let all = log.all();
@@ -1152,10 +836,7 @@ fn without_debug_a_normal_login_logs_nothing() {
         &c,
         vec![
             (begin(&c), Ok(prompt("s1", vec![], CODE_PROMPT, false))),
-            (
-                answer("s1", "987654"),
-                Ok(decision(Outcome::Verified, vec![])),
-            ),
+            (answer("s1", "987654"), Ok(decision(Outcome::Verified, vec![]))),
         ],
         vec![Expect::Secret(CODE_PROMPT, Ok("987654"))],
     );
@@ -1174,10 +855,7 @@ fn connect_failure_follows_the_failmode() {
     let mut person = ScriptedPrompter::new(vec![Expect::ErrorStarting(
         "Two-factor authentication is unavailable: cannot connect to mfad",
     )]);
-    assert_eq!(
-        authenticate_with(&c, refused, &mut person, &mut Lines::default()),
-        PamCode::AuthInfoUnavail
-    );
+    assert_eq!(authenticate_with(&c, refused, &mut person, &mut Lines::default()), PamCode::AuthInfoUnavail);
 }
 
 // ---------------------------------------------------------------- real client, fake daemon
@@ -1205,9 +883,7 @@ impl FakeDaemon {
         let listener = UnixListener::bind(&path).unwrap();
         let thread = thread::spawn(move || {
             let (mut stream, _) = listener.accept().unwrap();
-            stream
-                .set_read_timeout(Some(Duration::from_secs(10)))
-                .unwrap();
+            stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
             for (expected, reply) in script {
                 let frame: RequestFrame = read_frame(&mut stream).unwrap();
                 assert_eq!(frame.version, PROTOCOL_VERSION);
@@ -1219,11 +895,7 @@ impl FakeDaemon {
                 }
             }
         });
-        FakeDaemon {
-            _dir: dir,
-            path,
-            thread: Some(thread),
-        }
+        FakeDaemon { _dir: dir, path, thread: Some(thread) }
     }
 
     /// Wait for the daemon's thread; its failed assertions fail the test.
@@ -1249,11 +921,7 @@ fn ctx_at(service: &str, socket: &Path, timeout_secs: u64) -> Context {
 
 /// [`authenticate`] without its check that root serves the socket: the fake
 /// daemons run as whoever runs the tests.
-fn authenticate_as_test_user(
-    c: &Context,
-    prompter: &mut ScriptedPrompter,
-    log: &mut Lines,
-) -> PamCode {
+fn authenticate_as_test_user(c: &Context, prompter: &mut ScriptedPrompter, log: &mut Lines) -> PamCode {
     let connect = || Client::connect(&c.options.socket, c.options.timeout);
     authenticate_with(c, connect, prompter, log)
 }
@@ -1262,31 +930,12 @@ fn authenticate_as_test_user(
 fn real_client_relays_prompts_and_retries() {
     let c0 = ctx("sshd");
     let daemon = FakeDaemon::start(vec![
-        (
-            begin(&c0),
-            reply(prompt(
-                "s1",
-                vec![Message::info("Enter the code from your app.")],
-                CODE_PROMPT,
-                false,
-            )),
-        ),
+        (begin(&c0), reply(prompt("s1", vec![Message::info("Enter the code from your app.")], CODE_PROMPT, false))),
         (
             answer("s1", "000000"),
-            reply(prompt(
-                "s1",
-                vec![Message::error("Wrong code, try again.")],
-                CODE_PROMPT,
-                false,
-            )),
+            reply(prompt("s1", vec![Message::error("Wrong code, try again.")], CODE_PROMPT, false)),
         ),
-        (
-            answer("s1", "123456"),
-            reply(decision(
-                Outcome::Verified,
-                vec![Message::info("Verified.")],
-            )),
-        ),
+        (answer("s1", "123456"), reply(decision(Outcome::Verified, vec![Message::info("Verified.")]))),
     ]);
     let c = ctx_at("sshd", &daemon.path, 5);
     let mut person = ScriptedPrompter::new(vec![
@@ -1313,11 +962,7 @@ fn real_client_every_outcome() {
         let c0 = ctx("login");
         let daemon = FakeDaemon::start(vec![(begin(&c0), reply(decision(outcome, vec![])))]);
         let c = ctx_at("login", &daemon.path, 5);
-        let code = authenticate_as_test_user(
-            &c,
-            &mut ScriptedPrompter::new(vec![]),
-            &mut Lines::default(),
-        );
+        let code = authenticate_as_test_user(&c, &mut ScriptedPrompter::new(vec![]), &mut Lines::default());
         daemon.finish();
         assert_eq!(code, expected, "{outcome:?}");
     }
@@ -1326,31 +971,11 @@ fn real_client_every_outcome() {
 #[test]
 fn real_client_daemon_errors() {
     for (kind, expected, shown) in [
-        (
-            ErrorKind::InvalidCode,
-            PamCode::AuthErr,
-            "Two-factor authentication failed: ",
-        ),
-        (
-            ErrorKind::Internal,
-            PamCode::AuthInfoUnavail,
-            UNAVAILABLE_PREFIX,
-        ),
-        (
-            ErrorKind::Version,
-            PamCode::AuthInfoUnavail,
-            UNAVAILABLE_PREFIX,
-        ),
-        (
-            ErrorKind::PermissionDenied,
-            PamCode::ServiceErr,
-            "Two-factor authentication failed: ",
-        ),
-        (
-            ErrorKind::Busy,
-            PamCode::AuthErr,
-            "Two-factor authentication failed: x",
-        ),
+        (ErrorKind::InvalidCode, PamCode::AuthErr, "Two-factor authentication failed: "),
+        (ErrorKind::Internal, PamCode::AuthInfoUnavail, UNAVAILABLE_PREFIX),
+        (ErrorKind::Version, PamCode::AuthInfoUnavail, UNAVAILABLE_PREFIX),
+        (ErrorKind::PermissionDenied, PamCode::ServiceErr, "Two-factor authentication failed: "),
+        (ErrorKind::Busy, PamCode::AuthErr, "Two-factor authentication failed: x"),
     ] {
         let c0 = ctx("sshd");
         let daemon = FakeDaemon::start(vec![(begin(&c0), reply(Response::error(kind, "x")))]);
@@ -1365,10 +990,7 @@ fn real_client_daemon_errors() {
 #[test]
 fn real_client_conversation_error() {
     let c0 = ctx("sshd");
-    let daemon = FakeDaemon::start(vec![(
-        begin(&c0),
-        reply(prompt("s1", vec![], CODE_PROMPT, false)),
-    )]);
+    let daemon = FakeDaemon::start(vec![(begin(&c0), reply(prompt("s1", vec![], CODE_PROMPT, false)))]);
     let c = ctx_at("sshd", &daemon.path, 5);
     let mut person = ScriptedPrompter::new(vec![Expect::Secret(CODE_PROMPT, Err("EOF"))]);
     let code = authenticate_as_test_user(&c, &mut person, &mut Lines::default());
@@ -1411,16 +1033,9 @@ fn real_client_broken_daemons_follow_the_failmode() {
             let daemon = FakeDaemon::start(vec![(begin_req, broken)]);
             let mut c = ctx_at(service, &daemon.path, 5);
             c.options.failmode = failmode;
-            let script = if expected == PamCode::Ignore {
-                vec![]
-            } else {
-                vec![Expect::ErrorStarting(UNAVAILABLE_PREFIX)]
-            };
-            let code = authenticate_as_test_user(
-                &c,
-                &mut ScriptedPrompter::new(script),
-                &mut Lines::default(),
-            );
+            let script =
+                if expected == PamCode::Ignore { vec![] } else { vec![Expect::ErrorStarting(UNAVAILABLE_PREFIX)] };
+            let code = authenticate_as_test_user(&c, &mut ScriptedPrompter::new(script), &mut Lines::default());
             daemon.finish();
             assert_eq!(code, expected, "{name} {failmode:?} {service}");
         }
@@ -1440,11 +1055,7 @@ fn dead_socket_secure_denies_with_a_message() {
             "Two-factor authentication is unavailable: cannot connect to mfad at",
         )]);
         let mut log = Lines::default();
-        assert_eq!(
-            authenticate(&c, &mut person, &mut log),
-            PamCode::AuthInfoUnavail,
-            "{path:?}"
-        );
+        assert_eq!(authenticate(&c, &mut person, &mut log), PamCode::AuthInfoUnavail, "{path:?}");
         assert_eq!(log.at(LogLevel::Error).len(), 1, "{}", log.all());
     }
 }
@@ -1510,9 +1121,7 @@ fn a_daemon_that_accepts_but_never_answers_times_out() {
     let c = ctx_at("sshd", &path, 1);
     let code = authenticate_within(
         c,
-        vec![Expect::Error(
-            "Two-factor authentication is unavailable: mfad did not answer in time",
-        )],
+        vec![Expect::Error("Two-factor authentication is unavailable: mfad did not answer in time")],
         Duration::from_secs(5),
     );
     assert_eq!(code, PamCode::AuthInfoUnavail);
@@ -1545,11 +1154,7 @@ fn a_daemon_that_hangs_after_a_prompt_is_denied_whatever_the_failmode() {
             let (mut stream, _) = listener.accept().unwrap();
             let frame: RequestFrame = read_frame(&mut stream).unwrap();
             assert_eq!(frame.request, expected_begin);
-            write_frame(
-                &mut stream,
-                &ResponseFrame::new(prompt("s1", vec![], CODE_PROMPT, false)),
-            )
-            .unwrap();
+            write_frame(&mut stream, &ResponseFrame::new(prompt("s1", vec![], CODE_PROMPT, false))).unwrap();
             let _: RequestFrame = read_frame(&mut stream).unwrap();
             // Never answers the code.
             let _ = stop_rx.recv();
@@ -1584,18 +1189,9 @@ fn only_a_root_served_socket_is_trusted() {
     let err = AuthError::from_client(err);
     assert!(err.is_unavailable());
     let result = Err(err);
-    assert_eq!(
-        pam_code(&result, &mode(FailMode::Secure), "sshd"),
-        PamCode::AuthInfoUnavail
-    );
-    assert_eq!(
-        pam_code(&result, &mode(FailMode::Safe), "sshd"),
-        PamCode::Ignore
-    );
-    assert_eq!(
-        pam_code(&result, &mode(FailMode::Safe), "sudo"),
-        PamCode::AuthInfoUnavail
-    );
+    assert_eq!(pam_code(&result, &mode(FailMode::Secure), "sshd"), PamCode::AuthInfoUnavail);
+    assert_eq!(pam_code(&result, &mode(FailMode::Safe), "sshd"), PamCode::Ignore);
+    assert_eq!(pam_code(&result, &mode(FailMode::Safe), "sudo"), PamCode::AuthInfoUnavail);
 }
 
 fn euid() -> u32 {
@@ -1645,10 +1241,7 @@ fn the_client_reports_who_serves_the_socket() {
 #[test]
 fn authenticate_does_not_trust_a_daemon_run_by_a_user() {
     // A fake daemon that would say Verified, served by a non-root user.
-    for (failmode, expected) in [
-        (FailMode::Secure, PamCode::AuthInfoUnavail),
-        (FailMode::Safe, PamCode::Ignore),
-    ] {
+    for (failmode, expected) in [(FailMode::Secure, PamCode::AuthInfoUnavail), (FailMode::Safe, PamCode::Ignore)] {
         let dir = tempfile::tempdir().unwrap();
         let (path, listener) = listen_as_a_user(dir.path());
         let fake = thread::spawn(move || {
@@ -1661,20 +1254,14 @@ fn authenticate_does_not_trust_a_daemon_run_by_a_user() {
         let script = if expected == PamCode::Ignore {
             vec![]
         } else {
-            vec![Expect::ErrorStarting(
-                "Two-factor authentication is unavailable: cannot connect to mfad at",
-            )]
+            vec![Expect::ErrorStarting("Two-factor authentication is unavailable: cannot connect to mfad at")]
         };
         let mut log = Lines::default();
         let code = authenticate(&c, &mut ScriptedPrompter::new(script), &mut log);
         fake.join().unwrap();
         assert_eq!(code, expected, "{failmode:?}");
         let warnings = log.at(LogLevel::Warning);
-        assert!(
-            warnings.iter().any(|w| w.contains("not root")),
-            "{}",
-            log.all()
-        );
+        assert!(warnings.iter().any(|w| w.contains("not root")), "{}", log.all());
     }
 }
 
@@ -1685,16 +1272,9 @@ fn authenticate_trusts_a_daemon_run_by_root() {
         return;
     }
     let c0 = ctx("sshd");
-    let daemon = FakeDaemon::start(vec![(
-        begin(&c0),
-        reply(decision(Outcome::Verified, vec![])),
-    )]);
+    let daemon = FakeDaemon::start(vec![(begin(&c0), reply(decision(Outcome::Verified, vec![])))]);
     let c = ctx_at("sshd", &daemon.path, 5);
-    let code = authenticate(
-        &c,
-        &mut ScriptedPrompter::new(vec![]),
-        &mut Lines::default(),
-    );
+    let code = authenticate(&c, &mut ScriptedPrompter::new(vec![]), &mut Lines::default());
     daemon.finish();
     assert_eq!(code, PamCode::Success);
 }

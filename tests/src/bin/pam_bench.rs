@@ -165,7 +165,9 @@ fn parse_options(args: Vec<String>) -> Options {
 /// The libpam-wrapper environment must be in effect: never the machine's stacks.
 fn check_pam_wrapper() -> Result<(), String> {
     let var = |k: &str| std::env::var(k).unwrap_or_default();
-    if var("PAM_WRAPPER") != "1" || var("PAM_WRAPPER_SERVICE_DIR").is_empty() || !var("LD_PRELOAD").contains("pam_wrapper")
+    if var("PAM_WRAPPER") != "1"
+        || var("PAM_WRAPPER_SERVICE_DIR").is_empty()
+        || !var("LD_PRELOAD").contains("pam_wrapper")
     {
         return Err("refusing to run without libpam-wrapper: set PAM_WRAPPER=1, \
                     PAM_WRAPPER_SERVICE_DIR=DIR and LD_PRELOAD=libpam_wrapper.so"
@@ -410,11 +412,12 @@ fn coordinate(o: &Options) -> serde_json::Value {
             let (mut first_start, mut last_end) = (u64::MAX, 0u64);
             for w in &mut workers {
                 let line = w.line();
-                let fields: Vec<u64> =
-                    line.strip_prefix("done ").unwrap_or_else(|| panic!("worker said {line:?}"))
-                        .split(' ')
-                        .map(|f| f.parse().unwrap())
-                        .collect();
+                let fields: Vec<u64> = line
+                    .strip_prefix("done ")
+                    .unwrap_or_else(|| panic!("worker said {line:?}"))
+                    .split(' ')
+                    .map(|f| f.parse().unwrap())
+                    .collect();
                 ok += fields[0] as usize;
                 failed += fields[1] as usize;
                 first_start = first_start.min(fields[2]);
@@ -444,11 +447,7 @@ fn coordinate(o: &Options) -> serde_json::Value {
                     latencies.push(f[1]);
                     (first, last) = (first.min(f[2]), last.max(f[2]));
                     accepted += usize::from(won);
-                    if won {
-                        ok += 1
-                    } else {
-                        failed += 1
-                    }
+                    if won { ok += 1 } else { failed += 1 }
                 }
                 distribution[accepted] += 1;
                 spreads.push(last - first);
@@ -466,8 +465,7 @@ fn coordinate(o: &Options) -> serde_json::Value {
             doc["rounds"] = o.iterations.into();
             doc["rounds_exactly_one"] = distribution[1].into();
             doc["accepted_per_round"] = dist.into();
-            doc["max_accepted_in_a_round"] =
-                distribution.iter().rposition(|n| *n > 0).unwrap_or(0).into();
+            doc["max_accepted_in_a_round"] = distribution.iter().rposition(|n| *n > 0).unwrap_or(0).into();
         }
     }
     for Worker { mut child, go, .. } in workers {
