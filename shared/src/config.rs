@@ -104,7 +104,7 @@ pub struct ElevationConfig {
 impl Default for ElevationConfig {
     fn default() -> Self {
         ElevationConfig {
-            services: ["sudo", "sudo-i", "su", "su-l", "pkexec", "doas"].into_iter().map(String::from).collect(),
+            services: crate::protocol::DEFAULT_ELEVATION_SERVICES.iter().map(|s| s.to_string()).collect(),
             require_approval: true,
         }
     }

@@ -16,6 +16,25 @@ use serde::{Deserialize, Serialize};
 /// [`ErrorKind::Version`] so a stale client says so clearly.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// The PAM services that are super-user elevation unless the config says
+/// otherwise: mfad's default `[elevation] services`, and the list the module
+/// keeps closed in `failmode=safe` (it cannot ask mfad when that matters).
+pub const DEFAULT_ELEVATION_SERVICES: &[&str] = &["sudo", "sudo-i", "su", "su-l", "pkexec", "doas"];
+
+/// Longest account name accepted anywhere (NSS allows far less in practice).
+pub const MAX_USER_NAME_BYTES: usize = 256;
+
+/// Whether `user` can be an account name. Names are what NSS says they are
+/// (AD/SSSD names may hold spaces, `@`, `\\` or `+`); refused are only names
+/// no account can have: empty, over-long, with control characters or a
+/// slash, or shaped like an option. mfad and mfactl's import both use it.
+pub fn is_valid_user_name(user: &str) -> bool {
+    !user.is_empty()
+        && user.len() <= MAX_USER_NAME_BYTES
+        && !user.starts_with('-')
+        && !user.chars().any(|c| c.is_control() || c == '/')
+}
+
 /// A request as sent on the wire.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -541,6 +560,22 @@ pub enum ErrorKind {
     Busy,
 }
 
+impl ErrorKind {
+    /// The wire name (`permission_denied`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::BadRequest => "bad_request",
+            ErrorKind::PermissionDenied => "permission_denied",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::InvalidCode => "invalid_code",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::Version => "version",
+            ErrorKind::Internal => "internal",
+            ErrorKind::Busy => "busy",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Response {
@@ -589,6 +624,24 @@ pub enum Response {
 }
 
 impl Response {
+    /// The wire name of the response (its `type` tag), for messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Response::Ok { .. } => "ok",
+            Response::Error { .. } => "error",
+            Response::Auth(_) => "auth",
+            Response::Status(_) => "status",
+            Response::SetupStarted { .. } => "setup_started",
+            Response::SetupCompleted { .. } => "setup_completed",
+            Response::RecoveryCodes { .. } => "recovery_codes",
+            Response::Users { .. } => "users",
+            Response::CheckValue { .. } => "check_value",
+            Response::IpRuleAdded { .. } => "ip_rule_added",
+            Response::IpRules { .. } => "ip_rules",
+            Response::Imported { .. } => "imported",
+        }
+    }
+
     pub fn error(kind: ErrorKind, message: impl Into<String>) -> Self {
         Response::Error { kind, message: message.into() }
     }
@@ -600,6 +653,50 @@ impl Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kind_names_the_wire_tag() {
+        let responses = [
+            Response::ok(),
+            Response::error(ErrorKind::Busy, "x"),
+            Response::Auth(AuthStep::Decision { outcome: Outcome::Denied, messages: Vec::new() }),
+            Response::SetupCompleted { recovery_codes: Vec::new() },
+            Response::RecoveryCodes { recovery_codes: Vec::new() },
+            Response::Users { users: Vec::new(), more: false },
+            Response::CheckValue { user: "a".into(), value: "1".into() },
+            Response::IpRuleAdded { id: 1 },
+            Response::IpRules { rules: Vec::new() },
+            Response::Imported { imported: 0, refused: Vec::new() },
+        ];
+        for response in responses {
+            let value = serde_json::to_value(&response).unwrap();
+            assert_eq!(value["type"], response.kind(), "{value}");
+        }
+        let kinds = [
+            ErrorKind::BadRequest,
+            ErrorKind::PermissionDenied,
+            ErrorKind::NotFound,
+            ErrorKind::InvalidCode,
+            ErrorKind::Conflict,
+            ErrorKind::Version,
+            ErrorKind::Internal,
+            ErrorKind::Busy,
+        ];
+        for kind in kinds {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+        }
+    }
+
+    #[test]
+    fn user_names_refused_only_when_no_account_can_have_them() {
+        for ok in ["alice", "ALICE", "alice@corp.example", "CORP\\alice", "first last", "a+b"] {
+            assert!(is_valid_user_name(ok), "{ok}");
+        }
+        let long = "a".repeat(MAX_USER_NAME_BYTES + 1);
+        for bad in ["", "-alice", "a/b", "a\nb", "a\tb", long.as_str()] {
+            assert!(!is_valid_user_name(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn requests_are_internally_tagged() {

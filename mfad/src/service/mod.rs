@@ -12,7 +12,7 @@ use mfa_shared::config::{Cidr, Config, RolePolicy};
 use mfa_shared::otp::{self, OtpParams};
 use mfa_shared::protocol::{
     AuthStep, ChallengeLevel, Code, EnrollmentState, ErrorKind, ImportRefusal, ImportUser, IpRuleInfo, Message,
-    OtpType, Outcome, Request, Response, SetupInfo, UserStatus,
+    OtpType, Outcome, Request, Response, SetupInfo, UserStatus, is_valid_user_name,
 };
 
 use crate::audit::{Audit, Entry, Severity};
@@ -1005,15 +1005,9 @@ fn new_session_id() -> Result<String, Refusal> {
     Ok(data_encoding::HEXLOWER.encode(&bytes))
 }
 
-/// Account names are what NSS says they are (AD/SSSD names may hold
-/// spaces, `@`, `\\` or `+`); refused are only names no account can have:
-/// empty, over-long, with control characters or a slash, or an option.
+/// Refuse a name no account can have (see [`is_valid_user_name`]).
 fn valid_user_name(user: &str) -> Result<(), Refusal> {
-    let ok = !user.is_empty()
-        && user.len() <= 256
-        && !user.starts_with('-')
-        && !user.chars().any(|c| c.is_control() || c == '/');
-    if ok { Ok(()) } else { Err(refuse(ErrorKind::BadRequest, "invalid user name")) }
+    if is_valid_user_name(user) { Ok(()) } else { Err(refuse(ErrorKind::BadRequest, "invalid user name")) }
 }
 
 #[cfg(test)]
