@@ -2,7 +2,9 @@
 //!
 //! Lines are sent as datagrams to /dev/log (or a socket given for tests).
 //! When there is no syslog socket the line goes to stderr, so the daemon
-//! keeps working and nothing is lost. Callers never pass codes or secrets;
+//! keeps working and nothing is lost. The writer is our own rather than the
+//! `syslog` crate's because it must never block: a stalled log daemon would
+//! otherwise stall every login. Callers never pass codes or secrets;
 //! values that come from clients are stripped of control characters so a
 //! crafted user name cannot forge a line.
 
@@ -40,19 +42,15 @@ impl Audit {
 
     /// Log a decision: who, where, what happened and why.
     pub fn decision(&self, entry: &Entry<'_>) {
-        let severity = match entry.outcome {
-            "success" | "not_required" => Severity::Info,
-            _ => Severity::Notice,
-        };
         let line = format!(
             "decision user={} service={} rhost={} outcome={} reason=\"{}\"",
             field(entry.user),
             field(entry.service),
             field(entry.rhost.unwrap_or("-")),
-            field(entry.outcome),
+            entry.outcome.name(),
             clean(entry.reason).replace('"', "'"),
         );
-        self.send(severity, &line);
+        self.send(entry.outcome.severity(), &line);
     }
 
     fn send(&self, severity: Severity, line: &str) {
@@ -71,9 +69,67 @@ pub struct Entry<'a> {
     pub user: &'a str,
     pub service: &'a str,
     pub rhost: Option<&'a str>,
-    /// A short word: success, failure, not_required, denied, ...
-    pub outcome: &'a str,
+    pub outcome: AuditOutcome,
     pub reason: &'a str,
+}
+
+/// What a decision came to. The match below gives each its name in the
+/// log and its severity, so a new outcome cannot compile without both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditOutcome {
+    /// No code needed (MFA off, bypass, trusted source, not enrolled, ...).
+    NotRequired,
+    /// A code was asked for.
+    Challenge,
+    /// A code (or an inline enrollment) was verified.
+    Success,
+    /// A wrong code, counted toward the lockout.
+    Failure,
+    /// A code check refused: the account is (or now became) locked.
+    Locked,
+    /// Refused without a code check (locked, not approved, ...).
+    Denied,
+    /// Inline set-up offered at login.
+    EnrollmentOffered,
+    /// A set-up started and waits for its first code.
+    Pending,
+    /// A set-up completed through mfactl.
+    Enrolled,
+    /// An account or rule changed (self-service or administration).
+    Changed,
+}
+
+impl AuditOutcome {
+    pub fn name(self) -> &'static str {
+        match self {
+            AuditOutcome::NotRequired => "not_required",
+            AuditOutcome::Challenge => "challenge",
+            AuditOutcome::Success => "success",
+            AuditOutcome::Failure => "failure",
+            AuditOutcome::Locked => "locked",
+            AuditOutcome::Denied => "denied",
+            AuditOutcome::EnrollmentOffered => "enroll",
+            AuditOutcome::Pending => "pending",
+            AuditOutcome::Enrolled => "enrolled",
+            AuditOutcome::Changed => "changed",
+        }
+    }
+
+    /// Routine outcomes are info; everything an administrator may want to
+    /// look at is a notice.
+    pub fn severity(self) -> Severity {
+        match self {
+            AuditOutcome::NotRequired | AuditOutcome::Success => Severity::Info,
+            AuditOutcome::Challenge
+            | AuditOutcome::Failure
+            | AuditOutcome::Locked
+            | AuditOutcome::Denied
+            | AuditOutcome::EnrollmentOffered
+            | AuditOutcome::Pending
+            | AuditOutcome::Enrolled
+            | AuditOutcome::Changed => Severity::Notice,
+        }
+    }
 }
 
 fn clean(text: &str) -> String {
@@ -100,7 +156,7 @@ mod tests {
             user: "eve\nmfad: decision user=root outcome=success",
             service: "sshd",
             rhost: Some("10.0.0.1"),
-            outcome: "failure",
+            outcome: AuditOutcome::Failure,
             reason: "wrong code",
         });
         let mut buf = [0u8; 512];

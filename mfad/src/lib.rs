@@ -12,6 +12,7 @@ pub mod ctl;
 pub mod daemon_main;
 pub mod enrollment;
 pub mod import;
+pub mod lockout;
 pub mod nss;
 pub mod policy;
 pub mod recovery;

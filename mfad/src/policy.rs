@@ -5,6 +5,9 @@
 use mfa_shared::config::{Config, RolePolicy};
 use mfa_shared::protocol::ChallengeLevel;
 
+use mfa_shared::bypass::BypassRule;
+
+use crate::lockout;
 use crate::store::UserRecord;
 
 /// Prefix of a source that is a host name rather than an IP literal
@@ -30,8 +33,8 @@ pub struct Context {
     /// Strictest role policy of the person's groups.
     pub role: Option<RolePolicy>,
     /// The bypass rule matching the remote host (global switch on, rule in
-    /// force), described for the audit line.
-    pub bypass: Option<String>,
+    /// force).
+    pub bypass: Option<BypassRule>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +57,7 @@ pub enum Decision {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AllowReason {
     MfaDisabled,
-    Bypass(String),
+    Bypass(BypassRule),
     NotEnrolled,
     TrustedSource,
     LevelSuperuser,
@@ -91,10 +94,7 @@ impl DenyReason {
     /// What the person sees.
     pub fn message(&self) -> String {
         match self {
-            DenyReason::Locked { until } => format!(
-                "Too many wrong codes: two-factor authentication is locked until {} UTC (an administrator can unlock it).",
-                crate::timefmt::utc(*until)
-            ),
+            DenyReason::Locked { until } => crate::lockout::message(*until),
             DenyReason::ElevationNotEnrolled => {
                 "Super-user access needs two-factor authentication: set it up with `mfactl setup`.".into()
             }
@@ -120,7 +120,7 @@ pub fn decide(
     if !config.enabled {
         return Decision::Allow(AllowReason::MfaDisabled);
     }
-    if let Some(until) = record.and_then(|r| r.locked_until).filter(|&until| until > now) {
+    if let Some(until) = record.and_then(|r| lockout::locked_until(r, now)) {
         return Decision::Deny(DenyReason::Locked { until });
     }
     let enrolled = record.filter(|r| r.is_enrolled());
@@ -134,8 +134,8 @@ pub fn decide(
         }
         return Decision::AskCode { reason: "elevation", recovery_allowed: false };
     }
-    if let Some(rule) = &context.bypass {
-        return Decision::Allow(AllowReason::Bypass(rule.clone()));
+    if let Some(rule) = context.bypass {
+        return Decision::Allow(AllowReason::Bypass(rule));
     }
     let Some(record) = enrolled else {
         return match context.role {
@@ -195,7 +195,14 @@ mod tests {
 
     const NOW: u64 = 1_700_000_000;
     const SOURCE: &str = "10.0.0.1";
-    const RULE: &str = "10.0.0.0/8 (config)";
+    fn rule() -> BypassRule {
+        BypassRule {
+            network: mfa_shared::bypass::parse_network("10.0.0.0/8").unwrap(),
+            bypass_2fa: true,
+            expires_at: None,
+            origin: mfa_shared::bypass::RuleOrigin::Config,
+        }
+    }
     const LOCKED_UNTIL: u64 = NOW + 600;
 
     fn config() -> Config {
@@ -276,7 +283,7 @@ mod tests {
         }
 
         fn context(&self) -> Context {
-            Context { role: self.role, bypass: self.bypass.then(|| RULE.to_string()) }
+            Context { role: self.role, bypass: self.bypass.then(rule) }
         }
     }
 
@@ -305,7 +312,7 @@ mod tests {
                 Expect::DenyElevationNotEnrolled => Decision::Deny(DenyReason::ElevationNotEnrolled),
                 Expect::DenyElevationNotApproved => Decision::Deny(DenyReason::ElevationNotApproved),
                 Expect::AskElevation => Decision::AskCode { reason: "elevation", recovery_allowed: false },
-                Expect::AllowBypass => Decision::Allow(AllowReason::Bypass(RULE.into())),
+                Expect::AllowBypass => Decision::Allow(AllowReason::Bypass(rule())),
                 Expect::AllowNotEnrolled => Decision::Allow(AllowReason::NotEnrolled),
                 Expect::Offer(policy, mandatory) => Decision::OfferEnrollment { policy, mandatory },
                 Expect::AskRoleRequire => ask("role policy require"),
@@ -499,7 +506,7 @@ mod tests {
         // Bypass skips a mandatory enrollment.
         check(
             cell(Always, Some(RolePolicy::Force), false, false, true, false, false),
-            Decision::Allow(AllowReason::Bypass(RULE.into())),
+            Decision::Allow(AllowReason::Bypass(rule())),
         );
         // require beats a superuser level; force does not.
         check(

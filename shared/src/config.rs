@@ -4,12 +4,13 @@
 //! and wrong types are errors that name the key and the line.
 
 use std::fmt;
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
 
+use crate::bypass::{BypassRule, RuleOrigin};
 use crate::client::DEFAULT_SOCKET;
 use crate::protocol::{Algorithm, ChallengeLevel, OtpType};
 
@@ -116,18 +117,34 @@ pub struct BypassConfig {
     /// Global switch: nothing is bypassed while it is off.
     pub enabled: bool,
     #[serde(rename = "rule")]
-    pub rules: Vec<BypassRuleConfig>,
+    pub rules: Vec<BypassRuleEntry>,
 }
 
+/// A `[[bypass.rule]]` as written in the file. The file gives a timeout, not
+/// a time: mfad makes each entry a [`BypassRule`] whose expiry counts from
+/// when it first loaded the entry.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BypassRuleConfig {
-    pub cidr: Cidr,
+pub struct BypassRuleEntry {
+    #[serde(with = "crate::bypass::network_text")]
+    pub cidr: IpNet,
     #[serde(default)]
     pub bypass_2fa: bool,
-    /// The rule lapses this long after the config was loaded.
+    /// The rule lapses this long after the entry was first loaded.
     #[serde(default)]
     pub timeout: Option<ConfigDuration>,
+}
+
+impl BypassRuleEntry {
+    /// The rule, for an entry first loaded at `first_loaded`.
+    pub fn rule(&self, first_loaded: u64) -> BypassRule {
+        BypassRule {
+            network: self.cidr,
+            bypass_2fa: self.bypass_2fa,
+            expires_at: self.timeout.map(|t| first_loaded.saturating_add(t.as_secs())),
+            origin: RuleOrigin::Config,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
@@ -232,79 +249,6 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         _ => return Err(bad()),
     };
     number.checked_mul(scale).map(Duration::from_secs).ok_or_else(bad)
-}
-
-/// An IPv4 or IPv6 network; a bare address is a /32 or /128.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    network: IpAddr,
-    prefix: u8,
-}
-
-impl Cidr {
-    pub fn parse(text: &str) -> Result<Cidr, String> {
-        let bad = |why: &str| format!("invalid network {text:?}: {why}");
-        let (addr, prefix) = match text.trim().split_once('/') {
-            Some((addr, prefix)) => (addr, Some(prefix)),
-            None => (text.trim(), None),
-        };
-        let addr: IpAddr = addr.parse().map_err(|_| bad("not an IP address"))?;
-        let addr = normalize(addr);
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            Some(p) => p.parse::<u8>().map_err(|_| bad("bad prefix length"))?,
-            None => max,
-        };
-        if prefix > max {
-            return Err(bad("prefix length too long"));
-        }
-        Ok(Cidr { network: mask(addr, prefix), prefix })
-    }
-
-    /// Whether `addr` (IPv4-mapped IPv6 normalised) is inside this network.
-    pub fn contains(&self, addr: IpAddr) -> bool {
-        let addr = normalize(addr);
-        addr.is_ipv4() == self.network.is_ipv4() && mask(addr, self.prefix) == self.network
-    }
-}
-
-impl fmt::Display for Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.network, self.prefix)
-    }
-}
-
-impl<'de> Deserialize<'de> for Cidr {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        Cidr::parse(&text).map_err(serde::de::Error::custom)
-    }
-}
-
-/// IPv4-mapped IPv6 (`::ffff:a.b.c.d`) is the IPv4 address.
-pub fn normalize(addr: IpAddr) -> IpAddr {
-    match addr {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(v6),
-        },
-        v4 => v4,
-    }
-}
-
-fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
-    match addr {
-        IpAddr::V4(v4) => {
-            let bits = u32::from(v4);
-            let m = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix)) };
-            IpAddr::V4((bits & m).into())
-        }
-        IpAddr::V6(v6) => {
-            let bits = u128::from(v6);
-            let m = if prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(prefix)) };
-            IpAddr::V6((bits & m).into())
-        }
-    }
 }
 
 /// A configuration error that names the key and the line.
@@ -517,23 +461,5 @@ path = "/tmp/x.db"
         assert!(parse_duration("5w").is_err());
         assert!(parse_duration("").is_err());
         assert!(parse_duration("h").is_err());
-    }
-
-    #[test]
-    fn cidr_matching() {
-        let net = Cidr::parse("127.0.0.9").unwrap();
-        assert!(net.contains("127.0.0.9".parse().unwrap()));
-        assert!(!net.contains("127.0.0.10".parse().unwrap()));
-        assert!(net.contains("::ffff:127.0.0.9".parse().unwrap()));
-        let net = Cidr::parse("10.1.0.0/16").unwrap();
-        assert!(net.contains("10.1.200.3".parse().unwrap()));
-        assert!(!net.contains("10.2.0.1".parse().unwrap()));
-        let v6 = Cidr::parse("2001:db8::/32").unwrap();
-        assert!(v6.contains("2001:db8:1::5".parse().unwrap()));
-        assert!(!v6.contains("10.1.0.1".parse().unwrap()));
-        assert_eq!(Cidr::parse("::ffff:10.0.0.1/32").unwrap().to_string(), "10.0.0.1/32");
-        assert!(Cidr::parse("10.0.0.0/33").is_err());
-        assert!(Cidr::parse("example.com").is_err());
-        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
     }
 }

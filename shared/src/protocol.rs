@@ -12,6 +12,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::bypass::BypassRule;
+
 /// Bumped on any incompatible change; the daemon refuses other versions with
 /// [`ErrorKind::Version`] so a stale client says so clearly.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -523,17 +525,10 @@ pub struct ImportRefusal {
 
 /// A bypass rule as listed by `mfactl ip list`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct IpRuleInfo {
-    /// Runtime rules have an id (for `ip remove`); config rules do not.
-    #[serde(default)]
-    pub id: Option<i64>,
-    pub cidr: String,
-    pub bypass_2fa: bool,
-    /// "config" or "runtime".
-    pub source: String,
-    #[serde(default)]
-    pub expires_at: Option<u64>,
-    /// Whether the rule applies now: not lapsed and the global switch is on.
+pub struct ListedRule {
+    #[serde(flatten)]
+    pub rule: BypassRule,
+    /// Whether the rule applies now: not lapsed and bypass switched on.
     pub in_force: bool,
 }
 
@@ -615,7 +610,7 @@ pub enum Response {
         id: i64,
     },
     IpRules {
-        rules: Vec<IpRuleInfo>,
+        rules: Vec<ListedRule>,
     },
     Imported {
         imported: u64,

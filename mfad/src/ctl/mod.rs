@@ -16,8 +16,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use mfa_shared::bypass::RuleOrigin;
 use mfa_shared::{
-    ChallengeLevel, Client, ClientError, Code, DEFAULT_SOCKET, EnrollmentState, ErrorKind, IpRuleInfo, OtpType,
+    ChallengeLevel, Client, ClientError, Code, DEFAULT_SOCKET, EnrollmentState, ErrorKind, ListedRule, OtpType,
     Request, Response, UserStatus,
 };
 use serde_json::{Value, json};
@@ -311,7 +312,7 @@ impl From<LevelArg> for ChallengeLevel {
 
 /// Validate a network on the command line; the text is sent as typed.
 fn parse_cidr(text: &str) -> Result<String, String> {
-    mfa_shared::config::Cidr::parse(text)?;
+    mfa_shared::bypass::parse_network(text)?;
     Ok(text.trim().to_owned())
 }
 
@@ -1076,20 +1077,24 @@ pub fn format_users(users: &[UserStatus]) -> String {
 }
 
 /// `ip list`.
-pub fn format_rules(rules: &[IpRuleInfo]) -> String {
+pub fn format_rules(rules: &[ListedRule]) -> String {
     if rules.is_empty() {
         return "No IP rules.\n".to_owned();
     }
     let rows: Vec<Vec<String>> = rules
         .iter()
-        .map(|r| {
+        .map(|ListedRule { rule, in_force }| {
+            let (id, source) = match rule.origin {
+                RuleOrigin::Config => ("-".to_owned(), "config"),
+                RuleOrigin::Runtime { id } => (id.to_string(), "runtime"),
+            };
             vec![
-                r.id.map_or_else(|| "-".to_owned(), |id| id.to_string()),
-                r.cidr.clone(),
-                if r.bypass_2fa { "yes" } else { "no" }.to_owned(),
-                r.source.clone(),
-                r.expires_at.map_or_else(|| "never".to_owned(), format_time),
-                if r.in_force { "yes" } else { "no" }.to_owned(),
+                id,
+                rule.network.to_string(),
+                if rule.bypass_2fa { "yes" } else { "no" }.to_owned(),
+                source.to_owned(),
+                rule.expires_at.map_or_else(|| "never".to_owned(), format_time),
+                if *in_force { "yes" } else { "no" }.to_owned(),
             ]
         })
         .collect();

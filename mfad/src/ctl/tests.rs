@@ -196,14 +196,13 @@ fn status_lines_are_aligned() {
     let mut lines = table.lines();
     assert!(lines.next().unwrap().starts_with("USER   STATE    TYPE  LEVEL"), "{table}");
     assert!(lines.next().unwrap().starts_with("alice  enabled  totp  adaptive (default)"), "{table}");
-    let rules = format_rules(&[IpRuleInfo {
-        id: Some(3),
-        cidr: "10.0.0.0/8".into(),
+    let rule = mfa_shared::bypass::BypassRule {
+        network: mfa_shared::bypass::parse_network("10.0.0.0/8").unwrap(),
         bypass_2fa: true,
-        source: "runtime".into(),
         expires_at: None,
-        in_force: false,
-    }]);
+        origin: mfa_shared::bypass::RuleOrigin::Runtime { id: 3 },
+    };
+    let rules = format_rules(&[ListedRule { rule, in_force: false }]);
     assert_eq!(
         rules,
         "ID  CIDR        BYPASS  SOURCE   EXPIRES  IN FORCE\n3   10.0.0.0/8  yes     runtime  never    no\n"

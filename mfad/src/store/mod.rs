@@ -10,6 +10,8 @@
 
 pub mod sqlite;
 
+use ipnet::IpNet;
+use mfa_shared::bypass::BypassRule;
 use serde::{Deserialize, Serialize};
 
 use mfa_shared::protocol::{Algorithm, ChallengeLevel, OtpType};
@@ -128,10 +130,6 @@ impl UserRecord {
     pub fn is_enrolled(&self) -> bool {
         self.device.is_some()
     }
-
-    pub fn is_locked(&self, now: u64) -> bool {
-        self.locked_until.is_some_and(|until| until > now)
-    }
 }
 
 /// What an update does with the record it was shown.
@@ -141,15 +139,6 @@ pub enum Change {
     Keep,
     Put(UserRecord),
     Delete,
-}
-
-/// A runtime IP rule (`mfactl ip add`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredIpRule {
-    pub id: i64,
-    pub cidr: String,
-    pub bypass_2fa: bool,
-    pub expires_at: Option<u64>,
 }
 
 pub trait Store: Send + Sync {
@@ -172,8 +161,10 @@ pub trait Store: Send + Sync {
     /// none), ordered by user name.
     fn list_users(&self, after: Option<&str>, limit: usize) -> Result<Vec<UserRecord>, StoreError>;
 
-    fn add_ip_rule(&self, cidr: &str, bypass_2fa: bool, expires_at: Option<u64>) -> Result<i64, StoreError>;
-    fn list_ip_rules(&self) -> Result<Vec<StoredIpRule>, StoreError>;
+    /// A runtime bypass rule (`mfactl ip add`); returns its id.
+    fn add_ip_rule(&self, network: IpNet, bypass_2fa: bool, expires_at: Option<u64>) -> Result<i64, StoreError>;
+    /// The runtime bypass rules, lapsed ones included, oldest first.
+    fn list_ip_rules(&self) -> Result<Vec<BypassRule>, StoreError>;
     /// False when there was no such rule.
     fn remove_ip_rule(&self, id: i64) -> Result<bool, StoreError>;
 }

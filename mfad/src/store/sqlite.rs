@@ -12,7 +12,10 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::{Change, Store, StoreError, StoredIpRule, UserRecord};
+use ipnet::IpNet;
+use mfa_shared::bypass::{BypassRule, RuleOrigin, parse_network};
+
+use super::{Change, Store, StoreError, UserRecord};
 
 /// Schema versions, applied in order at start; `PRAGMA user_version` records
 /// how many have run.
@@ -320,33 +323,41 @@ impl Store for SqliteStore {
         })
     }
 
-    fn add_ip_rule(&self, cidr: &str, bypass_2fa: bool, expires_at: Option<u64>) -> Result<i64, StoreError> {
+    fn add_ip_rule(&self, network: IpNet, bypass_2fa: bool, expires_at: Option<u64>) -> Result<i64, StoreError> {
         let expires = expires_at.map(|t| i64::try_from(t).unwrap_or(i64::MAX));
         self.write(|conn| {
             conn.execute(
                 "INSERT INTO ip_rules (cidr, bypass_2fa, expires_at) VALUES (?1, ?2, ?3)",
-                params![cidr, bypass_2fa, expires],
+                params![network.to_string(), bypass_2fa, expires],
             )
             .map_err(db)?;
             Ok(conn.last_insert_rowid())
         })
     }
 
-    fn list_ip_rules(&self) -> Result<Vec<StoredIpRule>, StoreError> {
+    fn list_ip_rules(&self) -> Result<Vec<BypassRule>, StoreError> {
         self.read(|conn| {
             let mut stmt =
                 conn.prepare_cached("SELECT id, cidr, bypass_2fa, expires_at FROM ip_rules ORDER BY id").map_err(db)?;
             let rows = stmt
                 .query_map([], |r| {
-                    Ok(StoredIpRule {
-                        id: r.get(0)?,
-                        cidr: r.get(1)?,
-                        bypass_2fa: r.get(2)?,
-                        expires_at: r.get::<_, Option<i64>>(3)?.map(|t| u64::try_from(t).unwrap_or(0)),
-                    })
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, bool>(2)?,
+                        r.get::<_, Option<i64>>(3)?.map(|t| u64::try_from(t).unwrap_or(0)),
+                    ))
                 })
                 .map_err(db)?;
-            rows.collect::<Result<_, _>>().map_err(db)
+            rows.map(|row| {
+                let (id, cidr, bypass_2fa, expires_at) = row.map_err(db)?;
+                // Written only after parsing: a row that does not parse was
+                // tampered with, and fails closed.
+                let network = parse_network(&cidr)
+                    .map_err(|reason| StoreError::Corrupt { user: format!("ip rule #{id}"), reason })?;
+                Ok(BypassRule { network, bypass_2fa, expires_at, origin: RuleOrigin::Runtime { id } })
+            })
+            .collect()
         })
     }
 
@@ -382,13 +393,13 @@ mod tests {
         let path = dir.path().join("m.db");
         let store = SqliteStore::open(&path).unwrap();
         store.update_user("bob", &mut |_| Change::Put(UserRecord::new("bob"))).unwrap();
-        let id = store.add_ip_rule("10.0.0.0/8", true, Some(5)).unwrap();
+        let id = store.add_ip_rule(parse_network("10.0.0.0/8").unwrap(), true, Some(5)).unwrap();
         drop(store);
         let store = SqliteStore::open(&path).unwrap();
         assert_eq!(store.list_users(None, 10).unwrap().len(), 1);
         assert!(store.list_users(Some("bob"), 10).unwrap().is_empty());
         assert_eq!(store.list_users(Some("alice"), 10).unwrap().len(), 1);
-        assert_eq!(store.list_ip_rules().unwrap()[0].id, id);
+        assert_eq!(store.list_ip_rules().unwrap()[0].origin, RuleOrigin::Runtime { id });
         assert!(store.remove_ip_rule(id).unwrap());
         assert!(!store.remove_ip_rule(id).unwrap());
     }
@@ -486,8 +497,8 @@ mod tests {
             assert_eq!(store.get_user("a").unwrap().unwrap().failures, n);
             assert_eq!(other.get_user("a").unwrap().unwrap().failures, n);
         }
-        let id = other.add_ip_rule("192.0.2.0/24", false, None).unwrap();
-        assert_eq!(store.list_ip_rules().unwrap()[0].id, id);
+        let id = other.add_ip_rule(parse_network("192.0.2.0/24").unwrap(), false, None).unwrap();
+        assert_eq!(store.list_ip_rules().unwrap()[0].origin, RuleOrigin::Runtime { id });
         other.update_user("a", &mut |_| Change::Delete).unwrap();
         assert!(store.get_user("a").unwrap().is_none());
         assert!(store.list_users(None, 10).unwrap().is_empty());

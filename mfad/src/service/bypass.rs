@@ -1,0 +1,63 @@
+//! IP bypass (SPEC 8): rules from the config file and from `mfactl ip add`,
+//! both [`BypassRule`]s; at login the first in force that covers the remote
+//! address skips the code.
+
+use std::net::IpAddr;
+
+use mfa_shared::bypass::{BypassRule, parse_network};
+use mfa_shared::protocol::{ErrorKind, ListedRule, Response};
+
+use super::{Daemon, Peer, Refusal, Reply, Snapshot, refuse};
+
+impl Daemon {
+    /// The bypass rule for a login from `rhost`, if the switch is on and a
+    /// rule in force covers it. Only IP literals match: a host name or a
+    /// local login never does.
+    pub(super) fn bypass_rule(&self, at: &Snapshot, rhost: Option<&str>) -> Result<Option<BypassRule>, Refusal> {
+        if !at.config.bypass.enabled {
+            return Ok(None);
+        }
+        let Some(addr) = rhost.and_then(|r| r.parse::<IpAddr>().ok()) else {
+            return Ok(None);
+        };
+        if let Some(rule) = at.config_rules.iter().find(|rule| rule.bypasses(addr, at.now)) {
+            return Ok(Some(*rule));
+        }
+        let runtime = self.store.list_ip_rules().map_err(|e| self.internal(e))?;
+        Ok(runtime.into_iter().find(|rule| rule.bypasses(addr, at.now)))
+    }
+
+    pub(super) fn ip_add(
+        &self,
+        at: &Snapshot,
+        peer: &Peer,
+        cidr: &str,
+        bypass_2fa: bool,
+        timeout_secs: Option<u64>,
+    ) -> Reply {
+        self.require_admin(at, peer)?;
+        let network = parse_network(cidr).map_err(|e| refuse(ErrorKind::BadRequest, e))?;
+        let expires_at = timeout_secs.map(|t| at.now.saturating_add(t));
+        let id = self.store.add_ip_rule(network, bypass_2fa, expires_at).map_err(|e| self.internal(e))?;
+        self.admin_event(peer, "-", &format!("ip rule #{id} {network} bypass_2fa={bypass_2fa} added"));
+        Ok(Response::IpRuleAdded { id })
+    }
+
+    pub(super) fn ip_list(&self, at: &Snapshot, peer: &Peer) -> Reply {
+        self.require_admin(at, peer)?;
+        let runtime = self.store.list_ip_rules().map_err(|e| self.internal(e))?;
+        let listed =
+            |rule: BypassRule| ListedRule { rule, in_force: at.config.bypass.enabled && rule.in_force(at.now) };
+        let rules = at.config_rules.iter().copied().chain(runtime).map(listed).collect();
+        Ok(Response::IpRules { rules })
+    }
+
+    pub(super) fn ip_remove(&self, at: &Snapshot, peer: &Peer, id: i64) -> Reply {
+        self.require_admin(at, peer)?;
+        if !self.store.remove_ip_rule(id).map_err(|e| self.internal(e))? {
+            return Err(refuse(ErrorKind::NotFound, format!("no runtime ip rule #{id}")));
+        }
+        self.admin_event(peer, "-", &format!("ip rule #{id} removed"));
+        Ok(Response::ok())
+    }
+}

@@ -1,0 +1,216 @@
+//! Checking a code: the device's code (replay-safe), or at login a recovery
+//! code; every check goes through [`crate::lockout`] (refused while locked,
+//! wrong codes counted) and a success makes its source trusted.
+
+use mfa_shared::config::Config;
+use mfa_shared::otp::{self, OtpParams};
+use mfa_shared::protocol::{Code, ErrorKind, OtpType};
+
+use super::{Daemon, Refusal, Snapshot, refuse};
+use crate::audit::{AuditOutcome, Entry, Severity};
+use crate::lockout;
+use crate::recovery;
+use crate::store::{Device, TrustedSource, UserRecord};
+
+/// Most recent sources remembered per user for the adaptive level.
+const MAX_TRUSTED_SOURCES: usize = 32;
+
+/// Whether a recovery code may stand in for a code, and how far it was
+/// checked.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Recovery<'a> {
+    NotAllowed,
+    /// Allowed; a wrong code ends the check with [`CodeCheck::TryRecovery`].
+    Unchecked,
+    /// Looked up outside the transaction: the stored hash it matches.
+    Checked(Option<&'a str>),
+}
+
+/// The result of checking a code against a record (which the check updates).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum CodeCheck {
+    Accepted,
+    AcceptedRecovery {
+        left: usize,
+    },
+    Wrong {
+        message: String,
+        locked: bool,
+    },
+    Locked {
+        until: u64,
+    },
+    NotEnrolled,
+    /// Elevation without super-user approval (checked with the code).
+    NotApproved,
+    /// Not the device's code; look it up among these recovery code hashes
+    /// (slow, so outside the transaction) and check again.
+    TryRecovery {
+        hashes: Vec<String>,
+    },
+}
+
+impl Daemon {
+    /// Check `code` against the enabled device, updating replay state,
+    /// failure count, lock and trust in `record`.
+    pub(super) fn check_code(
+        &self,
+        at: &Snapshot,
+        record: &mut UserRecord,
+        code: &Code,
+        source: Option<&str>,
+        recovery: Recovery<'_>,
+    ) -> CodeCheck {
+        if let Err(until) = lockout::admit(record, at.now) {
+            return CodeCheck::Locked { until };
+        }
+        let Some(device) = record.device.clone() else {
+            return CodeCheck::NotEnrolled;
+        };
+        let typed = otp::normalize_code(code.expose(), device.digits);
+        let otp_match =
+            typed.as_ref().ok().and_then(|typed| self.match_device(&record.user, &device, typed, &at.config, at.now));
+        let recovery_left = match (otp_match, recovery) {
+            (Some(advanced), _) => {
+                record.device = Some(advanced);
+                None
+            }
+            // Not shaped like a code of the device: it may be a recovery code
+            // (ours are 10 letters and digits, imported scratch codes 8
+            // digits), looked up outside the lock. A wrong code of the
+            // device's shape costs no lookup.
+            (None, Recovery::Unchecked) if !record.recovery_hashes.is_empty() && typed.is_err() => {
+                return CodeCheck::TryRecovery { hashes: record.recovery_hashes.clone() };
+            }
+            (None, Recovery::Checked(Some(matched))) => match recovery::remove(&mut record.recovery_hashes, matched) {
+                Some(left) => Some(left),
+                None => return wrong_code(at, record, typed.err(), recovery),
+            },
+            (None, _) => return wrong_code(at, record, typed.err(), recovery),
+        };
+        record_success(record, source, at.now);
+        match recovery_left {
+            Some(left) => CodeCheck::AcceptedRecovery { left },
+            None => CodeCheck::Accepted,
+        }
+    }
+
+    /// Verify a well-formed code against a device; on success, the device
+    /// with its replay state advanced.
+    pub(super) fn match_device(
+        &self,
+        user: &str,
+        device: &Device,
+        typed: &str,
+        config: &Config,
+        now: u64,
+    ) -> Option<Device> {
+        let secret = match self.vault.open(user, &device.sealed_secret) {
+            Ok(secret) => secret,
+            Err(err) => {
+                self.audit.event(Severity::Warning, &format!("user {user}: {err}"));
+                return None;
+            }
+        };
+        let params = device_params(device);
+        let mut next = device.clone();
+        match device.otp_type {
+            OtpType::Totp => {
+                let step = otp::verify_totp(&secret, &params, typed, now, config.totp_skew, device.last_step)?;
+                next.last_step = Some(step);
+            }
+            OtpType::Hotp => {
+                let counter = otp::verify_hotp(&secret, &params, typed, device.next_counter, config.hotp_window)?;
+                next.next_counter = counter + 1;
+            }
+        }
+        Some(next)
+    }
+
+    /// Check a code outside a login (disable, authorize, ...): the same
+    /// replay, failure and lock rules; returns a refusal when not accepted.
+    /// `on_success` changes the record in the same transaction as the check,
+    /// so nothing (a device change, say) can slip in between.
+    pub(super) fn prove_code(
+        &self,
+        at: &Snapshot,
+        user: &str,
+        code: &Code,
+        what: &str,
+        mut on_success: impl FnMut(&mut UserRecord),
+    ) -> Result<(), Refusal> {
+        let check = self.with_record(user, |record| {
+            let check = self.check_code(at, record, code, None, Recovery::NotAllowed);
+            if check == CodeCheck::Accepted {
+                on_success(record);
+            }
+            (check != CodeCheck::NotEnrolled, check)
+        })?;
+        let (outcome, result) = proof_outcome(user, check);
+        self.audit.decision(&Entry { user, service: "mfactl", rhost: None, outcome, reason: what });
+        result
+    }
+}
+
+/// A wrong code: counted toward the lockout; the message says why it was
+/// not taken when that helps (a malformed code where no recovery code could
+/// be meant).
+fn wrong_code(
+    at: &Snapshot,
+    record: &mut UserRecord,
+    malformed: Option<otp::OtpError>,
+    recovery: Recovery<'_>,
+) -> CodeCheck {
+    let locked = lockout::count_failure(record, &at.config.lockout, at.now);
+    let message = match malformed {
+        Some(err) if matches!(recovery, Recovery::NotAllowed) => format!("Invalid code: {err}."),
+        _ => "Wrong code.".to_string(),
+    };
+    CodeCheck::Wrong { message, locked }
+}
+
+/// The audit outcome and the reply of a code check made outside a login.
+fn proof_outcome(user: &str, check: CodeCheck) -> (AuditOutcome, Result<(), Refusal>) {
+    match check {
+        CodeCheck::Accepted | CodeCheck::AcceptedRecovery { .. } => (AuditOutcome::Success, Ok(())),
+        CodeCheck::NotEnrolled => {
+            (AuditOutcome::Failure, Err(refuse(ErrorKind::Conflict, format!("{user} has no enabled device"))))
+        }
+        // Not asked for: recovery codes are for logins only.
+        CodeCheck::TryRecovery { .. } => {
+            (AuditOutcome::Failure, Err(refuse(ErrorKind::Internal, "unexpected recovery check")))
+        }
+        CodeCheck::NotApproved => {
+            (AuditOutcome::Denied, Err(refuse(ErrorKind::PermissionDenied, "super-user approval is not granted")))
+        }
+        CodeCheck::Locked { until } => (
+            AuditOutcome::Locked,
+            Err(refuse(
+                ErrorKind::InvalidCode,
+                format!("{user} is locked until {} UTC after too many wrong codes", crate::timefmt::utc(until)),
+            )),
+        ),
+        CodeCheck::Wrong { message, locked } => (
+            if locked { AuditOutcome::Locked } else { AuditOutcome::Failure },
+            Err(refuse(ErrorKind::InvalidCode, format!("{message} (wrong, reused or expired code)"))),
+        ),
+    }
+}
+
+/// A code was accepted: reset the failure count and remember when and from
+/// where (the source is trusted by the adaptive level from now on).
+pub(super) fn record_success(record: &mut UserRecord, source: Option<&str>, now: u64) {
+    record.failures = 0;
+    record.failed_since_success = false;
+    record.last_success = Some(now);
+    if let Some(source) = source {
+        record.last_source = Some(source.to_string());
+        record.trusted_sources.retain(|t| t.source != source);
+        record.trusted_sources.insert(0, TrustedSource { source: source.to_string(), at: now });
+        record.trusted_sources.truncate(MAX_TRUSTED_SOURCES);
+    }
+}
+
+pub(super) fn device_params(device: &Device) -> OtpParams {
+    OtpParams { otp_type: device.otp_type, algorithm: device.algorithm, digits: device.digits, period: device.period }
+}
