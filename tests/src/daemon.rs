@@ -1,0 +1,190 @@
+//! A real mfad in a temp dir, stopped on drop; mfactl run as root or as a user.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use crate::*;
+
+/// A running mfad in its own temp dir, stopped on drop.
+pub struct Mfad {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub config_path: PathBuf,
+    child: Option<Child>,
+    audit: Arc<(Mutex<Vec<String>>, Condvar)>,
+}
+
+impl Mfad {
+    /// Start mfad with `enabled = true` plus `extra` top-level TOML (placed
+    /// before the tables; tables may follow in `extra` too).
+    pub fn start(extra: &str) -> Mfad {
+        let dir = tempfile::Builder::new().prefix("mfad-e2e-").tempdir().unwrap();
+        // Other users must reach the socket and the copied mfactl.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::copy(bin("mfactl"), dir.path().join("mfactl")).unwrap();
+        let socket = dir.path().join("mfad.sock");
+        let config_path = dir.path().join("mfad.toml");
+        std::fs::write(&config_path, Self::config_text(dir.path(), extra)).unwrap();
+        // A thread drains the audit socket so the daemon's lines never back up.
+        let sink = UnixDatagram::bind(dir.path().join("log")).unwrap();
+        let audit = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        let lines = audit.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 8192];
+            while let Ok(n) = sink.recv(&mut buf) {
+                let (vec, cond) = &*lines;
+                vec.lock().unwrap().push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                cond.notify_all();
+            }
+        });
+        let mut mfad = Mfad { dir, socket, config_path, child: None, audit };
+        mfad.launch();
+        mfad
+    }
+
+    pub fn config_text(dir: &Path, extra: &str) -> String {
+        let d = dir.display();
+        // Top-level keys must precede any table in TOML.
+        let (top, tables) = match extra.find("\n[") {
+            Some(i) => extra.split_at(i),
+            None => (extra, ""),
+        };
+        format!(
+            "enabled = true\nsocket = \"{d}/mfad.sock\"\nadmin_group = \"mfae2eadm\"\n{top}\n\
+             [store]\npath = \"{d}/mfad.db\"\nkey_file = \"{d}/secret.key\"\n{tables}\n"
+        )
+    }
+
+    /// Start (or restart) the process and wait for its READY=1.
+    pub fn launch(&mut self) {
+        let notify_path = self.dir.path().join("notify");
+        let _ = std::fs::remove_file(&notify_path);
+        let notify = UnixDatagram::bind(&notify_path).unwrap();
+        notify.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let child = Command::new(bin("mfad"))
+            .arg("--config")
+            .arg(&self.config_path)
+            .arg("--syslog-socket")
+            .arg(self.dir.path().join("log"))
+            .env("NOTIFY_SOCKET", &notify_path)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let mut buf = [0u8; 64];
+        let n = notify.recv(&mut buf).expect("mfad did not become ready");
+        assert!(std::str::from_utf8(&buf[..n]).unwrap().contains("READY=1"));
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+
+    /// SIGKILL (a crash) and wait for the exit.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            child.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM and wait for the exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            child.wait().unwrap();
+        }
+    }
+
+    pub fn mfactl(&self, args: &[&str]) -> Output {
+        run(Command::new(bin("mfactl")).arg("--socket").arg(&self.socket).args(args))
+    }
+
+    /// mfactl run as `user` (a real Unix account), from the temp dir copy.
+    pub fn mfactl_as(&self, user: &str, args: &[&str]) -> Output {
+        run(Command::new("setpriv")
+            .args(["--reuid", user, "--regid", user, "--init-groups", "--"])
+            .arg(self.dir.path().join("mfactl"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .current_dir("/"))
+    }
+
+    /// mfactl that must succeed; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.mfactl(args);
+        assert!(out.status.success(), "mfactl {args:?} failed: {}{}", stdout(&out), stderr(&out));
+        stdout(&out)
+    }
+
+    /// `mfactl --json` that must succeed; the parsed document.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&all)).unwrap()
+    }
+
+    /// Enroll `user` as root with `otp_type`; returns the base32 secret.
+    pub fn enroll(&self, user: &str, otp_type: &str) -> String {
+        let setup = self.json(&["user", "setup", user, "--type", otp_type]);
+        let secret = setup["secret"].as_str().unwrap().to_string();
+        let code = if otp_type == "hotp" { hotp(&secret, 0) } else { totp_now(&secret) };
+        self.ok(&["user", "setup", user, "--confirm", &code]);
+        secret
+    }
+
+    /// Every audit line so far, once one contains `needle` (waits up to 10 s).
+    pub fn audit_lines_until(&self, needle: &str) -> Vec<String> {
+        let (vec, cond) = &*self.audit;
+        let guard = vec.lock().unwrap();
+        let (guard, _) = cond
+            .wait_timeout_while(guard, Duration::from_secs(10), |lines| !lines.iter().any(|l| l.contains(needle)))
+            .unwrap();
+        assert!(guard.iter().any(|l| l.contains(needle)), "no audit line with {needle:?}; saw {:#?}", *guard);
+        guard.clone()
+    }
+
+    /// Send raw bytes on a fresh connection; returns what came back before
+    /// the daemon closed or answered one frame.
+    pub fn raw(&self, bytes: &[u8], shutdown_write: bool) -> Vec<u8> {
+        let mut s = UnixStream::connect(&self.socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(bytes).unwrap();
+        if shutdown_write {
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+        }
+        let mut header = [0u8; 4];
+        if s.read_exact(&mut header).is_err() {
+            return Vec::new();
+        }
+        let mut body = vec![0u8; u32::from_be_bytes(header) as usize];
+        s.read_exact(&mut body).unwrap();
+        body
+    }
+}
+
+impl Drop for Mfad {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Mfad {
+    /// The module line for this daemon's socket.
+    pub fn module_line(&self, control: &str, options: &str) -> String {
+        format!("auth {control} {} socket={} {options}", pam_module().display(), self.socket.display())
+    }
+}

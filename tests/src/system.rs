@@ -1,0 +1,107 @@
+//! Real sudo and su through PAM services of the tests' own, and files under /etc removed on drop.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::*;
+
+/// A file under /etc of the test's own, removed on drop.
+pub struct EtcFile(pub PathBuf);
+
+impl EtcFile {
+    pub fn write(path: impl Into<PathBuf>, text: &str, mode: u32) -> EtcFile {
+        let path = path.into();
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        EtcFile(path)
+    }
+}
+
+impl Drop for EtcFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Real sudo for `user` through a PAM service of the test's own: a sudoers
+/// drop-in (`Defaults:USER pam_service=SERVICE`, `USER ALL=(ALL) ALL`) and
+/// `/etc/pam.d/SERVICE` with the module; both removed on drop.
+pub struct Sudo {
+    pub user: String,
+    pub service: String,
+    _files: Vec<EtcFile>,
+}
+
+impl Sudo {
+    /// `tag` tells apart the services of tests running at once; the
+    /// service name is `mfae-PID-TAG`, to be listed in `[elevation] services`.
+    pub fn service_name(tag: &str) -> String {
+        format!("mfae-{}-{tag}", std::process::id())
+    }
+
+    pub fn new(mfad: &Mfad, user: &str, tag: &str) -> Sudo {
+        let service = Self::service_name(tag);
+        let pam = EtcFile::write(
+            PathBuf::from("/etc/pam.d").join(&service),
+            &format!(
+                "{}\naccount required pam_permit.so\nsession required pam_permit.so\n",
+                mfad.module_line("required", "")
+            ),
+            0o644,
+        );
+        // Validate in a temp file first: a broken drop-in would break sudo
+        // for everyone. The name has no dot, or sudo would skip it.
+        let draft = mfad.dir.path().join(format!("sudoers-{tag}"));
+        std::fs::write(&draft, format!("Defaults:{user} pam_service={service}\n{user} ALL=(ALL) ALL\n")).unwrap();
+        let check = run(Command::new("visudo").arg("-cf").arg(&draft));
+        assert!(check.status.success(), "visudo -cf: {}{}", stdout(&check), stderr(&check));
+        let sudoers = EtcFile::write(
+            PathBuf::from("/etc/sudoers.d").join(&service),
+            &std::fs::read_to_string(&draft).unwrap(),
+            0o440,
+        );
+        Sudo { user: user.to_string(), service, _files: vec![sudoers, pam] }
+    }
+
+    /// `sudo -S -k true` as the user, with `input` on stdin.
+    pub fn run(&self, input: &str) -> Output {
+        run_with_input(
+            Command::new("setpriv")
+                .args(["--reuid", &self.user, "--regid", &self.user, "--init-groups", "--"])
+                .args(["sudo", "-S", "-k", "true"])
+                .current_dir("/"),
+            input,
+        )
+    }
+}
+
+/// `su -c 'echo su-ok' root` run by `user`, with `stack` as su's PAM stack
+/// (bind-mounted over /etc/pam.d/su in a private mount namespace).
+impl Mfad {
+    /// A stack for su of the test's own: root passes, everyone else needs
+    /// this daemon's verdict.
+    pub fn su_stack(&self) -> PathBuf {
+        let stack = self.dir.path().join("su-stack");
+        std::fs::write(
+            &stack,
+            format!(
+                "auth sufficient pam_rootok.so\n{}\naccount required pam_permit.so\nsession required pam_permit.so\n",
+                self.module_line("required", "")
+            ),
+        )
+        .unwrap();
+        stack
+    }
+}
+
+pub fn su_with_stack(stack: &Path, user: &str, input: &str) -> Output {
+    let script = format!(
+        "mount --bind {} /etc/pam.d/su && exec setpriv --reuid={user} --regid={user} --init-groups su -c 'echo su-ok' root",
+        stack.display()
+    );
+    run_with_input(
+        Command::new("unshare").args(["--mount", "--propagation", "private", "sh", "-c", &script]).current_dir("/"),
+        input,
+    )
+}
