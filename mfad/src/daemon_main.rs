@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use clap::Parser;
-use mfa_shared::config::{Config, DEFAULT_CONFIG_PATH, StoreBackend};
+use mfa_shared::config::{Config, DEFAULT_CONFIG_PATH};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::audit::{Audit, Severity};
@@ -52,9 +52,6 @@ fn run(args: Args) -> Result<()> {
     if args.check_config {
         println!("{}: configuration is valid", args.config.display());
         return Ok(());
-    }
-    if config.store.backend != StoreBackend::Sqlite {
-        bail!("store backend \"postgres\" is not available in this build; use \"sqlite\"");
     }
     let audit = Audit::new(args.syslog_socket.clone());
     let vault = Vault::load_or_create(&config.store.key_file)?;
