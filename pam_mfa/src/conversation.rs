@@ -23,7 +23,10 @@
 
 use std::path::Path;
 
-use mfa_shared::{AuthStep, Client, ClientError, Code, ErrorKind, Message, MessageStyle, Outcome, Request, Response};
+use mfa_shared::{
+    AuthStep, Client, ClientError, Code, DEFAULT_ELEVATION_SERVICES, ErrorKind, Message, MessageStyle, Outcome,
+    Request, Response,
+};
 
 use crate::options::{FailMode, Options};
 
@@ -31,12 +34,6 @@ use crate::options::{FailMode, Options};
 /// keeps prompting ends with PAM_AUTH_ERR instead of looping forever. An
 /// inline enrollment with max_tries up to 10 takes more than 20 steps.
 pub const MAX_STEPS: usize = 64;
-
-/// Services that stay closed in `failmode=safe`: super-user elevation must
-/// never proceed without a second factor. The module sends nothing extra to
-/// learn the daemon's list (it is unreachable when this matters), so it is
-/// the daemon's default list; the `elevation=` option adds to it.
-pub const ELEVATION_SERVICES: &[&str] = &["sudo", "sudo-i", "su", "su-l", "pkexec", "doas"];
 
 /// Prefix of the message shown when mfad cannot be reached (failmode secure,
 /// or an elevation service in failmode safe).
@@ -213,10 +210,13 @@ impl AuthError {
     }
 }
 
-/// Whether `failmode=safe` still denies this service: a built-in elevation
-/// service, or one of `extra` (the `elevation=` option).
+/// Whether `failmode=safe` still denies this service: super-user elevation
+/// must never proceed without a second factor. The built-in list is the
+/// daemon's default one ([`DEFAULT_ELEVATION_SERVICES`]): the module cannot
+/// ask mfad for its configured list, since mfad is unreachable when this
+/// matters. `extra` is the `elevation=` option.
 pub fn is_elevation_service(service: &str, extra: &[String]) -> bool {
-    ELEVATION_SERVICES.contains(&service) || extra.iter().any(|s| s == service)
+    DEFAULT_ELEVATION_SERVICES.contains(&service) || extra.iter().any(|s| s == service)
 }
 
 /// What the failmode makes of an unreachable daemon.
