@@ -314,7 +314,7 @@ fn login_step(response: Response) -> Result<AuthStep, AuthError> {
     match response {
         Response::Auth(auth_step) => Ok(auth_step),
         Response::Error { kind, message } => Err(AuthError::Daemon { kind, message }),
-        other => Err(AuthError::Protocol(format!("a {:?} response in a login conversation", response_kind(&other)))),
+        other => Err(AuthError::Protocol(format!("a {:?} response in a login conversation", other.kind()))),
     }
 }
 
@@ -450,15 +450,6 @@ fn debug<L: Log + ?Sized>(ctx: &Context, log: &mut L, message: impl FnOnce() -> 
     if ctx.options.debug {
         log.log(LogLevel::Debug, &message());
     }
-}
-
-/// The wire name of a response (its `type` tag), for messages. Read from
-/// the serialized form so that new response types need no change here.
-fn response_kind(response: &Response) -> String {
-    serde_json::to_value(response)
-        .ok()
-        .and_then(|value| value.get("type")?.as_str().map(str::to_owned))
-        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 #[cfg(test)]
