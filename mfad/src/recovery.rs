@@ -8,7 +8,6 @@
 //! before that format (`SALT_HEX$SHA256_HEX`, one salted SHA-256) are still
 //! accepted so existing codes keep working; a fresh set replaces them.
 
-use hmac::{Hmac, Mac};
 use mfa_shared::protocol::Code;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
@@ -83,28 +82,10 @@ fn normalize(typed: &str) -> String {
     typed.chars().filter(|c| !c.is_whitespace() && *c != '-').flat_map(char::to_lowercase).collect()
 }
 
-/// PBKDF2-HMAC-SHA256 (RFC 8018 section 5.2) for a 32-byte key: the first
-/// and only block, T_1 = U_1 ^ U_2 ^ ... ^ U_c.
+/// PBKDF2-HMAC-SHA256 (RFC 8018 section 5.2) for a 32-byte key, from the
+/// RustCrypto `pbkdf2` crate.
 fn pbkdf2_sha256(password: &[u8], salt: &[u8], iterations: u32) -> [u8; HASH_LEN] {
-    // HMAC accepts keys of any length, so this never fails; the fallback
-    // (an all-zero result) cannot match a stored hash of real input.
-    let Ok(prf) = Hmac::<Sha256>::new_from_slice(password) else {
-        return [0u8; HASH_LEN];
-    };
-    let mut mac = prf.clone();
-    mac.update(salt);
-    mac.update(&1u32.to_be_bytes());
-    let mut u: [u8; HASH_LEN] = mac.finalize().into_bytes().into();
-    let mut t = u;
-    for _ in 1..iterations {
-        let mut mac = prf.clone();
-        mac.update(&u);
-        u = mac.finalize().into_bytes().into();
-        for (t, u) in t.iter_mut().zip(&u) {
-            *t ^= u;
-        }
-    }
-    t
+    pbkdf2::pbkdf2_hmac_array::<Sha256, HASH_LEN>(password, salt, iterations)
 }
 
 fn hash(code: &str, salt: &[u8; SALT_LEN]) -> String {
@@ -215,6 +196,22 @@ mod tests {
             hex(&pbkdf2_sha256(b"password", b"salt", 4096)),
             "c5e478d59288c841aa530db6845c4c8d962893a001ce4e11a4963873aa98134a"
         );
+    }
+
+    #[test]
+    fn the_stored_form_is_pinned() {
+        // Computed by the hand-written PBKDF2 this module had before it used
+        // the pbkdf2 crate (and by Python's hashlib.pbkdf2_hmac): stores hold
+        // hashes in this form, so any change to it must fail here.
+        let salt: [u8; SALT_LEN] = *b"0123456789abcdef";
+        let stored = "pbkdf2-sha256$1000$30313233343536373839616263646566$\
+                      1d82aaed6e7b55b9079ee4a8525ede51f0f19f3067d9930e34da98690f8d408b";
+        assert_eq!(hash("ABCDE-fghjk", &salt), stored);
+        assert!(matches(stored, &normalize("abcde fghjk")));
+        let stored = "pbkdf2-sha256$1000$a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5$\
+                      e360e9248dec072bafe8fdaa4a38bafb3bf47ee760269102d6fe38f50fa2a148";
+        assert_eq!(hash("23456-789ab", &[0xa5; SALT_LEN]), stored);
+        assert_eq!(find(&[stored.to_string()], "23456789AB").as_deref(), Some(stored));
     }
 
     #[test]

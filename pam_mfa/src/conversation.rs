@@ -23,7 +23,10 @@
 
 use std::path::Path;
 
-use mfa_shared::{AuthStep, Client, ClientError, Code, ErrorKind, Message, MessageStyle, Outcome, Request, Response};
+use mfa_shared::{
+    AuthStep, Client, ClientError, Code, DEFAULT_ELEVATION_SERVICES, ErrorKind, Message, MessageStyle, Outcome,
+    Request, Response,
+};
 
 use crate::options::{FailMode, Options};
 
@@ -31,12 +34,6 @@ use crate::options::{FailMode, Options};
 /// keeps prompting ends with PAM_AUTH_ERR instead of looping forever. An
 /// inline enrollment with max_tries up to 10 takes more than 20 steps.
 pub const MAX_STEPS: usize = 64;
-
-/// Services that stay closed in `failmode=safe`: super-user elevation must
-/// never proceed without a second factor. The module sends nothing extra to
-/// learn the daemon's list (it is unreachable when this matters), so it is
-/// the daemon's default list; the `elevation=` option adds to it.
-pub const ELEVATION_SERVICES: &[&str] = &["sudo", "sudo-i", "su", "su-l", "pkexec", "doas"];
 
 /// Prefix of the message shown when mfad cannot be reached (failmode secure,
 /// or an elevation service in failmode safe).
@@ -213,10 +210,13 @@ impl AuthError {
     }
 }
 
-/// Whether `failmode=safe` still denies this service: a built-in elevation
-/// service, or one of `extra` (the `elevation=` option).
+/// Whether `failmode=safe` still denies this service: super-user elevation
+/// must never proceed without a second factor. The built-in list is the
+/// daemon's default one ([`DEFAULT_ELEVATION_SERVICES`]): the module cannot
+/// ask mfad for its configured list, since mfad is unreachable when this
+/// matters. `extra` is the `elevation=` option.
 pub fn is_elevation_service(service: &str, extra: &[String]) -> bool {
-    ELEVATION_SERVICES.contains(&service) || extra.iter().any(|s| s == service)
+    DEFAULT_ELEVATION_SERVICES.contains(&service) || extra.iter().any(|s| s == service)
 }
 
 /// What the failmode makes of an unreachable daemon.
@@ -314,7 +314,7 @@ fn login_step(response: Response) -> Result<AuthStep, AuthError> {
     match response {
         Response::Auth(auth_step) => Ok(auth_step),
         Response::Error { kind, message } => Err(AuthError::Daemon { kind, message }),
-        other => Err(AuthError::Protocol(format!("a {:?} response in a login conversation", response_kind(&other)))),
+        other => Err(AuthError::Protocol(format!("a {:?} response in a login conversation", other.kind()))),
     }
 }
 
@@ -450,15 +450,6 @@ fn debug<L: Log + ?Sized>(ctx: &Context, log: &mut L, message: impl FnOnce() -> 
     if ctx.options.debug {
         log.log(LogLevel::Debug, &message());
     }
-}
-
-/// The wire name of a response (its `type` tag), for messages. Read from
-/// the serialized form so that new response types need no change here.
-fn response_kind(response: &Response) -> String {
-    serde_json::to_value(response)
-        .ok()
-        .and_then(|value| value.get("type")?.as_str().map(str::to_owned))
-        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 #[cfg(test)]

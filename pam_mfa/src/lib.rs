@@ -11,8 +11,9 @@
 //!
 //! The failmode applies only when mfad cannot be reached (or its socket is
 //! not served by root); once mfad has prompted, any failure denies the login.
-//! `elevation=` adds services to the built-in elevation list (sudo, sudo-i,
-//! su, su-l, pkexec, doas) that stay closed in `failmode=safe`. See
+//! `elevation=` adds services to the built-in elevation list
+//! ([`mfa_shared::DEFAULT_ELEVATION_SERVICES`], mfad's default list: sudo,
+//! sudo-i, su, su-l, pkexec, doas) that stay closed in `failmode=safe`. See
 //! [`options`] for every option.
 
 pub mod conversation;

@@ -90,17 +90,6 @@ impl fmt::Display for OtpType {
     }
 }
 
-impl std::str::FromStr for OtpType {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "totp" => Ok(OtpType::Totp),
-            "hotp" => Ok(OtpType::Hotp),
-            other => Err(format!("unknown OTP type {other:?} (expected totp or hotp)")),
-        }
-    }
-}
-
 /// HMAC algorithm of a device.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "UPPERCASE")]
@@ -161,18 +150,6 @@ impl ChallengeLevel {
 impl fmt::Display for ChallengeLevel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for ChallengeLevel {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "superuser" => Ok(ChallengeLevel::Superuser),
-            "adaptive" => Ok(ChallengeLevel::Adaptive),
-            "always" => Ok(ChallengeLevel::Always),
-            other => Err(format!("unknown level {other:?} (expected always, adaptive or superuser)")),
-        }
     }
 }
 

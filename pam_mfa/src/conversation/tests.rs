@@ -1082,7 +1082,7 @@ fn dead_socket_safe_allows_logins_and_warns() {
 fn dead_socket_safe_still_denies_elevation() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing.sock");
-    for service in ELEVATION_SERVICES {
+    for service in DEFAULT_ELEVATION_SERVICES {
         let mut c = ctx_at(service, &missing, 1);
         c.options.failmode = FailMode::Safe;
         let mut person = ScriptedPrompter::new(vec![Expect::ErrorStarting(UNAVAILABLE_PREFIX)]);

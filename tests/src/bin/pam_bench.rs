@@ -39,6 +39,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitCode, Stdio};
 use std::time::Instant;
 
+use clap::error::ErrorKind;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use pam_client::{Context, ConversationHandler, ErrorCode, Flag};
 
 // ---------------------------------------------------------------- options
@@ -71,6 +73,60 @@ impl Mode {
     }
 }
 
+/// The command line, as clap reads it. `parse_options` turns it into
+/// [`Options`].
+#[derive(Parser, Debug)]
+#[command(
+    name = "pam_bench",
+    about = "Benchmark client: pam_authenticate in a loop, answering each prompt with the next HOTP code; \
+             prints one JSON line",
+    // A repeated option keeps its last value, as before clap.
+    args_override_self = true
+)]
+struct Cli {
+    /// The PAM service (a file in PAM_WRAPPER_SERVICE_DIR)
+    #[arg(long, value_name = "S")]
+    service: String,
+    /// Users, comma-separated; repeated options add up (worker i takes user i)
+    #[arg(long, value_name = "U1,U2")]
+    users: Vec<String>,
+    /// A file of user names, one a line (`#` comments); repeated options add up
+    #[arg(long, value_name = "F")]
+    user_file: Vec<String>,
+    /// Lines `USER BASE32SECRET FIRST_COUNTER` (`#` comments). Without
+    /// --users/--user-file, its users are used in file order
+    #[arg(long, value_name = "F")]
+    secret_file: Vec<String>,
+    /// Calls per worker (rounds with --contested)
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = at_least_one)]
+    iterations: usize,
+    /// Worker processes, all started at the same instant
+    #[arg(long, value_name = "P", default_value_t = 1, value_parser = at_least_one)]
+    procs: usize,
+    /// Every worker offers the same code for the first user at once, N rounds
+    #[arg(long, overrides_with = "no_code")]
+    contested: bool,
+    /// A login that asks no code: the round trip alone; a prompt is a failure
+    #[arg(long, overrides_with = "contested")]
+    no_code: bool,
+    /// PAM_RHOST of every call
+    #[arg(long, value_name = "HOST")]
+    rhost: Option<String>,
+    /// Copied into the JSON line
+    #[arg(long, value_name = "TEXT", default_value = "")]
+    scenario: String,
+    /// Copied into the JSON line
+    #[arg(long, value_name = "TEXT", default_value = "")]
+    module: String,
+}
+
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err("expected a whole number, at least 1".into()),
+    }
+}
+
 struct Options {
     service: String,
     users: Vec<String>,
@@ -84,15 +140,6 @@ struct Options {
     module: String,
 }
 
-fn usage() -> ! {
-    eprintln!(
-        "usage: pam_bench --service S (--users u1,u2 | --user-file F) [--secret-file F]\n\
-         \x20                [--iterations N] [--procs P] [--contested | --no-code]\n\
-         \x20                [--rhost HOST] [--scenario TEXT] [--module TEXT]"
-    );
-    std::process::exit(2)
-}
-
 fn read_lines(path: &str) -> Vec<String> {
     std::fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
@@ -103,63 +150,65 @@ fn read_lines(path: &str) -> Vec<String> {
         .collect()
 }
 
-fn parse_options(args: Vec<String>) -> Options {
-    let mut o = Options {
-        service: String::new(),
-        users: Vec::new(),
-        secrets: BTreeMap::new(),
-        iterations: 1000,
-        procs: 1,
-        mode: Mode::Loop,
-        rhost: None,
-        scenario: String::new(),
-        module: String::new(),
+/// The users of every --users and --user-file, in command-line order.
+fn users_in_order(cli: &Cli, matches: &ArgMatches) -> Vec<String> {
+    let mut given: Vec<(usize, Vec<String>)> = Vec::new();
+    for (i, list) in matches.indices_of("users").into_iter().flatten().zip(&cli.users) {
+        given.push((i, list.split(',').filter(|u| !u.is_empty()).map(String::from).collect()));
+    }
+    for (i, file) in matches.indices_of("user_file").into_iter().flatten().zip(&cli.user_file) {
+        given.push((i, read_lines(file)));
+    }
+    given.sort_by_key(|(i, _)| *i);
+    given.into_iter().flat_map(|(_, users)| users).collect()
+}
+
+/// user -> (secret, first counter) of every --secret-file, and its users in
+/// file order.
+fn read_secrets(files: &[String]) -> (BTreeMap<String, (String, u64)>, Vec<String>) {
+    let (mut secrets, mut order) = (BTreeMap::new(), Vec::new());
+    for line in files.iter().flat_map(|f| read_lines(f)) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [user, secret, counter] = fields[..] else {
+            panic!("secret file line {line:?}: expected USER BASE32SECRET FIRST_COUNTER")
+        };
+        let counter = counter.parse().unwrap_or_else(|_| panic!("bad counter in {line:?}"));
+        order.push(user.to_string());
+        secrets.insert(user.to_string(), (secret.to_string(), counter));
+    }
+    (secrets, order)
+}
+
+/// The options of the command line; exits with a usage message (status 2)
+/// when they do not make a run.
+fn parse_options() -> Options {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let fail = |kind, message: String| -> ! { Cli::command().error(kind, message).exit() };
+    let mut users = users_in_order(&cli, &matches);
+    let (secrets, secret_order) = read_secrets(&cli.secret_file);
+    if users.is_empty() {
+        users = secret_order;
+    }
+    if users.is_empty() {
+        fail(ErrorKind::MissingRequiredArgument, "no users: give --users, --user-file or --secret-file".into());
+    }
+    let mode = match (cli.contested, cli.no_code) {
+        (true, _) => Mode::Contested,
+        (_, true) => Mode::NoCode,
+        _ => Mode::Loop,
     };
-    let mut secret_order = Vec::new();
-    let mut args = args.into_iter();
-    while let Some(flag) = args.next() {
-        let mut value = || args.next().unwrap_or_else(|| usage());
-        match flag.as_str() {
-            "--service" => o.service = value(),
-            "--users" => o.users.extend(value().split(',').filter(|u| !u.is_empty()).map(String::from)),
-            "--user-file" => o.users.extend(read_lines(&value())),
-            "--secret-file" => {
-                for line in read_lines(&value()) {
-                    let fields: Vec<&str> = line.split_whitespace().collect();
-                    let [user, secret, counter] = fields[..] else {
-                        panic!("secret file line {line:?}: expected USER BASE32SECRET FIRST_COUNTER")
-                    };
-                    let counter = counter.parse().unwrap_or_else(|_| panic!("bad counter in {line:?}"));
-                    secret_order.push(user.to_string());
-                    o.secrets.insert(user.to_string(), (secret.to_string(), counter));
-                }
-            }
-            "--iterations" => o.iterations = value().parse().unwrap_or_else(|_| usage()),
-            "--procs" => o.procs = value().parse().unwrap_or_else(|_| usage()),
-            "--contested" => o.mode = Mode::Contested,
-            "--no-code" => o.mode = Mode::NoCode,
-            "--rhost" => o.rhost = Some(value()),
-            "--scenario" => o.scenario = value(),
-            "--module" => o.module = value(),
-            "-h" | "--help" => usage(),
-            _ => usage(),
-        }
+    if mode == Mode::Loop && users.len() < cli.procs {
+        let message = format!("{} workers need {} distinct users, got {}", cli.procs, cli.procs, users.len());
+        fail(ErrorKind::InvalidValue, message);
     }
-    if o.users.is_empty() {
-        o.users = secret_order;
+    if mode != Mode::NoCode
+        && let Some(user) = users.iter().find(|u| !secrets.contains_key(*u))
+    {
+        fail(ErrorKind::InvalidValue, format!("no secret for user {user} (--secret-file)"));
     }
-    if o.service.is_empty() || o.users.is_empty() || o.procs == 0 || o.iterations == 0 {
-        usage();
-    }
-    if o.mode == Mode::Loop && o.users.len() < o.procs {
-        panic!("{} workers need {} distinct users, got {}", o.procs, o.procs, o.users.len());
-    }
-    if o.mode != Mode::NoCode {
-        for user in &o.users {
-            assert!(o.secrets.contains_key(user), "no secret for user {user} (--secret-file)");
-        }
-    }
-    o
+    let Cli { service, iterations, procs, rhost, scenario, module, .. } = cli;
+    Options { service, users, secrets, iterations, procs, mode, rhost, scenario, module }
 }
 
 /// The libpam-wrapper environment must be in effect: never the machine's stacks.
@@ -378,20 +427,121 @@ fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
 
+/// Every worker is told the same start instant, far enough ahead for all of
+/// them to be asleep waiting for it.
+fn release(workers: &mut [Worker]) {
+    let lead_ns = 1_000_000 + 100_000 * workers.len() as u64;
+    let at = monotonic_ns() + lead_ns;
+    for w in workers.iter_mut() {
+        writeln!(w.go, "{at}").unwrap();
+        w.go.flush().unwrap();
+    }
+}
+
+/// The numbers of a worker's line `PREFIX N N ...`.
+fn numbers(line: &str, prefix: &str) -> Vec<u64> {
+    line.strip_prefix(prefix)
+        .unwrap_or_else(|| panic!("worker said {line:?}"))
+        .split(' ')
+        .map(|f| f.parse().unwrap())
+        .collect()
+}
+
+/// What the workers reported, over all of them.
+#[derive(Default)]
+struct Tally {
+    ok: usize,
+    failed: usize,
+    /// Of every pam_authenticate call, in nanoseconds.
+    latencies: Vec<u64>,
+}
+
+/// Loop and no-code modes: one start for all, then each worker's `done`
+/// line. Returns the wall time, from the first worker's start to the last
+/// one's end, in seconds.
+fn collect_loop(workers: &mut [Worker], tally: &mut Tally) -> f64 {
+    release(workers);
+    let (mut first_start, mut last_end) = (u64::MAX, 0u64);
+    for w in workers {
+        let fields = numbers(&w.line(), "done ");
+        tally.ok += fields[0] as usize;
+        tally.failed += fields[1] as usize;
+        first_start = first_start.min(fields[2]);
+        last_end = last_end.max(fields[3]);
+        tally.latencies.extend_from_slice(&fields[4..]);
+    }
+    (last_end - first_start) as f64 / 1e9
+}
+
+/// The rounds of a contested run.
+struct Contest {
+    wall_s: f64,
+    /// distribution[k] = rounds in which exactly k workers were accepted.
+    distribution: Vec<usize>,
+    /// How far apart the workers' pam_authenticate calls began, per round.
+    spreads: Vec<u64>,
+}
+
+/// Contested mode: `rounds` starts, each answered by one `round` line per
+/// worker.
+fn collect_contested(workers: &mut [Worker], rounds: usize, tally: &mut Tally) -> Contest {
+    let mut distribution = vec![0usize; workers.len() + 1];
+    let mut spreads = Vec::new();
+    let started = Instant::now();
+    for _ in 0..rounds {
+        release(workers);
+        let (mut accepted, mut first, mut last) = (0, u64::MAX, 0);
+        for w in workers.iter_mut() {
+            let f = numbers(&w.line(), "round ");
+            let won = f[0] == 1;
+            tally.latencies.push(f[1]);
+            (first, last) = (first.min(f[2]), last.max(f[2]));
+            accepted += usize::from(won);
+            if won { tally.ok += 1 } else { tally.failed += 1 }
+        }
+        distribution[accepted] += 1;
+        spreads.push(last - first);
+    }
+    Contest { wall_s: started.elapsed().as_secs_f64(), distribution, spreads }
+}
+
+/// The contested run's own fields of the JSON line.
+fn add_contest_fields(doc: &mut serde_json::Value, contest: Contest, rounds: usize) {
+    let Contest { distribution, mut spreads, .. } = contest;
+    spreads.sort_unstable();
+    doc["start_spread_median_us"] = round1(percentile_us(&spreads, 50.0)).into();
+    doc["start_spread_max_us"] = round1(percentile_us(&spreads, 100.0)).into();
+    let dist: serde_json::Map<String, serde_json::Value> =
+        distribution.iter().enumerate().filter(|(_, n)| **n > 0).map(|(k, n)| (k.to_string(), (*n).into())).collect();
+    doc["rounds"] = rounds.into();
+    doc["rounds_exactly_one"] = distribution[1].into();
+    doc["accepted_per_round"] = dist.into();
+    doc["max_accepted_in_a_round"] = distribution.iter().rposition(|n| *n > 0).unwrap_or(0).into();
+}
+
+/// Closes the workers' start pipes and waits for each to exit successfully.
+fn reap(workers: Vec<Worker>) {
+    for Worker { mut child, go, .. } in workers {
+        drop(go);
+        let status = child.wait().unwrap();
+        assert!(status.success(), "worker {} exited with {status}", child.id());
+    }
+}
+
+/// The counts, latency percentiles and throughput of the JSON line.
+fn add_tally_fields(doc: &mut serde_json::Value, mut tally: Tally, wall_s: f64) {
+    tally.latencies.sort_unstable();
+    doc["successes"] = tally.ok.into();
+    doc["failures"] = tally.failed.into();
+    doc["median_us"] = round1(percentile_us(&tally.latencies, 50.0)).into();
+    doc["p99_us"] = round1(percentile_us(&tally.latencies, 99.0)).into();
+    doc["wall_s"] = ((wall_s * 1000.0).round() / 1000.0).into();
+    doc["throughput_per_s"] = round1(if wall_s > 0.0 { tally.ok as f64 / wall_s } else { 0.0 }).into();
+}
+
+/// Runs the workers and returns the JSON line.
 fn coordinate(o: &Options) -> serde_json::Value {
     let mut workers = spawn_workers(o);
-    // The start barrier: every worker is told the same instant, far enough
-    // ahead for all of them to be asleep waiting for it.
-    let lead_ns = 1_000_000 + 100_000 * o.procs as u64;
-    let release = |workers: &mut [Worker]| {
-        let at = monotonic_ns() + lead_ns;
-        for w in workers.iter_mut() {
-            writeln!(w.go, "{at}").unwrap();
-            w.go.flush().unwrap();
-        }
-    };
-    let mut latencies = Vec::new();
-    let (mut ok, mut failed) = (0usize, 0usize);
     let mut doc = serde_json::json!({
         "scenario": o.scenario,
         "module": o.module,
@@ -405,81 +555,18 @@ fn coordinate(o: &Options) -> serde_json::Value {
             _ => workers.iter().map(|w| w.repeated_codes).sum(),
         },
     });
-    let wall_s;
-    match o.mode {
-        Mode::Loop | Mode::NoCode => {
-            release(&mut workers);
-            let (mut first_start, mut last_end) = (u64::MAX, 0u64);
-            for w in &mut workers {
-                let line = w.line();
-                let fields: Vec<u64> = line
-                    .strip_prefix("done ")
-                    .unwrap_or_else(|| panic!("worker said {line:?}"))
-                    .split(' ')
-                    .map(|f| f.parse().unwrap())
-                    .collect();
-                ok += fields[0] as usize;
-                failed += fields[1] as usize;
-                first_start = first_start.min(fields[2]);
-                last_end = last_end.max(fields[3]);
-                latencies.extend_from_slice(&fields[4..]);
-            }
-            wall_s = (last_end - first_start) as f64 / 1e9;
-        }
+    let mut tally = Tally::default();
+    let wall_s = match o.mode {
+        Mode::Loop | Mode::NoCode => collect_loop(&mut workers, &mut tally),
         Mode::Contested => {
-            // distribution[k] = rounds in which exactly k workers were accepted.
-            let mut distribution = vec![0usize; o.procs + 1];
-            // How far apart the workers' pam_authenticate calls began, per round.
-            let mut spreads = Vec::new();
-            let started = Instant::now();
-            for _ in 0..o.iterations {
-                release(&mut workers);
-                let (mut accepted, mut first, mut last) = (0, u64::MAX, 0);
-                for w in &mut workers {
-                    let line = w.line();
-                    let f: Vec<u64> = line
-                        .strip_prefix("round ")
-                        .unwrap_or_else(|| panic!("worker said {line:?}"))
-                        .split(' ')
-                        .map(|f| f.parse().unwrap())
-                        .collect();
-                    let won = f[0] == 1;
-                    latencies.push(f[1]);
-                    (first, last) = (first.min(f[2]), last.max(f[2]));
-                    accepted += usize::from(won);
-                    if won { ok += 1 } else { failed += 1 }
-                }
-                distribution[accepted] += 1;
-                spreads.push(last - first);
-            }
-            wall_s = started.elapsed().as_secs_f64();
-            spreads.sort_unstable();
-            doc["start_spread_median_us"] = round1(percentile_us(&spreads, 50.0)).into();
-            doc["start_spread_max_us"] = round1(percentile_us(&spreads, 100.0)).into();
-            let dist: serde_json::Map<String, serde_json::Value> = distribution
-                .iter()
-                .enumerate()
-                .filter(|(_, n)| **n > 0)
-                .map(|(k, n)| (k.to_string(), (*n).into()))
-                .collect();
-            doc["rounds"] = o.iterations.into();
-            doc["rounds_exactly_one"] = distribution[1].into();
-            doc["accepted_per_round"] = dist.into();
-            doc["max_accepted_in_a_round"] = distribution.iter().rposition(|n| *n > 0).unwrap_or(0).into();
+            let contest = collect_contested(&mut workers, o.iterations, &mut tally);
+            let wall_s = contest.wall_s;
+            add_contest_fields(&mut doc, contest, o.iterations);
+            wall_s
         }
-    }
-    for Worker { mut child, go, .. } in workers {
-        drop(go);
-        let status = child.wait().unwrap();
-        assert!(status.success(), "worker {} exited with {status}", child.id());
-    }
-    latencies.sort_unstable();
-    doc["successes"] = ok.into();
-    doc["failures"] = failed.into();
-    doc["median_us"] = round1(percentile_us(&latencies, 50.0)).into();
-    doc["p99_us"] = round1(percentile_us(&latencies, 99.0)).into();
-    doc["wall_s"] = ((wall_s * 1000.0).round() / 1000.0).into();
-    doc["throughput_per_s"] = round1(if wall_s > 0.0 { ok as f64 / wall_s } else { 0.0 }).into();
+    };
+    reap(workers);
+    add_tally_fields(&mut doc, tally, wall_s);
     doc
 }
 
@@ -506,7 +593,7 @@ fn main() -> ExitCode {
     if args.first().map(String::as_str) == Some("__worker") {
         return worker(&args[1..]);
     }
-    let options = parse_options(args);
+    let options = parse_options();
     drop_own_wrapper_dir();
     println!("{}", coordinate(&options));
     ExitCode::SUCCESS
