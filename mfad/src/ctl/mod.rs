@@ -367,19 +367,12 @@ impl CtlError {
             CtlError::Client(ClientError::TimedOut) => "timed_out".into(),
             CtlError::Client(ClientError::Frame(_)) => "protocol".into(),
             CtlError::Client(ClientError::Version(_)) => "version".into(),
-            CtlError::Client(ClientError::Daemon { kind, .. }) => error_kind_name(*kind),
+            CtlError::Client(ClientError::Daemon { kind, .. }) => kind.as_str().into(),
             CtlError::SetupPending(_) => "invalid_code".into(),
             CtlError::Input(_) => "input".into(),
             CtlError::Output(_) => "output".into(),
             CtlError::Unexpected(_) => "protocol".into(),
         }
-    }
-}
-
-fn error_kind_name(kind: ErrorKind) -> String {
-    match serde_json::to_value(kind) {
-        Ok(Value::String(name)) => name,
-        _ => format!("{kind:?}"),
     }
 }
 
@@ -566,7 +559,7 @@ fn list_all_users(daemon: &Daemon) -> Result<Vec<UserStatus>, CtlError> {
                     return Ok(all);
                 }
             }
-            other => return Err(CtlError::Unexpected(response_name(&other))),
+            other => return Err(CtlError::Unexpected(other.kind())),
         }
     }
 }
@@ -636,7 +629,7 @@ fn import(
                 imported += n;
                 refused.extend(r);
             }
-            other => return Err(CtlError::Unexpected(response_name(&other))),
+            other => return Err(CtlError::Unexpected(other.kind())),
         }
     }
     if json {
@@ -722,23 +715,6 @@ fn simple_request(command: Command) -> Result<(Request, DoneText), CtlError> {
     })
 }
 
-fn response_name(response: &Response) -> &'static str {
-    match response {
-        Response::Ok { .. } => "ok",
-        Response::Error { .. } => "error",
-        Response::Auth(_) => "auth",
-        Response::Status(_) => "status",
-        Response::SetupStarted { .. } => "setup_started",
-        Response::SetupCompleted { .. } => "setup_completed",
-        Response::RecoveryCodes { .. } => "recovery_codes",
-        Response::Users { .. } => "users",
-        Response::CheckValue { .. } => "check_value",
-        Response::IpRuleAdded { .. } => "ip_rule_added",
-        Response::IpRules { .. } => "ip_rules",
-        Response::Imported { .. } => "imported",
-    }
-}
-
 /// The JSON document for a successful response: its payload, without the
 /// protocol's tag.
 pub fn response_json(response: &Response) -> Result<Value, CtlError> {
@@ -754,7 +730,7 @@ pub fn response_json(response: &Response) -> Result<Value, CtlError> {
         Response::CheckValue { user, value } => json!({ "user": user, "value": value }),
         Response::IpRuleAdded { id } => json!({ "id": id }),
         Response::IpRules { rules } => json!({ "rules": rules }),
-        other => return Err(CtlError::Unexpected(response_name(other))),
+        other => return Err(CtlError::Unexpected(other.kind())),
     })
 }
 
@@ -782,7 +758,7 @@ fn print_response(response: Response, json: bool, done: &str, out: &mut dyn Writ
         Response::CheckValue { value, .. } => writeln!(out, "{value}")?,
         Response::IpRuleAdded { id } => writeln!(out, "IP rule {id} added.")?,
         Response::IpRules { rules } => write!(out, "{}", format_rules(&rules))?,
-        other => return Err(CtlError::Unexpected(response_name(&other))),
+        other => return Err(CtlError::Unexpected(other.kind())),
     }
     out.flush()?;
     Ok(())
@@ -848,7 +824,7 @@ fn setup(
         })?;
         return match response {
             Response::SetupStarted { .. } => print_response(response, true, "", out),
-            other => Err(CtlError::Unexpected(response_name(&other))),
+            other => Err(CtlError::Unexpected(other.kind())),
         };
     }
     interactive_setup(daemon, plan, input, out)
@@ -911,7 +887,7 @@ pub fn interactive_setup(
                 current_code = Some(Code::new(code));
             }
             Response::Status(_) => {}
-            other => return Err(CtlError::Unexpected(response_name(&other))),
+            other => return Err(CtlError::Unexpected(other.kind())),
         }
     }
     let barcode = match plan.barcode {
@@ -929,7 +905,7 @@ pub fn interactive_setup(
         current_code,
     })? {
         Response::SetupStarted { setup } => setup,
-        other => return Err(CtlError::Unexpected(response_name(&other))),
+        other => return Err(CtlError::Unexpected(other.kind())),
     };
     writeln!(out)?;
     if barcode {
@@ -959,7 +935,7 @@ pub fn interactive_setup(
                 out.flush()?;
                 return Ok(());
             }
-            Ok(other) => return Err(CtlError::Unexpected(response_name(&other))),
+            Ok(other) => return Err(CtlError::Unexpected(other.kind())),
             Err(ClientError::Daemon { kind: ErrorKind::InvalidCode, message }) => {
                 let message = one_line(&message);
                 if attempts < SETUP_ATTEMPTS {
