@@ -381,15 +381,18 @@ pub fn error_json(kind: &str, message: &str) -> Value {
     json!({ "error": { "kind": kind, "message": message } })
 }
 
-/// A way to reach mfad: one connection per request.
+/// How to reach mfad: its socket and how long to wait for it. Holds no
+/// connection; every [`call`](Self::call) opens its own.
 #[derive(Debug, Clone)]
-pub struct Daemon {
+pub struct DaemonAddress {
     pub socket: PathBuf,
+    /// Applies to the connect and to every read and write after it.
     pub timeout: Duration,
 }
 
-impl Daemon {
-    /// Send one request; mfad's error responses come back as `Err`.
+impl DaemonAddress {
+    /// Send one request over a fresh connection; mfad's error responses come
+    /// back as `Err`.
     pub fn call(&self, request: Request) -> Result<Response, ClientError> {
         Client::connect(&self.socket, self.timeout)?.call(request)
     }
@@ -473,7 +476,8 @@ fn execute(
     input: &mut dyn BufRead,
     out: &mut dyn Write,
 ) -> Result<(), CtlError> {
-    let daemon = Daemon { socket: socket_path(cli.socket, env_socket), timeout: Duration::from_secs(cli.timeout) };
+    let daemon =
+        DaemonAddress { socket: socket_path(cli.socket, env_socket), timeout: Duration::from_secs(cli.timeout) };
     let json = cli.json;
     let mut command = cli.command;
     read_stdin_codes(&mut command, input)?;
@@ -548,7 +552,7 @@ fn read_code(input: &mut dyn BufRead, flag: &str) -> Result<String, CtlError> {
 }
 
 /// Every account, fetched a page at a time.
-fn list_all_users(daemon: &Daemon) -> Result<Vec<UserStatus>, CtlError> {
+fn list_all_users(daemon: &DaemonAddress) -> Result<Vec<UserStatus>, CtlError> {
     let mut all: Vec<UserStatus> = Vec::new();
     loop {
         let after = all.last().map(|u| u.user.clone());
@@ -598,7 +602,7 @@ fn read_import(
 }
 
 fn import(
-    daemon: &Daemon,
+    daemon: &DaemonAddress,
     parsed: crate::import::Parsed,
     keep_going: bool,
     replace: bool,
@@ -804,7 +808,7 @@ impl SetupPlan {
 }
 
 fn setup(
-    daemon: &Daemon,
+    daemon: &DaemonAddress,
     plan: SetupPlan,
     confirm: Option<String>,
     json: bool,
@@ -867,7 +871,7 @@ fn ask_type(input: &mut dyn BufRead, out: &mut dyn Write) -> Result<OtpType, Ctl
 /// The interactive set-up: questions, SetupBegin, the QR code or the secret,
 /// then codes until one completes the set-up (at most [`SETUP_ATTEMPTS`]).
 pub fn interactive_setup(
-    daemon: &Daemon,
+    daemon: &DaemonAddress,
     plan: SetupPlan,
     input: &mut dyn BufRead,
     out: &mut dyn Write,

@@ -319,8 +319,8 @@ impl FakeDaemon {
         FakeDaemon { _dir: dir, socket, requests }
     }
 
-    fn daemon(&self) -> Daemon {
-        Daemon { socket: self.socket.clone(), timeout: Duration::from_secs(10) }
+    fn daemon(&self) -> DaemonAddress {
+        DaemonAddress { socket: self.socket.clone(), timeout: Duration::from_secs(10) }
     }
 
     fn requests(&self) -> Vec<Request> {
