@@ -22,6 +22,8 @@ use mfa_shared::{
 };
 use serde_json::{Value, json};
 
+mod import;
+
 use crate::enrollment::{self, format_barcode, format_fields, format_manual_entry, format_recovery_codes};
 
 /// Exit status: success.
@@ -491,8 +493,8 @@ fn execute(
             setup(&daemon, plan, options.confirm, json, input, out)
         }
         Command::User(UserCommand::Import { file, format, google_authenticator, keep_going, replace }) => {
-            let parsed = read_import(file.as_deref(), format, google_authenticator.as_deref())?;
-            import(&daemon, parsed, keep_going, replace, json, out)
+            let parsed = import::read_sources(file.as_deref(), format, google_authenticator.as_deref())?;
+            import::send_and_report(&daemon, parsed, keep_going, replace, json, out)
         }
         Command::User(UserCommand::List) => {
             let users = list_all_users(&daemon)?;
@@ -566,91 +568,6 @@ fn list_all_users(daemon: &DaemonAddress) -> Result<Vec<UserStatus>, CtlError> {
             other => return Err(CtlError::Unexpected(other.kind())),
         }
     }
-}
-
-/// Accounts sent to mfad per request, well under the frame limit.
-const IMPORT_BATCH: usize = 2000;
-
-fn read_import(
-    file: Option<&std::path::Path>,
-    format: ImportFormat,
-    google_authenticator: Option<&std::path::Path>,
-) -> Result<crate::import::Parsed, CtlError> {
-    use crate::import;
-    let read = |path: &std::path::Path| {
-        std::fs::read_to_string(path).map_err(|e| CtlError::Input(format!("cannot read {}: {e}", path.display())))
-    };
-    if let Some(path) = google_authenticator {
-        let files = import::google_authenticator_files(path)
-            .map_err(|e| CtlError::Input(format!("cannot read {}: {e}", path.display())))?;
-        let mut all = import::Parsed::default();
-        for (user, file) in files {
-            let one = import::parse_google_authenticator(&user, &file.display().to_string(), &read(&file)?);
-            all.users.extend(one.users);
-            all.errors.extend(one.errors);
-        }
-        return Ok(all);
-    }
-    let Some(path) = file else {
-        return Err(CtlError::Input("give a FILE or --google-authenticator".into()));
-    };
-    let text = read(path)?;
-    Ok(match format {
-        ImportFormat::Json => import::parse_json_lines(&text),
-        ImportFormat::Oath => import::parse_oath_users(&text),
-    })
-}
-
-fn import(
-    daemon: &DaemonAddress,
-    parsed: crate::import::Parsed,
-    keep_going: bool,
-    replace: bool,
-    json: bool,
-    out: &mut dyn Write,
-) -> Result<(), CtlError> {
-    let errors: Vec<Value> =
-        parsed.errors.iter().map(|e| json!({"source": e.source, "line": e.line, "message": e.message})).collect();
-    if !json {
-        for error in &parsed.errors {
-            writeln!(out, "malformed: {error}")?;
-        }
-    }
-    if !parsed.errors.is_empty() && !keep_going {
-        if json {
-            writeln!(out, "{}", json!({"imported": 0, "refused": [], "malformed": errors}))?;
-        }
-        return Err(CtlError::Input(format!(
-            "{} malformed line(s); nothing imported (fix them, or import the rest with --keep-going)",
-            parsed.errors.len()
-        )));
-    }
-    let (mut imported, mut refused) = (0u64, Vec::new());
-    for batch in parsed.users.chunks(IMPORT_BATCH) {
-        let request = Request::ImportUsers { users: batch.to_vec(), replace };
-        match daemon.call(request)? {
-            Response::Imported { imported: n, refused: r } => {
-                imported += n;
-                refused.extend(r);
-            }
-            other => return Err(CtlError::Unexpected(other.kind())),
-        }
-    }
-    if json {
-        writeln!(out, "{}", json!({"imported": imported, "refused": refused, "malformed": errors}))?;
-    } else {
-        for r in &refused {
-            writeln!(out, "refused: {}: {}", r.user, r.reason)?;
-        }
-        writeln!(
-            out,
-            "Imported {imported} account(s); {} refused, {} malformed line(s) skipped.",
-            refused.len(),
-            parsed.errors.len()
-        )?;
-    }
-    out.flush()?;
-    Ok(())
 }
 
 /// What to print on a bare `Ok` for each command.

@@ -1,8 +1,7 @@
-//! Reading enrollments from other tools, for `mfactl user import`:
-//! JSON lines, pam_oath users files and google-authenticator files.
-//! Pure functions of text; every error names its line.
-
-use std::path::{Path, PathBuf};
+//! The file formats `mfactl user import` reads: JSON lines, pam_oath users
+//! files and google-authenticator files. Pure functions of text; every
+//! error names its line and field, never the value (it may be a misplaced
+//! secret).
 
 use mfa_shared::otp;
 use mfa_shared::protocol::{Algorithm, ChallengeLevel, Code, ImportUser, OtpType};
@@ -255,37 +254,6 @@ pub fn parse_google_authenticator(user: &str, source: &str, text: &str) -> Parse
     };
     push(&mut parsed, source, 1, validate(user));
     parsed
-}
-
-/// The google-authenticator files under `path`, with their users: a file
-/// itself (user = its owner for `.google_authenticator`, else its name), or
-/// a directory of home directories (`DIR/USER/.google_authenticator`) or of
-/// per-user files (`DIR/USER`, as with the module's `secret=` option).
-pub fn google_authenticator_files(path: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path)?;
-    if meta.is_file() {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let user = if name == ".google_authenticator" {
-            crate::nss::user_name(meta.uid()).unwrap_or_else(|| meta.uid().to_string())
-        } else {
-            name
-        };
-        return Ok(vec![(user, path.to_path_buf())]);
-    }
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(path)? {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let inner = entry.path().join(".google_authenticator");
-        if inner.is_file() {
-            found.push((name, inner));
-        } else if entry.path().is_file() && !name.starts_with('.') {
-            found.push((name, entry.path()));
-        }
-    }
-    found.sort();
-    Ok(found)
 }
 
 fn decode_base32(text: &str) -> Result<Vec<u8>, String> {
