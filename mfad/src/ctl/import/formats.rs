@@ -4,7 +4,9 @@
 //! secret).
 
 use mfa_shared::otp;
-use mfa_shared::protocol::{Algorithm, ChallengeLevel, Code, ImportUser, OtpType};
+use mfa_shared::protocol::{
+    Algorithm, ChallengeLevel, Code, ImportUser, MAX_USER_NAME_BYTES, OtpType, is_valid_user_name,
+};
 use serde::Deserialize;
 
 /// A line that could not be read.
@@ -261,9 +263,14 @@ fn decode_base32(text: &str) -> Result<Vec<u8>, String> {
 }
 
 fn validate(user: ImportUser) -> Result<ImportUser, String> {
-    if user.user.is_empty() || user.user.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/') {
+    // The daemon's rule, so that what mfactl reads mfad accepts (AD and SSSD
+    // names may hold spaces).
+    if !is_valid_user_name(&user.user) {
         // Not echoed: it may be a secret written in the wrong field.
-        return Err("invalid user name (empty, or with spaces, control characters or /)".into());
+        return Err(format!(
+            "invalid user name (empty, longer than {MAX_USER_NAME_BYTES} bytes, starting with -, \
+             or with control characters or /)"
+        ));
     }
     if otp::base32_decode(user.secret.expose()).map_or(true, |s| s.len() < 10) {
         return Err("the secret is shorter than 80 bits".into());
@@ -330,7 +337,11 @@ mod tests {
             (format!("{{\"user\":\"a\",\"type\":\"totp\",\"secret\":{{\"k\":\"{SECRET}\"}}}}"), "field `secret`"),
             (format!("[5, \"{SECRET}\"]"), "one JSON object"),
             (format!("{{\"user\":\"a\",\"type\":\"totp\",\"secret\":\"{SECRET}\",}}"), "malformed JSON"),
-            (format!("{{\"user\":\"{spaced}\",\"type\":\"totp\",\"secret\":\"{SECRET}\"}}"), "invalid user name"),
+            // A secret with a tab where the name goes (spaces alone make a valid name).
+            (
+                format!("{{\"user\":\"{SECRET}\\t{spaced}\",\"type\":\"totp\",\"secret\":\"{SECRET}\"}}"),
+                "invalid user name",
+            ),
             (format!("{{\"user\":\"a\",\"type\":\"totp\",\"secret\":\"{SECRET}\",\"{SECRET}\":1}}"), "unknown field"),
             ("{\"user\":\"a\",\"type\":\"totp\"}".to_string(), "missing field `secret`"),
         ];
@@ -349,6 +360,25 @@ mod tests {
         let oath = parse_oath_users("3132333435363738393031323334353637383930 alice - HOTP\n");
         assert!(oath.errors[0].message.starts_with("unknown token type"), "{:?}", oath.errors);
         assert!(!oath.errors[0].message.contains("3132"), "{:?}", oath.errors);
+    }
+
+    #[test]
+    fn user_names_follow_the_daemons_rule() {
+        // An AD name with a space is a name mfad accepts, so import takes it.
+        let line = |user: &str| format!("{{\"user\":\"{user}\",\"type\":\"totp\",\"secret\":\"{SECRET}\"}}\n");
+        let parsed = parse_json_lines(&line("first last"));
+        assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
+        assert_eq!(parsed.users[0].user, "first last");
+        let ga = parse_google_authenticator("first last", "f", &format!("{SECRET}\n"));
+        assert_eq!(ga.users[0].user, "first last", "{:?}", ga.errors);
+        // A control character is refused, and the name is not repeated.
+        for bad in ["first\\u0007last", "first\\nlast", "", "-first", "a/b"] {
+            let parsed = parse_json_lines(&line(bad));
+            assert!(parsed.users.is_empty(), "{bad}");
+            let message = &parsed.errors[0].message;
+            assert!(message.starts_with("invalid user name"), "{bad}: {message}");
+            assert!(!message.contains("first") && !message.contains("a/b"), "{bad}: {message}");
+        }
     }
 
     #[test]
