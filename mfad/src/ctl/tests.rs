@@ -1,3 +1,4 @@
+use super::cli::*;
 use super::*;
 use mfa_shared::frame::{read_frame, write_frame};
 use mfa_shared::{Algorithm, RequestFrame, ResponseFrame, SetupInfo};
