@@ -1,4 +1,5 @@
 use super::cli::*;
+use super::error::*;
 use super::*;
 use mfa_shared::frame::{read_frame, write_frame};
 use mfa_shared::{Algorithm, RequestFrame, ResponseFrame, SetupInfo};
