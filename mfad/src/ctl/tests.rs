@@ -1,8 +1,10 @@
 use super::cli::*;
 use super::error::*;
+use super::output::*;
 use super::*;
 use mfa_shared::frame::{read_frame, write_frame};
-use mfa_shared::{Algorithm, RequestFrame, ResponseFrame, SetupInfo};
+use mfa_shared::{Algorithm, IpRuleInfo, RequestFrame, ResponseFrame, SetupInfo};
+use serde_json::{Value, json};
 use std::os::unix::net::UnixListener;
 use std::sync::{Arc, Mutex};
 
