@@ -16,15 +16,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use mfa_shared::{
-    ChallengeLevel, Client, ClientError, Code, DEFAULT_SOCKET, EnrollmentState, ErrorKind, OtpType, Request, Response,
-    UserStatus,
-};
+use mfa_shared::{ChallengeLevel, Client, ClientError, Code, DEFAULT_SOCKET, Request, Response, UserStatus};
 
 mod cli;
 mod error;
 mod import;
 mod output;
+mod setup;
 
 pub use cli::{
     Cli, Command, ImportFormat, IpCommand, LevelArg, SetupOptions, Target, TypeArg, UserCommand, parse_lifetime,
@@ -34,13 +32,9 @@ pub use error::{
     error_json,
 };
 pub use output::{format_rules, format_status, format_table, format_time, format_users, response_json};
+pub use setup::{SETUP_ATTEMPTS, SetupPlan, interactive_setup};
 
-use crate::enrollment::{self, format_barcode, format_manual_entry, format_recovery_codes};
-use error::one_line;
 use output::print_response;
-
-/// How many wrong codes the interactive set-up accepts before giving up.
-pub const SETUP_ATTEMPTS: u32 = 3;
 
 /// How to reach mfad: its socket and how long to wait for it. Holds no
 /// connection; every [`call`](Self::call) opens its own.
@@ -114,11 +108,11 @@ fn execute(
     match command {
         Command::Setup { options, code, target } => {
             let plan = SetupPlan::new(target.user, &options, code.map(Code::new), false);
-            setup(&daemon, plan, options.confirm, json, input, out)
+            setup::run_setup(&daemon, plan, options.confirm, json, input, out)
         }
         Command::User(UserCommand::Setup { user, options }) => {
             let plan = SetupPlan::new(Some(user), &options, None, true);
-            setup(&daemon, plan, options.confirm, json, input, out)
+            setup::run_setup(&daemon, plan, options.confirm, json, input, out)
         }
         Command::User(UserCommand::Import { file, format, google_authenticator, keep_going, replace }) => {
             let parsed = import::read_sources(file.as_deref(), format, google_authenticator.as_deref())?;
@@ -262,192 +256,6 @@ fn simple_request(command: Command) -> Result<(Request, DoneText), CtlError> {
         Command::Reload => (Request::Reload, "mfad reloaded its configuration.".into()),
         Command::Setup { .. } => return Err(CtlError::Unexpected("setup")),
     })
-}
-
-// ---------------------------------------------------------------- set-up
-
-/// An interactive or `--json` set-up, as asked on the command line.
-#[derive(Debug, Clone)]
-pub struct SetupPlan {
-    pub user: Option<String>,
-    /// None: ask.
-    pub otp_type: Option<OtpType>,
-    pub level: Option<ChallengeLevel>,
-    /// A code from the device already set up.
-    pub current_code: Option<Code>,
-    /// None: ask; Some(false) with --no-barcode.
-    pub barcode: Option<bool>,
-    /// `user setup USER` (an administrator): no current code is asked.
-    pub admin: bool,
-}
-
-impl SetupPlan {
-    fn new(user: Option<String>, options: &SetupOptions, current_code: Option<Code>, admin: bool) -> Self {
-        SetupPlan {
-            user,
-            otp_type: options.otp_type.map(OtpType::from),
-            level: options.level.map(ChallengeLevel::from),
-            current_code,
-            barcode: if options.no_barcode { Some(false) } else { None },
-            admin,
-        }
-    }
-
-    /// The command that completes this set-up later.
-    fn confirm_hint(&self) -> String {
-        match (&self.user, self.admin) {
-            (Some(user), true) => format!("mfactl user setup {user} --confirm CODE"),
-            (Some(user), false) => format!("mfactl setup --user {user} --confirm CODE"),
-            (None, _) => "mfactl setup --confirm CODE".to_owned(),
-        }
-    }
-}
-
-fn setup(
-    daemon: &DaemonAddress,
-    plan: SetupPlan,
-    confirm: Option<String>,
-    json: bool,
-    input: &mut dyn BufRead,
-    out: &mut dyn Write,
-) -> Result<(), CtlError> {
-    if let Some(code) = confirm {
-        let response = daemon.call(Request::SetupConfirm { user: plan.user, code: Code::new(code) })?;
-        return print_response(response, json, "", out);
-    }
-    if json {
-        let response = daemon.call(Request::SetupBegin {
-            user: plan.user,
-            otp_type: plan.otp_type,
-            level: plan.level,
-            current_code: plan.current_code,
-        })?;
-        return match response {
-            Response::SetupStarted { .. } => print_response(response, true, "", out),
-            other => Err(CtlError::Unexpected(other.kind())),
-        };
-    }
-    interactive_setup(daemon, plan, input, out)
-}
-
-/// Write `prompt`, read one line, trimmed. End of input is an error.
-fn ask(input: &mut dyn BufRead, out: &mut dyn Write, prompt: &str) -> Result<String, CtlError> {
-    write!(out, "{prompt}")?;
-    out.flush()?;
-    let mut line = String::new();
-    let read = input.read_line(&mut line).map_err(|e| CtlError::Input(format!("cannot read standard input: {e}")))?;
-    if read == 0 {
-        // The answer would have gone on the prompt's line.
-        writeln!(out)?;
-        return Err(CtlError::Input("no answer: standard input ended".to_owned()));
-    }
-    Ok(line.trim().to_owned())
-}
-
-fn ask_barcode(input: &mut dyn BufRead, out: &mut dyn Write) -> Result<bool, CtlError> {
-    loop {
-        let answer = ask(input, out, enrollment::BARCODE_QUESTION)?;
-        match enrollment::yes_no(&answer) {
-            Some(barcode) => return Ok(barcode),
-            None => writeln!(out, "{}", enrollment::YES_NO_HINT)?,
-        }
-    }
-}
-
-fn ask_type(input: &mut dyn BufRead, out: &mut dyn Write) -> Result<OtpType, CtlError> {
-    loop {
-        let answer = ask(input, out, enrollment::TYPE_QUESTION)?;
-        match enrollment::time_or_counter(&answer) {
-            Some(otp_type) => return Ok(otp_type),
-            None => writeln!(out, "{}", enrollment::TYPE_HINT)?,
-        }
-    }
-}
-
-/// The interactive set-up: questions, SetupBegin, the QR code or the secret,
-/// then codes until one completes the set-up (at most [`SETUP_ATTEMPTS`]).
-pub fn interactive_setup(
-    daemon: &DaemonAddress,
-    plan: SetupPlan,
-    input: &mut dyn BufRead,
-    out: &mut dyn Write,
-) -> Result<(), CtlError> {
-    let mut current_code = plan.current_code.clone();
-    if !plan.admin && current_code.is_none() {
-        // Replacing an enabled device needs a code from it.
-        match daemon.call(Request::Status { user: plan.user.clone() })? {
-            Response::Status(status) if status.state == EnrollmentState::Enabled => {
-                writeln!(out, "A device is already set up; setting up a new one replaces it.")?;
-                let code = loop {
-                    let code = ask(input, out, "Enter a code from your current device: ")?;
-                    if !code.is_empty() {
-                        break code;
-                    }
-                };
-                current_code = Some(Code::new(code));
-            }
-            Response::Status(_) => {}
-            other => return Err(CtlError::Unexpected(other.kind())),
-        }
-    }
-    let barcode = match plan.barcode {
-        Some(barcode) => barcode,
-        None => ask_barcode(input, out)?,
-    };
-    let otp_type = match plan.otp_type {
-        Some(otp_type) => otp_type,
-        None => ask_type(input, out)?,
-    };
-    let info = match daemon.call(Request::SetupBegin {
-        user: plan.user.clone(),
-        otp_type: Some(otp_type),
-        level: plan.level,
-        current_code,
-    })? {
-        Response::SetupStarted { setup } => setup,
-        other => return Err(CtlError::Unexpected(other.kind())),
-    };
-    writeln!(out)?;
-    if barcode {
-        write!(out, "{}", format_barcode(&info))?;
-    } else {
-        write!(out, "{}", format_manual_entry(&info))?;
-    }
-    writeln!(out)?;
-
-    let pending =
-        |why: &str| format!("{why}; the set-up stays pending and can be completed with `{}`", plan.confirm_hint());
-    let mut attempts = 0;
-    while attempts < SETUP_ATTEMPTS {
-        let code = match ask(input, out, enrollment::SETUP_CODE_PROMPT) {
-            Ok(code) => code,
-            Err(CtlError::Input(why)) => return Err(CtlError::Input(pending(&why))),
-            Err(e) => return Err(e),
-        };
-        if code.is_empty() {
-            continue;
-        }
-        attempts += 1;
-        match daemon.call(Request::SetupConfirm { user: plan.user.clone(), code: Code::new(code) }) {
-            Ok(Response::SetupCompleted { recovery_codes }) => {
-                writeln!(out, "Two-factor authentication is enabled.")?;
-                write!(out, "{}", format_recovery_codes(&recovery_codes))?;
-                out.flush()?;
-                return Ok(());
-            }
-            Ok(other) => return Err(CtlError::Unexpected(other.kind())),
-            Err(ClientError::Daemon { kind: ErrorKind::InvalidCode, message }) => {
-                let message = one_line(&message);
-                if attempts < SETUP_ATTEMPTS {
-                    writeln!(out, "That code was not accepted ({message}). Please try again.")?;
-                } else {
-                    writeln!(out, "That code was not accepted ({message}).")?;
-                }
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(CtlError::SetupPending(pending(&format!("the code was not accepted {SETUP_ATTEMPTS} times"))))
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use mfa_shared::{EnrollmentState, IpRuleInfo, Response, UserStatus};
+use mfa_shared::{Code, EnrollmentState, IpRuleInfo, Response, UserStatus};
 use serde_json::{Value, json};
 
 use super::error::CtlError;
@@ -43,10 +43,7 @@ pub fn print_response(response: Response, json: bool, done: &str, out: &mut dyn 
             }
         }
         Response::Status(status) => write!(out, "{}", format_status(&status))?,
-        Response::SetupCompleted { recovery_codes } => {
-            writeln!(out, "Two-factor authentication is enabled.")?;
-            write!(out, "{}", format_recovery_codes(&recovery_codes))?;
-        }
+        Response::SetupCompleted { recovery_codes } => write_enabled(&recovery_codes, out)?,
         Response::RecoveryCodes { recovery_codes } => write!(out, "{}", format_recovery_codes(&recovery_codes))?,
         Response::Users { users, .. } => write!(out, "{}", format_users(&users))?,
         Response::CheckValue { value, .. } => writeln!(out, "{value}")?,
@@ -55,6 +52,13 @@ pub fn print_response(response: Response, json: bool, done: &str, out: &mut dyn 
         other => return Err(CtlError::Unexpected(other.kind())),
     }
     out.flush()?;
+    Ok(())
+}
+
+/// A set-up completed: the news and the recovery codes, shown this once.
+pub fn write_enabled(recovery_codes: &[Code], out: &mut dyn Write) -> Result<(), CtlError> {
+    writeln!(out, "Two-factor authentication is enabled.")?;
+    write!(out, "{}", format_recovery_codes(recovery_codes))?;
     Ok(())
 }
 

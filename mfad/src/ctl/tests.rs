@@ -1,9 +1,13 @@
 use super::cli::*;
 use super::error::*;
 use super::output::*;
+use super::setup::*;
 use super::*;
 use mfa_shared::frame::{read_frame, write_frame};
-use mfa_shared::{Algorithm, IpRuleInfo, RequestFrame, ResponseFrame, SetupInfo};
+use mfa_shared::{
+    Algorithm, ChallengeLevel, ClientError, Code, DEFAULT_SOCKET, EnrollmentState, ErrorKind, IpRuleInfo, OtpType,
+    Request, RequestFrame, Response, ResponseFrame, SetupInfo, UserStatus,
+};
 use serde_json::{Value, json};
 use std::os::unix::net::UnixListener;
 use std::sync::{Arc, Mutex};
