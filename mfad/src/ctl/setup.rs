@@ -9,10 +9,10 @@ use mfa_shared::{
     ChallengeLevel, ClientError, Code, EnrollmentState, ErrorKind, OtpType, Request, Response, SetupInfo,
 };
 
-use super::DaemonAddress;
 use super::cli::SetupOptions;
 use super::error::{CtlError, one_line};
 use super::output::{print_response, write_enabled};
+use super::request::DaemonAddress;
 use crate::enrollment::{self, format_barcode, format_manual_entry};
 
 /// How many wrong codes the interactive set-up accepts before giving up.

@@ -1,6 +1,7 @@
 use super::cli::*;
 use super::error::*;
 use super::output::*;
+use super::request::*;
 use super::setup::*;
 use super::*;
 use mfa_shared::frame::{read_frame, write_frame};
@@ -9,8 +10,11 @@ use mfa_shared::{
     Request, RequestFrame, Response, ResponseFrame, SetupInfo, UserStatus,
 };
 use serde_json::{Value, json};
+use std::ffi::OsString;
 use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 fn parse(args: &[&str]) -> Cli {
     Cli::try_parse_from(std::iter::once("mfactl").chain(args.iter().copied()))

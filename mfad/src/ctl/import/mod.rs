@@ -13,7 +13,9 @@ use serde_json::{Value, json};
 
 use formats::{Parsed, parse_google_authenticator, parse_json_lines, parse_oath_users};
 
-use super::{CtlError, DaemonAddress, ImportFormat};
+use super::cli::ImportFormat;
+use super::error::CtlError;
+use super::request::DaemonAddress;
 
 /// Accounts sent to mfad per request, well under the frame limit.
 const IMPORT_BATCH: usize = 2000;
