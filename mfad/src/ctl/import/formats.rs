@@ -200,62 +200,71 @@ fn parse_oath_line(line: &str) -> Result<ImportUser, String> {
 /// One google-authenticator file: the base32 secret on the first line,
 /// `" OPTION` lines (`HOTP_COUNTER N` makes it HOTP, `TOTP_AUTH` TOTP,
 /// `STEP_SIZE N`), then 8-digit scratch codes, which become recovery codes.
+/// The first bad line stops the file.
 pub fn parse_google_authenticator(user: &str, source: &str, text: &str) -> Parsed {
     let mut parsed = Parsed::default();
+    match google_authenticator_user(user, text) {
+        Ok(user) => push(&mut parsed, source, 1, validate(user)),
+        Err((line, message)) => parsed.errors.push(LineError { source: source.into(), line, message }),
+    }
+    parsed
+}
+
+/// The account a google-authenticator file describes, or the number of its
+/// first bad line and what is wrong with it.
+fn google_authenticator_user(user: &str, text: &str) -> Result<ImportUser, (usize, String)> {
     let mut lines = text.lines().enumerate();
     let Some((_, first)) = lines.next() else {
-        parsed.errors.push(LineError { source: source.into(), line: 1, message: "empty file".into() });
-        return parsed;
+        return Err((1, "empty file".into()));
     };
-    let secret = match decode_base32(first.trim()) {
-        Ok(s) => s,
-        Err(message) => {
-            parsed.errors.push(LineError { source: source.into(), line: 1, message });
-            return parsed;
-        }
-    };
-    let (mut otp_type, mut counter, mut period, mut scratch) = (OtpType::Totp, 0, None, Vec::new());
+    let secret = decode_base32(first.trim()).map_err(|message| (1, message))?;
+    let mut file = GoogleAuthenticatorFile { otp_type: OtpType::Totp, counter: 0, period: None, scratch: Vec::new() };
     for (i, line) in lines {
-        let line = line.trim();
+        file.read_line(line.trim()).map_err(|message| (i + 1, message))?;
+    }
+    Ok(ImportUser {
+        user: user.to_string(),
+        otp_type: file.otp_type,
+        secret: Code::new(otp::base32_encode(&secret)),
+        counter: file.counter,
+        level: None,
+        digits: None,
+        period: file.period,
+        algorithm: None,
+        recovery_codes: file.scratch,
+    })
+}
+
+/// What the lines after the secret of a google-authenticator file say.
+struct GoogleAuthenticatorFile {
+    otp_type: OtpType,
+    counter: u64,
+    period: Option<u64>,
+    /// Scratch codes, imported as recovery codes.
+    scratch: Vec<Code>,
+}
+
+impl GoogleAuthenticatorFile {
+    /// Take in one (trimmed) line: an option, a scratch code or nothing.
+    fn read_line(&mut self, line: &str) -> Result<(), String> {
         if let Some(option) = line.strip_prefix('"') {
             let words: Vec<&str> = option.split_whitespace().collect();
             match words.as_slice() {
                 ["HOTP_COUNTER", n] => {
-                    otp_type = OtpType::Hotp;
-                    match n.parse() {
-                        Ok(n) => counter = n,
-                        Err(_) => {
-                            let message = format!("bad HOTP_COUNTER {n:?}");
-                            parsed.errors.push(LineError { source: source.into(), line: i + 1, message });
-                            return parsed;
-                        }
-                    }
+                    self.otp_type = OtpType::Hotp;
+                    self.counter = n.parse().map_err(|_| format!("bad HOTP_COUNTER {n:?}"))?;
                 }
-                ["TOTP_AUTH"] => otp_type = OtpType::Totp,
-                ["STEP_SIZE", n] => period = n.parse().ok(),
+                ["TOTP_AUTH"] => self.otp_type = OtpType::Totp,
+                ["STEP_SIZE", n] => self.period = n.parse().ok(),
                 _ => {} // RATE_LIMIT, WINDOW_SIZE, DISALLOW_REUSE: mfad's own rules apply.
             }
         } else if line.len() == 8 && line.bytes().all(|b| b.is_ascii_digit()) {
-            scratch.push(Code::new(line));
+            self.scratch.push(Code::new(line));
         } else if !line.is_empty() {
-            let message = "neither an option nor an 8-digit scratch code".to_string();
-            parsed.errors.push(LineError { source: source.into(), line: i + 1, message });
-            return parsed;
+            return Err("neither an option nor an 8-digit scratch code".to_string());
         }
+        Ok(())
     }
-    let user = ImportUser {
-        user: user.to_string(),
-        otp_type,
-        secret: Code::new(otp::base32_encode(&secret)),
-        counter,
-        level: None,
-        digits: None,
-        period,
-        algorithm: None,
-        recovery_codes: scratch,
-    };
-    push(&mut parsed, source, 1, validate(user));
-    parsed
 }
 
 fn decode_base32(text: &str) -> Result<Vec<u8>, String> {
