@@ -11,7 +11,6 @@ pub mod crypto;
 pub mod ctl;
 pub mod daemon_main;
 pub mod enrollment;
-pub mod import;
 pub mod lockout;
 pub mod nss;
 pub mod policy;

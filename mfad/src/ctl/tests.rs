@@ -1,8 +1,20 @@
+use super::cli::*;
+use super::error::*;
+use super::output::*;
+use super::request::*;
+use super::setup::*;
 use super::*;
 use mfa_shared::frame::{read_frame, write_frame};
-use mfa_shared::{Algorithm, RequestFrame, ResponseFrame, SetupInfo};
+use mfa_shared::{
+    Algorithm, ChallengeLevel, ClientError, Code, DEFAULT_SOCKET, EnrollmentState, ErrorKind, ListedRule, OtpType,
+    Request, RequestFrame, Response, ResponseFrame, SetupInfo, UserStatus,
+};
+use serde_json::{Value, json};
+use std::ffi::OsString;
 use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 fn parse(args: &[&str]) -> Cli {
     Cli::try_parse_from(std::iter::once("mfactl").chain(args.iter().copied()))
@@ -318,8 +330,8 @@ impl FakeDaemon {
         FakeDaemon { _dir: dir, socket, requests }
     }
 
-    fn daemon(&self) -> Daemon {
-        Daemon { socket: self.socket.clone(), timeout: Duration::from_secs(10) }
+    fn daemon(&self) -> DaemonAddress {
+        DaemonAddress { socket: self.socket.clone(), timeout: Duration::from_secs(10) }
     }
 
     fn requests(&self) -> Vec<Request> {

@@ -1,11 +1,12 @@
-//! Reading enrollments from other tools, for `mfactl user import`:
-//! JSON lines, pam_oath users files and google-authenticator files.
-//! Pure functions of text; every error names its line.
-
-use std::path::{Path, PathBuf};
+//! The file formats `mfactl user import` reads: JSON lines, pam_oath users
+//! files and google-authenticator files. Pure functions of text; every
+//! error names its line and field, never the value (it may be a misplaced
+//! secret).
 
 use mfa_shared::otp;
-use mfa_shared::protocol::{Algorithm, ChallengeLevel, Code, ImportUser, OtpType};
+use mfa_shared::protocol::{
+    Algorithm, ChallengeLevel, Code, ImportUser, MAX_USER_NAME_BYTES, OtpType, is_valid_user_name,
+};
 use serde::Deserialize;
 
 /// A line that could not be read.
@@ -199,93 +200,71 @@ fn parse_oath_line(line: &str) -> Result<ImportUser, String> {
 /// One google-authenticator file: the base32 secret on the first line,
 /// `" OPTION` lines (`HOTP_COUNTER N` makes it HOTP, `TOTP_AUTH` TOTP,
 /// `STEP_SIZE N`), then 8-digit scratch codes, which become recovery codes.
+/// The first bad line stops the file.
 pub fn parse_google_authenticator(user: &str, source: &str, text: &str) -> Parsed {
     let mut parsed = Parsed::default();
+    match google_authenticator_user(user, text) {
+        Ok(user) => push(&mut parsed, source, 1, validate(user)),
+        Err((line, message)) => parsed.errors.push(LineError { source: source.into(), line, message }),
+    }
+    parsed
+}
+
+/// The account a google-authenticator file describes, or the number of its
+/// first bad line and what is wrong with it.
+fn google_authenticator_user(user: &str, text: &str) -> Result<ImportUser, (usize, String)> {
     let mut lines = text.lines().enumerate();
     let Some((_, first)) = lines.next() else {
-        parsed.errors.push(LineError { source: source.into(), line: 1, message: "empty file".into() });
-        return parsed;
+        return Err((1, "empty file".into()));
     };
-    let secret = match decode_base32(first.trim()) {
-        Ok(s) => s,
-        Err(message) => {
-            parsed.errors.push(LineError { source: source.into(), line: 1, message });
-            return parsed;
-        }
-    };
-    let (mut otp_type, mut counter, mut period, mut scratch) = (OtpType::Totp, 0, None, Vec::new());
+    let secret = decode_base32(first.trim()).map_err(|message| (1, message))?;
+    let mut file = GoogleAuthenticatorFile { otp_type: OtpType::Totp, counter: 0, period: None, scratch: Vec::new() };
     for (i, line) in lines {
-        let line = line.trim();
+        file.read_line(line.trim()).map_err(|message| (i + 1, message))?;
+    }
+    Ok(ImportUser {
+        user: user.to_string(),
+        otp_type: file.otp_type,
+        secret: Code::new(otp::base32_encode(&secret)),
+        counter: file.counter,
+        level: None,
+        digits: None,
+        period: file.period,
+        algorithm: None,
+        recovery_codes: file.scratch,
+    })
+}
+
+/// What the lines after the secret of a google-authenticator file say.
+struct GoogleAuthenticatorFile {
+    otp_type: OtpType,
+    counter: u64,
+    period: Option<u64>,
+    /// Scratch codes, imported as recovery codes.
+    scratch: Vec<Code>,
+}
+
+impl GoogleAuthenticatorFile {
+    /// Take in one (trimmed) line: an option, a scratch code or nothing.
+    fn read_line(&mut self, line: &str) -> Result<(), String> {
         if let Some(option) = line.strip_prefix('"') {
             let words: Vec<&str> = option.split_whitespace().collect();
             match words.as_slice() {
                 ["HOTP_COUNTER", n] => {
-                    otp_type = OtpType::Hotp;
-                    match n.parse() {
-                        Ok(n) => counter = n,
-                        Err(_) => {
-                            let message = format!("bad HOTP_COUNTER {n:?}");
-                            parsed.errors.push(LineError { source: source.into(), line: i + 1, message });
-                            return parsed;
-                        }
-                    }
+                    self.otp_type = OtpType::Hotp;
+                    self.counter = n.parse().map_err(|_| format!("bad HOTP_COUNTER {n:?}"))?;
                 }
-                ["TOTP_AUTH"] => otp_type = OtpType::Totp,
-                ["STEP_SIZE", n] => period = n.parse().ok(),
+                ["TOTP_AUTH"] => self.otp_type = OtpType::Totp,
+                ["STEP_SIZE", n] => self.period = n.parse().ok(),
                 _ => {} // RATE_LIMIT, WINDOW_SIZE, DISALLOW_REUSE: mfad's own rules apply.
             }
         } else if line.len() == 8 && line.bytes().all(|b| b.is_ascii_digit()) {
-            scratch.push(Code::new(line));
+            self.scratch.push(Code::new(line));
         } else if !line.is_empty() {
-            let message = "neither an option nor an 8-digit scratch code".to_string();
-            parsed.errors.push(LineError { source: source.into(), line: i + 1, message });
-            return parsed;
+            return Err("neither an option nor an 8-digit scratch code".to_string());
         }
+        Ok(())
     }
-    let user = ImportUser {
-        user: user.to_string(),
-        otp_type,
-        secret: Code::new(otp::base32_encode(&secret)),
-        counter,
-        level: None,
-        digits: None,
-        period,
-        algorithm: None,
-        recovery_codes: scratch,
-    };
-    push(&mut parsed, source, 1, validate(user));
-    parsed
-}
-
-/// The google-authenticator files under `path`, with their users: a file
-/// itself (user = its owner for `.google_authenticator`, else its name), or
-/// a directory of home directories (`DIR/USER/.google_authenticator`) or of
-/// per-user files (`DIR/USER`, as with the module's `secret=` option).
-pub fn google_authenticator_files(path: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path)?;
-    if meta.is_file() {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let user = if name == ".google_authenticator" {
-            crate::nss::user_name(meta.uid()).unwrap_or_else(|| meta.uid().to_string())
-        } else {
-            name
-        };
-        return Ok(vec![(user, path.to_path_buf())]);
-    }
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(path)? {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let inner = entry.path().join(".google_authenticator");
-        if inner.is_file() {
-            found.push((name, inner));
-        } else if entry.path().is_file() && !name.starts_with('.') {
-            found.push((name, entry.path()));
-        }
-    }
-    found.sort();
-    Ok(found)
 }
 
 fn decode_base32(text: &str) -> Result<Vec<u8>, String> {
@@ -293,9 +272,14 @@ fn decode_base32(text: &str) -> Result<Vec<u8>, String> {
 }
 
 fn validate(user: ImportUser) -> Result<ImportUser, String> {
-    if user.user.is_empty() || user.user.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/') {
+    // The daemon's rule, so that what mfactl reads mfad accepts (AD and SSSD
+    // names may hold spaces).
+    if !is_valid_user_name(&user.user) {
         // Not echoed: it may be a secret written in the wrong field.
-        return Err("invalid user name (empty, or with spaces, control characters or /)".into());
+        return Err(format!(
+            "invalid user name (empty, longer than {MAX_USER_NAME_BYTES} bytes, starting with -, \
+             or with control characters or /)"
+        ));
     }
     if otp::base32_decode(user.secret.expose()).map_or(true, |s| s.len() < 10) {
         return Err("the secret is shorter than 80 bits".into());
@@ -362,7 +346,11 @@ mod tests {
             (format!("{{\"user\":\"a\",\"type\":\"totp\",\"secret\":{{\"k\":\"{SECRET}\"}}}}"), "field `secret`"),
             (format!("[5, \"{SECRET}\"]"), "one JSON object"),
             (format!("{{\"user\":\"a\",\"type\":\"totp\",\"secret\":\"{SECRET}\",}}"), "malformed JSON"),
-            (format!("{{\"user\":\"{spaced}\",\"type\":\"totp\",\"secret\":\"{SECRET}\"}}"), "invalid user name"),
+            // A secret with a tab where the name goes (spaces alone make a valid name).
+            (
+                format!("{{\"user\":\"{SECRET}\\t{spaced}\",\"type\":\"totp\",\"secret\":\"{SECRET}\"}}"),
+                "invalid user name",
+            ),
             (format!("{{\"user\":\"a\",\"type\":\"totp\",\"secret\":\"{SECRET}\",\"{SECRET}\":1}}"), "unknown field"),
             ("{\"user\":\"a\",\"type\":\"totp\"}".to_string(), "missing field `secret`"),
         ];
@@ -381,6 +369,25 @@ mod tests {
         let oath = parse_oath_users("3132333435363738393031323334353637383930 alice - HOTP\n");
         assert!(oath.errors[0].message.starts_with("unknown token type"), "{:?}", oath.errors);
         assert!(!oath.errors[0].message.contains("3132"), "{:?}", oath.errors);
+    }
+
+    #[test]
+    fn user_names_follow_the_daemons_rule() {
+        // An AD name with a space is a name mfad accepts, so import takes it.
+        let line = |user: &str| format!("{{\"user\":\"{user}\",\"type\":\"totp\",\"secret\":\"{SECRET}\"}}\n");
+        let parsed = parse_json_lines(&line("first last"));
+        assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
+        assert_eq!(parsed.users[0].user, "first last");
+        let ga = parse_google_authenticator("first last", "f", &format!("{SECRET}\n"));
+        assert_eq!(ga.users[0].user, "first last", "{:?}", ga.errors);
+        // A control character is refused, and the name is not repeated.
+        for bad in ["first\\u0007last", "first\\nlast", "", "-first", "a/b"] {
+            let parsed = parse_json_lines(&line(bad));
+            assert!(parsed.users.is_empty(), "{bad}");
+            let message = &parsed.errors[0].message;
+            assert!(message.starts_with("invalid user name"), "{bad}: {message}");
+            assert!(!message.contains("first") && !message.contains("a/b"), "{bad}: {message}");
+        }
     }
 
     #[test]
