@@ -1,6 +1,7 @@
 //! What mfad, mfactl and pam_mfa share: the wire protocol, its framing, a
 //! blocking client, and (feature `config`) the configuration file types.
 
+pub mod account;
 pub mod bypass;
 pub mod client;
 #[cfg(feature = "config")]
