@@ -42,7 +42,7 @@ impl Audit {
 
     /// Log a decision: who, where, what happened and why.
     pub fn decision(&self, entry: &Entry<'_>) {
-        let line = format!(
+        let mut line = format!(
             "decision user={} service={} rhost={} outcome={} reason=\"{}\"",
             field(entry.user),
             field(entry.service),
@@ -50,6 +50,12 @@ impl Audit {
             entry.outcome.name(),
             clean(entry.reason).replace('"', "'"),
         );
+        if let Some(given) = entry.given.filter(|&given| given != entry.user) {
+            line.push_str(&format!(" given={}", field(given)));
+        }
+        if let Some(uid) = entry.peer_uid.filter(|&uid| uid != 0) {
+            line.push_str(&format!(" peer_uid={uid}"));
+        }
         self.send(entry.outcome.severity(), &line);
     }
 
@@ -66,7 +72,13 @@ impl Audit {
 /// One decision for the audit trail.
 #[derive(Debug, Clone, Copy)]
 pub struct Entry<'a> {
+    /// The account decided about.
     pub user: &'a str,
+    /// The name the client gave, shown when it is not the account's.
+    pub given: Option<&'a str>,
+    /// The caller's uid, shown when it is not root: the service, rhost and
+    /// tty of a non-root caller are its claims, not facts.
+    pub peer_uid: Option<u32>,
     pub service: &'a str,
     pub rhost: Option<&'a str>,
     pub outcome: AuditOutcome,
@@ -154,6 +166,8 @@ mod tests {
         let audit = Audit::new(path);
         audit.decision(&Entry {
             user: "eve\nmfad: decision user=root outcome=success",
+            given: Some("EVE"),
+            peer_uid: Some(1000),
             service: "sshd",
             rhost: Some("10.0.0.1"),
             outcome: AuditOutcome::Failure,
@@ -165,7 +179,7 @@ mod tests {
         assert!(line.starts_with("<85>mfad["), "{line}");
         assert!(!line.contains('\n'));
         assert!(line.contains("user=eve?mfad:_decision_user=root_outcome=success service=sshd"), "{line}");
-        assert!(line.contains("reason=\"wrong code\""));
+        assert!(line.ends_with("reason=\"wrong code\" given=EVE peer_uid=1000"), "{line}");
     }
 
     #[test]

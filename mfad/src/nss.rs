@@ -37,9 +37,24 @@ pub fn host_name() -> String {
     nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".to_string())
 }
 
-/// Group membership lookup, swappable in tests.
+/// An account as NSS knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// The canonical name (`pw_name`): `alice` for `ALICE` or
+    /// `alice@corp.example` under a case-insensitive directory.
+    pub name: String,
+    pub uid: u32,
+}
+
+/// Accounts and group membership, swappable in tests.
 pub trait Directory: Send + Sync {
     fn groups_of(&self, user: &str) -> Result<Vec<String>, String>;
+
+    /// The account `name` stands for; `None` when NSS does not know it.
+    fn account(&self, name: &str) -> Result<Option<Account>, String>;
+
+    /// The name NSS gives first for `uid` (several names may share a uid).
+    fn name_of_uid(&self, uid: u32) -> Result<Option<String>, String>;
 }
 
 /// The system's NSS.
@@ -49,6 +64,20 @@ pub struct SystemDirectory;
 impl Directory for SystemDirectory {
     fn groups_of(&self, user: &str) -> Result<Vec<String>, String> {
         group_names(user)
+    }
+
+    fn account(&self, name: &str) -> Result<Option<Account>, String> {
+        match User::from_name(name) {
+            Ok(user) => Ok(user.map(|u| Account { name: u.name, uid: u.uid.as_raw() })),
+            Err(err) => Err(format!("user lookup failed: {err}")),
+        }
+    }
+
+    fn name_of_uid(&self, uid: u32) -> Result<Option<String>, String> {
+        match User::from_uid(Uid::from_raw(uid)) {
+            Ok(user) => Ok(user.map(|u| u.name)),
+            Err(err) => Err(format!("user lookup failed: {err}")),
+        }
     }
 }
 

@@ -25,6 +25,16 @@ pub struct LoginRequest {
     /// `rhost`, or `local:TTY` for a local login.
     pub source: String,
     pub elevation: bool,
+    /// The PAM items came from a non-root caller (a PAM application of a
+    /// user's own): its source is a claim, never trusted.
+    pub local_claim: bool,
+}
+
+impl LoginRequest {
+    /// The source a success makes trusted: none for a non-root caller's claim.
+    pub fn trusted_source(&self) -> Option<&str> {
+        (!self.local_claim).then_some(self.source.as_str())
+    }
 }
 
 /// Facts looked up outside the store for this decision.
@@ -168,6 +178,9 @@ fn adaptive_reason(config: &Config, record: &UserRecord, request: &LoginRequest,
     if request.source.starts_with(HOST_NAME_SOURCE) {
         return Some("adaptive: a host name is never a trusted source");
     }
+    if request.local_claim {
+        return Some("adaptive: a non-root caller's source is never trusted");
+    }
     let within = |at: u64, window: u64| now.saturating_sub(at) < window;
     match record.last_success {
         Some(at) if within(at, config.max_trust.as_secs()) => {}
@@ -223,7 +236,13 @@ mod tests {
     }
 
     fn login(service: &str, source: &str) -> LoginRequest {
-        LoginRequest { service: service.into(), person: "alice".into(), source: source.into(), elevation: false }
+        LoginRequest {
+            service: service.into(),
+            person: "alice".into(),
+            source: source.into(),
+            elevation: false,
+            local_claim: false,
+        }
     }
 
     /// An enrolled adaptive user whose last code came from `SOURCE` a minute ago.
@@ -678,5 +697,22 @@ mod tests {
         assert_eq!(strictest_role(&config, &groups(&["staff"])), Some(RolePolicy::Encourage));
         assert_eq!(strictest_role(&config, &groups(&["staff", "ops"])), Some(RolePolicy::Force));
         assert_eq!(strictest_role(&config, &groups(&["ops", "wheel", "staff"])), Some(RolePolicy::Require));
+    }
+
+    #[test]
+    fn a_non_root_callers_source_is_never_trusted() {
+        let request = LoginRequest { local_claim: true, ..login("sshd", SOURCE) };
+        assert_eq!(request.trusted_source(), None);
+        assert_eq!(
+            decide(&config(), Some(&trusted_record()), &request, &Context::default(), NOW),
+            Decision::AskCode {
+                reason: "adaptive: a non-root caller's source is never trusted",
+                recovery_allowed: true
+            }
+        );
+        assert_eq!(
+            decide(&config(), Some(&trusted_record()), &login("sshd", SOURCE), &Context::default(), NOW),
+            Decision::Allow(AllowReason::TrustedSource)
+        );
     }
 }

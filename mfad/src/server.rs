@@ -201,12 +201,12 @@ async fn serve_connection(daemon: Arc<Daemon>, mut stream: UnixStream, uid: u32,
 }
 
 /// Whether to answer on this thread rather than the blocking pool: the
-/// start of a login from a PAM stack when no role (hence no NSS lookup) is
-/// configured only reads the store, which takes microseconds, less than
-/// handing it to another thread. Everything else may wait on NSS or on an
-/// fsync (shared by group commit), so it runs on the blocking pool.
+/// start of a login while MFA is switched off looks nothing up and takes
+/// microseconds, less than handing it to another thread. Everything else
+/// may wait on NSS (every login resolves its account names) or on an fsync
+/// (shared by group commit), so it runs on the blocking pool.
 fn answer_inline(daemon: &Daemon, peer: &Peer, request: &Request) -> bool {
-    peer.uid == 0 && matches!(request, Request::AuthBegin { .. }) && daemon.config().roles.is_empty()
+    peer.uid == 0 && matches!(request, Request::AuthBegin { .. }) && !daemon.config().enabled
 }
 
 /// The request in a frame body, or the error reply. The version is read

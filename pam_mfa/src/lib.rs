@@ -13,7 +13,7 @@
 //! not served by root); once mfad has prompted, any failure denies the login.
 //! `elevation=` adds services to the built-in elevation list
 //! ([`mfa_shared::DEFAULT_ELEVATION_SERVICES`], mfad's default list: sudo,
-//! sudo-i, su, su-l, pkexec, doas) that stay closed in `failmode=safe`. See
+//! sudo-i, su, su-l, pkexec, polkit-1, doas) that stay closed in `failmode=safe`. See
 //! [`options`] for every option.
 
 pub mod conversation;

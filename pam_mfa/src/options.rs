@@ -9,7 +9,7 @@
 //!   warning. Once mfad has prompted, any failure denies whatever the failmode.
 //! - `elevation=SVC1,SVC2`: services added to the built-in elevation list
 //!   ([`mfa_shared::DEFAULT_ELEVATION_SERVICES`], mfad's default list: sudo,
-//!   sudo-i, su, su-l, pkexec, doas), which stay closed in `failmode=safe`. It only adds: a
+//!   sudo-i, su, su-l, pkexec, polkit-1, doas), which stay closed in `failmode=safe`. It only adds: a
 //!   built-in service cannot be removed. Repeated options add up.
 //! - `timeout=SECONDS`: for the connect and each read and write (default 10,
 //!   at most 300).

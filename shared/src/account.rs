@@ -6,6 +6,16 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+/// Longest PAM item (service, rhost, tty) accepted: these reach terminals
+/// and logs.
+pub const MAX_FIELD_BYTES: usize = 256;
+
+/// Whether a PAM item may be taken: no control characters (they would
+/// reach an administrator's terminal raw), at most [`MAX_FIELD_BYTES`].
+pub fn is_valid_field(value: &str) -> bool {
+    value.len() <= MAX_FIELD_BYTES && !value.chars().any(char::is_control)
+}
+
 /// Longest account name accepted anywhere (NSS allows far less in practice).
 pub const MAX_USER_NAME_BYTES: usize = 256;
 

@@ -44,6 +44,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Time a person has to answer a prompt of a login conversation.
     pub request_timeout: ConfigDuration,
+    /// A set-up not completed within this long lapses.
+    pub setup_timeout: ConfigDuration,
     pub lockout: LockoutConfig,
     pub elevation: ElevationConfig,
     pub bypass: BypassConfig,
@@ -72,6 +74,7 @@ impl Default for Config {
             max_tries: 3,
             max_connections: 128,
             request_timeout: ConfigDuration(Duration::from_secs(120)),
+            setup_timeout: ConfigDuration(Duration::from_secs(600)),
             lockout: LockoutConfig::default(),
             elevation: ElevationConfig::default(),
             bypass: BypassConfig::default(),
@@ -232,8 +235,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "d" => 86400,
         _ => return Err(bad()),
     };
-    number.checked_mul(scale).map(Duration::from_secs).ok_or_else(bad)
+    match number.checked_mul(scale) {
+        Some(secs) if secs <= MAX_DURATION_SECS => Ok(Duration::from_secs(secs)),
+        _ => Err(format!("duration {text:?} is too long (at most 3650d)")),
+    }
 }
+
+/// Ten years: longer makes no sense for any setting, and a bound keeps
+/// `now + duration` far from overflowing.
+pub const MAX_DURATION_SECS: u64 = 3650 * 86400;
 
 /// A configuration error that names the key and the line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -301,6 +311,9 @@ impl Config {
         }
         if self.request_timeout.as_secs() == 0 {
             return err("request_timeout", "must be at least 1s");
+        }
+        if self.setup_timeout.as_secs() == 0 {
+            return err("setup_timeout", "must be at least 1s");
         }
         if self.lockout.max_failures == 0 {
             return err("max_failures", "must be at least 1");
@@ -441,6 +454,9 @@ path = "/tmp/x.db"
         assert_eq!(parse_duration("7d").unwrap().as_secs(), 604800);
         assert_eq!(parse_duration("5").unwrap().as_secs(), 5);
         assert!(parse_duration("5w").is_err());
+        assert_eq!(parse_duration("3650d").unwrap().as_secs(), MAX_DURATION_SECS);
+        assert!(parse_duration("3651d").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
         assert!(parse_duration("").is_err());
         assert!(parse_duration("h").is_err());
     }

@@ -22,7 +22,7 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// The PAM services that are super-user elevation unless the config says
 /// otherwise: mfad's default `[elevation] services`, and the list the module
 /// keeps closed in `failmode=safe` (it cannot ask mfad when that matters).
-pub const DEFAULT_ELEVATION_SERVICES: &[&str] = &["sudo", "sudo-i", "su", "su-l", "pkexec", "doas"];
+pub const DEFAULT_ELEVATION_SERVICES: &[&str] = &["sudo", "sudo-i", "su", "su-l", "pkexec", "polkit-1", "doas"];
 
 /// A request as sent on the wire.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

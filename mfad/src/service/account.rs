@@ -62,7 +62,7 @@ impl Daemon {
         let enrolled = record.as_ref().is_some_and(UserRecord::is_enrolled);
         let set = |record: &mut UserRecord| record.level = Some(level);
         match code {
-            Some(code) => self.prove_code(at, &user, &code, "level change proven with code", set)?,
+            Some(code) => self.prove_code(at, peer, &user, &code, "level change proven with code", set)?,
             None if enrolled && level.strictness() < current.strictness() && !self.is_admin(at, peer) => {
                 return Err(refuse(
                     ErrorKind::PermissionDenied,
@@ -81,7 +81,7 @@ impl Daemon {
     pub(super) fn disable(&self, at: &Snapshot, peer: &Peer, user: Option<String>, code: Option<Code>) -> Reply {
         let user = self.target(at, peer, user)?;
         match code {
-            Some(code) => self.prove_code(at, &user, &code, "disable proven with code", remove_device)?,
+            Some(code) => self.prove_code(at, peer, &user, &code, "disable proven with code", remove_device)?,
             None if self.is_admin(at, peer) => {
                 let existed = self.with_record(&user, |record| {
                     let existed = record.device.is_some() || record.pending.is_some();
@@ -102,14 +102,14 @@ impl Daemon {
 
     pub(super) fn verify_code(&self, at: &Snapshot, peer: &Peer, user: Option<String>, code: &Code) -> Reply {
         let user = self.target(at, peer, user)?;
-        self.prove_code(at, &user, code, "code verified on request", |_| {})?;
+        self.prove_code(at, peer, &user, code, "code verified on request", |_| {})?;
         Ok(Response::Ok { message: Some("code accepted".into()) })
     }
 
     pub(super) fn recovery_codes(&self, at: &Snapshot, peer: &Peer, user: Option<String>, code: &Code) -> Reply {
         let user = self.target(at, peer, user)?;
         let (codes, hashes) = recovery::generate().map_err(no_random_bytes)?;
-        self.prove_code(at, &user, code, "new recovery codes proven with code", |record| {
+        self.prove_code(at, peer, &user, code, "new recovery codes proven with code", |record| {
             record.recovery_hashes = hashes.clone();
         })?;
         self.admin_event(peer, &user, "new recovery codes issued");

@@ -5,7 +5,7 @@ use mfa_shared::otp;
 use mfa_shared::protocol::{Code, ErrorKind, Response};
 
 use super::verify::device_params;
-use super::{Daemon, Peer, Refusal, Reply, Snapshot, access::valid_user_name, refuse};
+use super::{Daemon, Peer, Refusal, Reply, Snapshot, refuse};
 use crate::audit::{AuditOutcome, Entry, Severity};
 use crate::lockout;
 use crate::store::UserRecord;
@@ -20,6 +20,8 @@ impl Daemon {
         let by = peer.name.clone().unwrap_or_else(|| format!("uid {}", peer.uid));
         self.audit.decision(&Entry {
             user,
+            given: None,
+            peer_uid: Some(peer.uid),
             service: "mfactl",
             rhost: None,
             outcome: AuditOutcome::Changed,
@@ -36,14 +38,17 @@ impl Daemon {
         Ok(Response::Users { users: records.iter().map(|r| self.user_status(at, r, false)).collect(), more })
     }
 
+    /// The record of the account `user` stands for (see `resolve`).
     fn existing_record(&self, user: &str) -> Result<UserRecord, Refusal> {
-        valid_user_name(user)?;
-        self.get_record(user)?.ok_or_else(|| refuse(ErrorKind::NotFound, format!("{user} has no two-factor record")))
+        let account = self.account_of(user)?;
+        self.get_record(&account)?
+            .ok_or_else(|| refuse(ErrorKind::NotFound, format!("{account} has no two-factor record")))
     }
 
     pub(super) fn check_value(&self, at: &Snapshot, peer: &Peer, user: &str) -> Reply {
         self.require_admin(at, peer)?;
         let record = self.existing_record(user)?;
+        let user = record.user.as_str();
         let Some(device) = record.device.as_ref().or(record.pending.as_ref()) else {
             return Err(refuse(ErrorKind::NotFound, format!("{user} has no device")));
         };
@@ -59,17 +64,19 @@ impl Daemon {
     pub(super) fn authorize(&self, at: &Snapshot, peer: &Peer, user: &str, code: &Code) -> Reply {
         self.require_admin(at, peer)?;
         let record = self.existing_record(user)?;
+        let user = record.user.as_str();
         if !record.is_enrolled() {
             return Err(refuse(ErrorKind::Conflict, format!("{user} has no enabled device to approve")));
         }
-        self.prove_code(at, user, code, "super-user approval proven with code", |record| record.approved = true)?;
+        self.prove_code(at, peer, user, code, "super-user approval proven with code", |record| record.approved = true)?;
         self.admin_event(peer, user, "super-user approval granted");
         Ok(Response::Ok { message: Some(format!("super-user access approved for {user}'s device")) })
     }
 
     pub(super) fn revoke(&self, at: &Snapshot, peer: &Peer, user: &str) -> Reply {
         self.require_admin(at, peer)?;
-        self.existing_record(user)?;
+        let record = self.existing_record(user)?;
+        let user = record.user.as_str();
         self.with_record(user, |record| {
             record.approved = false;
             (true, ())
@@ -80,7 +87,8 @@ impl Daemon {
 
     pub(super) fn unlock(&self, at: &Snapshot, peer: &Peer, user: &str) -> Reply {
         self.require_admin(at, peer)?;
-        self.existing_record(user)?;
+        let record = self.existing_record(user)?;
+        let user = record.user.as_str();
         self.with_record(user, |record| {
             lockout::unlock(record);
             (true, ())

@@ -14,7 +14,8 @@ use crate::enrollment::{
     TYPE_HINT, YES_NO_HINT, format_barcode, format_manual_entry, format_recovery_codes, time_or_counter, yes_no,
 };
 use crate::recovery;
-use crate::store::Device;
+use crate::store::{Device, UserRecord};
+use crate::{lockout, timefmt};
 
 impl Daemon {
     pub(super) fn setup_begin(
@@ -31,7 +32,7 @@ impl Daemon {
         // Replacing a device needs the current one (or an administrator).
         match current_code {
             Some(code) if enrolled => {
-                self.prove_code(at, &user, &code, "device change proven with current code", |_| {})?
+                self.prove_code(at, peer, &user, &code, "device change proven with current code", |_| {})?
             }
             _ if enrolled && !self.is_admin(at, peer) => {
                 return Err(refuse(
@@ -45,6 +46,8 @@ impl Daemon {
         let setup = self.start_setup(at, &user, otp_type, level)?;
         self.audit.decision(&Entry {
             user: &user,
+            given: None,
+            peer_uid: Some(peer.uid),
             service: "mfactl",
             rhost: None,
             outcome: AuditOutcome::Pending,
@@ -103,45 +106,72 @@ impl Daemon {
 
     pub(super) fn setup_confirm(&self, at: &Snapshot, peer: &Peer, user: Option<String>, code: &Code) -> Reply {
         let user = self.target(at, peer, user)?;
-        let recovery_codes = self.complete_setup(at, &user, code, None)?;
+        let (outcome, result) = self.complete_setup(at, &user, code, None, SetupRoute::Mfactl);
+        let reason = match &result {
+            Ok(_) => "set-up completed".to_string(),
+            Err(refusal) => format!("set-up not completed: {}", refusal.message),
+        };
         self.audit.decision(&Entry {
             user: &user,
+            given: None,
+            peer_uid: Some(peer.uid),
             service: "mfactl",
             rhost: None,
-            outcome: AuditOutcome::Enrolled,
-            reason: "set-up completed",
+            outcome,
+            reason: &reason,
         });
-        Ok(Response::SetupCompleted { recovery_codes })
+        Ok(Response::SetupCompleted { recovery_codes: result? })
     }
 
     /// Complete `user`'s pending set-up with a code from the new device: it
     /// becomes the enabled device (dropping super-user approval) and fresh
-    /// recovery codes are issued, returned to be shown once. A wrong code
-    /// (`ErrorKind::InvalidCode`) leaves the set-up pending. `source` is
-    /// where the code came from at a login, trusted from now on.
+    /// recovery codes are issued, returned to be shown once. The code check
+    /// counts like any other: refused while locked, a wrong code counted
+    /// toward the lockout (`ErrorKind::InvalidCode`, the set-up stays
+    /// pending). `source` is where the code came from at a login, trusted
+    /// from now on. Returns the audit outcome with the result.
     fn complete_setup(
         &self,
         at: &Snapshot,
         user: &str,
         code: &Code,
         source: Option<&str>,
-    ) -> Result<Vec<Code>, Refusal> {
-        let (codes, hashes) = recovery::generate().map_err(no_random_bytes)?;
-        let result = self.with_record(user, |record| {
-            let Some(pending) = record.pending.clone() else {
-                return (
-                    false,
-                    Err(refuse(ErrorKind::Conflict, "no set-up is pending: start one with `mfactl setup`")),
-                );
-            };
-            let typed = match otp::normalize_code(code.expose(), pending.digits) {
-                Ok(typed) => typed,
-                Err(err) => {
-                    return (false, Err(refuse(ErrorKind::InvalidCode, format!("{err}; the set-up is still pending"))));
+        route: SetupRoute,
+    ) -> (AuditOutcome, Result<Vec<Code>, Refusal>) {
+        let (codes, hashes) = match recovery::generate() {
+            Ok(generated) => generated,
+            Err(err) => return (AuditOutcome::Denied, Err(no_random_bytes(err))),
+        };
+        let checked = self.with_record(user, |record| {
+            let Some(pending) = take_live_pending(record, at) else {
+                let expired = record.pending.take().is_some();
+                if expired {
+                    record.pending_level = None;
                 }
+                let why = if expired { "the set-up has expired" } else { "no set-up is pending" };
+                let refusal = refuse(ErrorKind::Conflict, format!("{why}: start one with `mfactl setup`"));
+                return (expired, (AuditOutcome::Denied, Err(refusal)));
             };
-            let Some(device) = self.match_device(user, &pending, &typed, &at.config, at.now) else {
-                return (false, Err(refuse(ErrorKind::InvalidCode, "wrong code; the set-up is still pending")));
+            // An inline set-up is for an account without a device: one
+            // enrolled meanwhile (another login, an administrator) wins.
+            if route == SetupRoute::Inline && record.device.is_some() {
+                let refusal = refuse(ErrorKind::Conflict, "a device was set up meanwhile: log in with its code");
+                return (false, (AuditOutcome::Denied, Err(refusal)));
+            }
+            if let Err(until) = lockout::admit(record, at.now) {
+                let message = format!("{user} is locked until {} UTC after too many wrong codes", timefmt::utc(until));
+                return (true, (AuditOutcome::Locked, Err(refuse(ErrorKind::InvalidCode, message))));
+            }
+            let typed = otp::normalize_code(code.expose(), pending.digits);
+            let device = typed.as_ref().ok().and_then(|t| self.match_device(user, &pending, t, &at.config, at.now));
+            let Some(device) = device else {
+                let locked = lockout::count_failure(record, &at.config.lockout, at.now);
+                let message = match typed {
+                    Err(err) => format!("{err}; the set-up is still pending"),
+                    Ok(_) => "wrong code; the set-up is still pending".to_string(),
+                };
+                let outcome = if locked { AuditOutcome::Locked } else { AuditOutcome::Failure };
+                return (true, (outcome, Err(refuse(ErrorKind::InvalidCode, message))));
             };
             record.device = Some(device);
             record.pending = None;
@@ -151,11 +181,13 @@ impl Daemon {
             // A new device is not the one an administrator approved.
             record.approved = false;
             record.recovery_hashes = hashes.clone();
-            record.locked_until = None;
             record_success(record, source, at.now);
-            (true, Ok(()))
-        })?;
-        result.map(|()| codes)
+            (true, (AuditOutcome::Enrolled, Ok(())))
+        });
+        match checked {
+            Ok((outcome, result)) => (outcome, result.map(|()| codes)),
+            Err(refusal) => (AuditOutcome::Denied, Err(refusal)),
+        }
     }
 
     // ---- inline, in a login conversation ----------------------------------
@@ -236,26 +268,25 @@ impl Daemon {
 
     pub(super) fn answer_setup_code(&self, at: &Snapshot, mut session: Session, offer: Offer, answer: &Code) -> Reply {
         let person = session.login.person.clone();
-        match self.complete_setup(at, &person, answer, Some(&session.login.source)) {
+        let source = session.login.trusted_source().map(str::to_string);
+        let (outcome, result) = self.complete_setup(at, &person, answer, source.as_deref(), SetupRoute::Inline);
+        match result {
             Ok(codes) => {
                 let reason = format!("enrollment completed (role policy {})", offer.policy.as_str());
                 self.log_session(&session, AuditOutcome::Success, &reason);
                 let text = format!("Two-factor authentication is enabled.{}", format_recovery_codes(&codes));
                 Ok(decision_response(Outcome::Verified, vec![Message::essential(text)]))
             }
-            Err(refusal) if refusal.kind == ErrorKind::InvalidCode => {
+            Err(refusal) if outcome == AuditOutcome::Failure => {
                 session.tries += 1;
                 if session.tries < at.config.max_tries {
-                    self.log_session(&session, AuditOutcome::Failure, "enrollment code wrong");
+                    self.log_session(&session, outcome, "enrollment code wrong");
                     let stage = session.stage;
                     let again = Message::error(format!("{}. Try again.", refusal.message));
                     return self.ask(at, session, stage, vec![again]);
                 }
-                self.log_session(
-                    &session,
-                    AuditOutcome::Failure,
-                    "enrollment failed: too many wrong codes; set-up stays pending",
-                );
+                let reason = "enrollment failed: too many wrong codes; set-up stays pending";
+                self.log_session(&session, outcome, reason);
                 Ok(decision_response(
                     Outcome::Failed,
                     vec![Message::error(format!(
@@ -265,9 +296,26 @@ impl Daemon {
                 ))
             }
             Err(refusal) => {
-                self.log_session(&session, AuditOutcome::Denied, &format!("enrollment failed: {}", refusal.message));
-                Ok(decision_response(Outcome::Denied, vec![Message::error(refusal.message)]))
+                self.log_session(&session, outcome, &format!("enrollment failed: {}", refusal.message));
+                let decided = if outcome == AuditOutcome::Locked { Outcome::Failed } else { Outcome::Denied };
+                Ok(decision_response(decided, vec![Message::error(refusal.message)]))
             }
         }
     }
+}
+
+/// Who completes a set-up: mfactl (which may replace an enabled device,
+/// once proven with its code) or a login conversation (only for an account
+/// without one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SetupRoute {
+    Mfactl,
+    Inline,
+}
+
+/// The pending device, if its set-up has not lapsed (`setup_timeout`).
+fn take_live_pending(record: &UserRecord, at: &Snapshot) -> Option<Device> {
+    let pending = record.pending.as_ref()?;
+    let lapses = pending.created_at.saturating_add(at.config.setup_timeout.as_secs());
+    (at.now < lapses).then(|| pending.clone())
 }

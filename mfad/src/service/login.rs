@@ -9,9 +9,9 @@ use mfa_shared::bypass::normalize;
 use mfa_shared::config::RolePolicy;
 use mfa_shared::protocol::{AuthStep, Code, ErrorKind, Message, Outcome, Response};
 
-use super::access::valid_user_name;
+use super::access::{Identity, valid_field, valid_user_name};
 use super::verify::{CodeCheck, Recovery};
-use super::{Daemon, Peer, Reply, Snapshot, decision_response, refuse};
+use super::{Daemon, Peer, Refusal, Reply, Snapshot, decision_response, refuse};
 use crate::audit::{AuditOutcome, Entry};
 use crate::enrollment::{BARCODE_QUESTION, SETUP_CODE_PROMPT, TYPE_QUESTION};
 use crate::policy::{self, Context, Decision, DenyReason, HOST_NAME_SOURCE, LoginRequest};
@@ -34,6 +34,8 @@ pub(super) struct Session {
     pub login: LoginRequest,
     /// PAM_USER (the person is PAM_RUSER for elevation).
     pub user: String,
+    /// The person's name as the module gave it (the account may differ).
+    pub person_given: String,
     pub rhost: Option<String>,
     pub stage: Stage,
     /// Unusable answers given at the current stage.
@@ -64,20 +66,12 @@ pub(super) struct Offer {
 
 impl Daemon {
     pub(super) fn auth_begin(&self, at: &Snapshot, peer: &Peer, items: PamItems) -> Reply {
-        // A PAM stack runs as root; a user's own process (a screen locker)
-        // may only ask about that user, as PAM_USER and as PAM_RUSER (else
-        // it could spend another person's tries and lock them out).
-        let own = peer.name.as_deref();
-        let not_own = |name: &str| own != Some(name);
-        if peer.uid != 0
-            && (not_own(&items.user) || items.ruser.as_deref().is_some_and(|r| !r.is_empty() && not_own(r)))
-        {
-            return Err(refuse(ErrorKind::PermissionDenied, "permission denied: not your account"));
-        }
         if !at.config.enabled {
             // A no-op until switched on: not even the names are judged.
             self.audit.decision(&Entry {
                 user: &items.user,
+                given: None,
+                peer_uid: Some(peer.uid),
                 service: &items.service,
                 rhost: items.rhost.as_deref(),
                 outcome: AuditOutcome::NotRequired,
@@ -85,36 +79,73 @@ impl Daemon {
             });
             return Ok(decision_response(Outcome::NotRequired, Vec::new()));
         }
-        let session = self.new_session(at, peer, items)?;
+        valid_field("service", Some(&items.service))?;
+        valid_field("rhost", items.rhost.as_deref())?;
+        valid_field("tty", items.tty.as_deref())?;
+        valid_user_name(&items.user)?;
+        if let Some(ruser) = items.ruser.as_deref().filter(|r| !r.is_empty()) {
+            valid_user_name(ruser)?;
+        }
+        let session = match self.new_session(at, peer, items)? {
+            Ok(session) => session,
+            Err(denied) => return Ok(denied),
+        };
         let record = self.get_record(&session.login.person)?;
         let role = match self.role_of(&at.config, &session.login.person) {
             Ok(role) => role,
             // Fail closed: a role we cannot read may be one that requires a code.
             Err(err) => {
-                let reason = format!("group membership unavailable: {err}");
-                self.log_session(&session, AuditOutcome::Denied, &reason);
+                self.log_session(&session, AuditOutcome::Denied, &format!("group membership unavailable: {err}"));
                 let message = "Two-factor authentication cannot read your group membership; try again later.";
                 return Ok(decision_response(Outcome::Denied, vec![Message::error(message)]));
             }
         };
-        let context = Context { role, bypass: self.bypass_rule(at, session.rhost.as_deref())? };
+        // A non-root caller's rhost is its claim: it never matches a rule.
+        let rhost = if session.login.local_claim { None } else { session.rhost.as_deref() };
+        let context = Context { role, bypass: self.bypass_rule(at, rhost)? };
         let decision = policy::decide(&at.config, record.as_ref(), &session.login, &context, at.now);
         self.begin_with(at, session, decision)
     }
 
-    /// The conversation for these PAM items: who is asked (PAM_RUSER for
-    /// elevation), and the source a code would come from.
-    fn new_session(&self, at: &Snapshot, peer: &Peer, items: PamItems) -> Result<Session, super::Refusal> {
+    /// The conversation for these PAM items: the accounts they name (the
+    /// person asked is PAM_RUSER for elevation), and the source a code would
+    /// come from. A non-root caller may begin a login only as itself, as
+    /// PAM_USER and as PAM_RUSER (else it could spend another person's tries
+    /// and lock them out). The inner error is a denial for a failed lookup.
+    fn new_session(&self, at: &Snapshot, peer: &Peer, items: PamItems) -> Result<Result<Session, Response>, Refusal> {
         let PamItems { service, user, ruser, rhost, tty } = items;
-        valid_user_name(&user)?;
         let elevation = at.config.is_elevation(&service);
         let ruser = ruser.filter(|r| !r.is_empty());
         let rhost = rhost.filter(|r| !r.is_empty());
-        let person = match (&ruser, elevation) {
-            (Some(ruser), true) => ruser.clone(),
-            _ => user.clone(),
+        let names = [Some(user.as_str()), ruser.as_deref()];
+        let mut identities = Vec::with_capacity(2);
+        for name in names.into_iter().flatten() {
+            match self.resolve(name) {
+                Ok(identity) => identities.push(identity),
+                Err(err) => {
+                    let reason = format!("account lookup failed: {err}");
+                    self.audit.decision(&Entry {
+                        user: name,
+                        given: None,
+                        peer_uid: Some(peer.uid),
+                        service: &service,
+                        rhost: rhost.as_deref(),
+                        outcome: AuditOutcome::Denied,
+                        reason: &reason,
+                    });
+                    return Ok(Err(lookup_denied()));
+                }
+            }
+        }
+        if peer.uid != 0 && !identities.iter().all(|identity| is_own(peer, identity)) {
+            return Err(refuse(ErrorKind::PermissionDenied, "permission denied: not your account"));
+        }
+        let mut named = identities.into_iter();
+        let (user_identity, ruser_identity) = (named.next(), named.next());
+        let person = if elevation { ruser_identity.or(user_identity) } else { user_identity };
+        let Some(person) = person else {
+            return Err(refuse(ErrorKind::Internal, "internal error in mfad: no account to ask"));
         };
-        valid_user_name(&person)?;
         let source = match &rhost {
             Some(rhost) => match rhost.parse::<IpAddr>() {
                 Ok(addr) => normalize(addr).to_string(),
@@ -123,15 +154,17 @@ impl Daemon {
             },
             None => format!("local:{}", tty.as_deref().unwrap_or("")),
         };
-        Ok(Session {
+        let login = LoginRequest { service, person: person.account, source, elevation, local_claim: peer.uid != 0 };
+        Ok(Ok(Session {
             peer_uid: peer.uid,
             user,
-            login: LoginRequest { service, person, source, elevation },
+            person_given: person.given,
+            login,
             rhost,
             stage: Stage::Code { recovery_allowed: false },
             tries: 0,
             expires_at: 0,
-        })
+        }))
     }
 
     /// Act on the policy's decision for a new conversation.
@@ -159,6 +192,8 @@ impl Daemon {
     pub(super) fn log_session(&self, session: &Session, outcome: AuditOutcome, reason: &str) {
         self.audit.decision(&Entry {
             user: &session.login.person,
+            given: Some(&session.person_given),
+            peer_uid: Some(session.peer_uid),
             service: &session.login.service,
             rhost: session.rhost.as_deref(),
             outcome,
@@ -207,7 +242,7 @@ impl Daemon {
                 if login.elevation && at.config.elevation.require_approval && !record.approved {
                     return (false, CodeCheck::NotApproved);
                 }
-                let check = self.check_code(at, record, answer, Some(&login.source), recovery);
+                let check = self.check_code(at, record, answer, login.trusted_source(), recovery);
                 (check != CodeCheck::NotEnrolled, check)
             })
         };
@@ -272,9 +307,23 @@ impl Daemon {
     }
 }
 
+/// Whether `identity` is the caller's own account: its uid, or (a name NSS
+/// does not know) the caller's name.
+fn is_own(peer: &Peer, identity: &Identity) -> bool {
+    match identity.uid {
+        Some(uid) => uid == peer.uid,
+        None => peer.name.as_deref() == Some(identity.account.as_str()),
+    }
+}
+
+fn lookup_denied() -> Response {
+    let message = "Two-factor authentication cannot look up your account; try again later.";
+    decision_response(Outcome::Denied, vec![Message::error(message)])
+}
+
 fn code_prompt(session: &Session) -> String {
-    if session.login.elevation && session.login.person != session.user {
-        format!("Verification code for {}: ", session.login.person)
+    if session.login.elevation && session.person_given != session.user {
+        format!("Verification code for {}: ", session.person_given)
     } else {
         "Verification code: ".to_string()
     }

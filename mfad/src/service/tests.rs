@@ -2,11 +2,12 @@ use std::os::unix::net::UnixDatagram;
 
 use mfa_shared::config::{RoleConfig, RolePolicy};
 use mfa_shared::otp::{self, OtpParams};
-use mfa_shared::protocol::{Algorithm, AuthStep, ChallengeLevel, Code, MessageStyle, OtpType, Outcome};
+use mfa_shared::protocol::{Algorithm, AuthStep, ChallengeLevel, Code, ImportUser, MessageStyle, OtpType, Outcome};
 
 use super::*;
 use crate::clock::ManualClock;
 use crate::enrollment::{BARCODE_QUESTION, SETUP_CODE_PROMPT, TYPE_QUESTION};
+use crate::nss::Account;
 use crate::recovery;
 use crate::store::SqliteStore;
 
@@ -21,6 +22,31 @@ impl Directory for Groups {
             return Err("LDAP server unreachable".into());
         }
         Ok(user.split('_').next().map(|g| vec![g.to_string()]).unwrap_or_default())
+    }
+
+    /// A case-insensitive directory that knows `ivy` (uid 4242), `root` and
+    /// its alias `toor` (uid 0), and `carol` with the alias `carol2` (uid
+    /// 5000, as `useradd -o` adds it); other names are unknown (taken
+    /// literally).
+    fn account(&self, name: &str) -> Result<Option<Account>, String> {
+        let lower = name.to_ascii_lowercase();
+        let uid = match lower.as_str() {
+            "ivy" => 4242,
+            "root" | "toor" => 0,
+            "carol" | "carol2" => 5000,
+            "nss-broken" => return Err("NSS unavailable".into()),
+            _ => return Ok(None),
+        };
+        Ok(Some(Account { name: lower, uid }))
+    }
+
+    fn name_of_uid(&self, uid: u32) -> Result<Option<String>, String> {
+        Ok(match uid {
+            4242 => Some("ivy".into()),
+            0 => Some("root".into()),
+            5000 => Some("carol".into()),
+            _ => None,
+        })
     }
 }
 
@@ -266,7 +292,7 @@ fn wrong_codes_leave_the_set_up_pending() {
     assert!(shown.contains("offered again"), "{shown}");
     let record = f.record("force_eve");
     assert!(!record.is_enrolled() && record.pending.is_some());
-    assert_eq!(record.failures, 0, "set-up codes do not count towards the lock");
+    assert_eq!(record.failures, 2, "every code check counts, set-up codes too");
     // The next login offers it again.
     assert_eq!(prompt_text(&f.begin("force_eve", "10.0.0.1")).0, BARCODE_QUESTION);
 }
@@ -400,4 +426,186 @@ fn a_host_name_is_never_a_trusted_source() {
     let ip = f.begin("bea", "::ffff:10.1.2.3");
     assert_eq!(done(&f.answer(&ip, &code(2))).0, Outcome::Verified);
     assert_eq!(done(&f.begin("bea", "10.1.2.3")).0, Outcome::NotRequired);
+}
+
+// ---- identity, claims and every code check (SPEC 14) ----------------------
+
+impl Fixture {
+    /// Start a set-up for `user` as root; returns the new device's secret.
+    fn start_setup(&self, user: &str) -> Vec<u8> {
+        let request = Request::SetupBegin {
+            user: Some(user.into()),
+            otp_type: Some(OtpType::Totp),
+            level: Some(ChallengeLevel::Always),
+            current_code: None,
+        };
+        match self.daemon.handle(&ROOT, request) {
+            Response::SetupStarted { setup } => otp::base32_decode(&setup.secret).unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn confirm(&self, peer: &Peer, user: &str, code: &str) -> Response {
+        self.daemon.handle(peer, Request::SetupConfirm { user: Some(user.into()), code: Code::new(code) })
+    }
+
+    /// An enrolled TOTP account (level always), set up as root.
+    fn enroll(&self, user: &str) -> Vec<u8> {
+        let secret = self.start_setup(user);
+        let reply = self.confirm(&ROOT, user, &totp_code(&secret, NOW));
+        assert!(matches!(reply, Response::SetupCompleted { .. }), "{reply:?}");
+        secret
+    }
+
+    fn begin_as(&self, peer: &Peer, user: &str, rhost: Option<&str>, tty: Option<&str>) -> Response {
+        self.daemon.handle(
+            peer,
+            Request::AuthBegin {
+                service: "sshd".into(),
+                user: user.into(),
+                ruser: None,
+                rhost: rhost.map(String::from),
+                tty: tty.map(String::from),
+            },
+        )
+    }
+}
+
+fn wrong_code_for(secret: &[u8], now: u64) -> &'static str {
+    if totp_code(secret, now) == "000000" { "111111" } else { "000000" }
+}
+
+#[test]
+fn every_spelling_of_an_account_reaches_its_record() {
+    let f = fixture(|_| {});
+    let secret = f.enroll("ivy");
+    f.clock.set(NOW + 30);
+    // A case variant from a case-insensitive directory is the same account.
+    let ask = f.begin("IVY", "10.0.0.1");
+    assert_eq!(prompt_text(&ask).0, "Verification code: ");
+    assert_eq!(done(&f.answer(&ask, &totp_code(&secret, NOW + 30))).0, Outcome::Verified);
+    let lines = f.audit_lines().join("\n");
+    assert!(lines.contains("user=ivy service=sshd rhost=10.0.0.1 outcome=success"), "{lines}");
+    assert!(lines.contains("given=IVY"), "the audit line shows both names: {lines}");
+}
+
+#[test]
+fn a_second_name_sharing_a_uid_gets_the_enrolled_record() {
+    let f = fixture(|_| {});
+    // `carol` is enrolled; `carol2` was added later with her uid.
+    let import = ImportUser {
+        user: "carol".into(),
+        otp_type: OtpType::Totp,
+        secret: Code::new("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"),
+        counter: 0,
+        digits: None,
+        period: None,
+        algorithm: None,
+        level: Some(ChallengeLevel::Always),
+        recovery_codes: Vec::new(),
+    };
+    let reply = f.daemon.handle(&ROOT, Request::ImportUsers { users: vec![import], replace: false });
+    assert!(matches!(reply, Response::Imported { imported: 1, .. }), "{reply:?}");
+    for alias in ["carol2", "Carol"] {
+        let ask = f.begin(alias, "10.0.0.1");
+        assert_eq!(prompt_text(&ask).0, "Verification code: ", "{alias} must be asked carol's code");
+    }
+    // A name NSS does not know is taken literally: no record, no role, no code.
+    assert_eq!(done(&f.begin("virtual-user", "10.0.0.1")).0, Outcome::NotRequired);
+    // Administration finds the account under any of its names.
+    let shown = f.daemon.handle(&ROOT, Request::Status { user: Some("carol2".into()) });
+    assert!(matches!(&shown, Response::Status(s) if s.user == "carol"), "{shown:?}");
+}
+
+#[test]
+fn a_non_root_callers_claims_never_create_trust_or_bypass() {
+    let f = fixture(|c| {
+        c.bypass.enabled = true;
+        c.bypass.rules = mfa_shared::config::Config::parse(
+            "[bypass]\nenabled = true\n[[bypass.rule]]\ncidr = \"10.0.0.0/8\"\nbypass_2fa = true\n",
+        )
+        .unwrap()
+        .bypass
+        .rules;
+    });
+    let secret = f.enroll("ivy");
+    f.daemon.handle(&ROOT, Request::SetLevel { user: Some("ivy".into()), level: ChallengeLevel::Adaptive, code: None });
+    let ivy = Peer { uid: 4242, name: Some("ivy".into()) };
+    f.clock.set(NOW + 30);
+    // Her own PAM application claims a bypassed address: still asked.
+    let ask = step(f.begin_as(&ivy, "ivy", Some("10.1.2.3"), None));
+    assert_eq!(prompt_text(&ask).0, "Verification code: ", "a claimed rhost never matches a bypass rule");
+    // It claims another address and gives a right code...
+    let ask = step(f.begin_as(&ivy, "ivy", Some("192.0.2.7"), None));
+    let Step::Prompt { id, .. } = &ask else { panic!("{ask:?}") };
+    let answer = Request::AuthAnswer { session_id: id.clone(), answer: Code::new(totp_code(&secret, NOW + 30)) };
+    assert_eq!(done(&step(f.daemon.handle(&ivy, answer))).0, Outcome::Verified);
+    let lines = f.audit_lines().join("\n");
+    assert!(lines.contains("outcome=success reason=\"challenge passed\" peer_uid=4242"), "{lines}");
+    // ...which a real login from that address does not honour.
+    f.clock.set(NOW + 90);
+    let real = f.begin_as(&ROOT, "ivy", Some("192.0.2.7"), None);
+    assert_eq!(prompt_text(&step(real)).0, "Verification code: ");
+    assert!(f.record("ivy").trusted_sources.is_empty(), "a claim planted no trusted source");
+}
+
+#[test]
+fn pam_items_with_control_characters_or_too_long_are_refused() {
+    let f = fixture(|_| {});
+    let bad = |reply: Response| matches!(reply, Response::Error { kind: ErrorKind::BadRequest, .. });
+    assert!(bad(f.begin_as(&ROOT, "ivy", None, Some("pts/1\u{1b}[2J"))), "escape in the tty");
+    assert!(bad(f.begin_as(&ROOT, "ivy", Some("10.0.0.1\n"), None)), "newline in the rhost");
+    assert!(bad(f.begin_as(&ROOT, "ivy", None, Some(&"x".repeat(1 << 20)))), "a 1 MiB tty");
+    assert!(!bad(f.begin_as(&ROOT, "ivy", None, Some("pts/1"))));
+}
+
+#[test]
+fn confirming_a_set_up_counts_failures_and_refuses_while_locked() {
+    let f = fixture(|c| c.lockout.max_failures = 3);
+    let secret = f.start_setup("ivy");
+    let ivy = Peer { uid: 4242, name: Some("ivy".into()) };
+    let wrong = wrong_code_for(&secret, NOW);
+    for _ in 0..3 {
+        let reply = f.confirm(&ivy, "ivy", wrong);
+        assert!(matches!(reply, Response::Error { kind: ErrorKind::InvalidCode, .. }), "{reply:?}");
+    }
+    assert!(f.record("ivy").locked_until.is_some(), "three wrong set-up codes lock the account");
+    let reply = f.confirm(&ivy, "ivy", &totp_code(&secret, NOW));
+    assert!(
+        matches!(&reply, Response::Error { kind: ErrorKind::InvalidCode, message } if message.contains("locked")),
+        "even the right code is refused while locked: {reply:?}"
+    );
+    let record = f.record("ivy");
+    assert!(!record.is_enrolled() && record.locked_until.is_some(), "the lock stays");
+    let lines = f.audit_lines().join("\n");
+    assert_eq!(lines.matches("outcome=failure reason=\"set-up not completed").count(), 2, "{lines}");
+    assert_eq!(lines.matches("outcome=locked reason=\"set-up not completed").count(), 2, "{lines}");
+}
+
+#[test]
+fn a_pending_set_up_lapses() {
+    let f = fixture(|c| c.setup_timeout = mfa_shared::config::ConfigDuration(std::time::Duration::from_secs(600)));
+    let secret = f.start_setup("ivy");
+    f.clock.set(NOW + 600);
+    let reply = f.confirm(&ROOT, "ivy", &totp_code(&secret, NOW + 600));
+    assert!(
+        matches!(&reply, Response::Error { kind: ErrorKind::Conflict, message } if message.contains("expired")),
+        "{reply:?}"
+    );
+    assert!(f.record("ivy").pending.is_none());
+}
+
+#[test]
+fn an_inline_set_up_yields_to_a_device_enrolled_meanwhile() {
+    let f = fixture(|_| {});
+    let first = f.begin("force_fay", "10.0.0.1");
+    let kind = f.answer(&first, "n");
+    let code_prompt = f.answer(&kind, "t");
+    // Meanwhile an administrator enrolls a device and starts another set-up.
+    f.enroll("force_fay");
+    let secret = f.start_setup("force_fay");
+    let (outcome, shown) = done(&f.answer(&code_prompt, &totp_code(&secret, NOW)));
+    assert_eq!(outcome, Outcome::Denied, "{shown}");
+    assert!(shown.contains("meanwhile"), "{shown}");
+    assert!(f.record("force_fay").pending.is_some(), "the administrator's set-up is untouched");
 }

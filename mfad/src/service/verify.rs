@@ -6,7 +6,7 @@ use mfa_shared::config::Config;
 use mfa_shared::otp::{self, OtpParams};
 use mfa_shared::protocol::{Code, ErrorKind, OtpType};
 
-use super::{Daemon, Refusal, Snapshot, refuse};
+use super::{Daemon, Peer, Refusal, Snapshot, refuse};
 use crate::audit::{AuditOutcome, Entry, Severity};
 use crate::lockout;
 use crate::recovery;
@@ -134,6 +134,7 @@ impl Daemon {
     pub(super) fn prove_code(
         &self,
         at: &Snapshot,
+        peer: &Peer,
         user: &str,
         code: &Code,
         what: &str,
@@ -147,7 +148,16 @@ impl Daemon {
             (check != CodeCheck::NotEnrolled, check)
         })?;
         let (outcome, result) = proof_outcome(user, check);
-        self.audit.decision(&Entry { user, service: "mfactl", rhost: None, outcome, reason: what });
+        let peer_uid = Some(peer.uid);
+        self.audit.decision(&Entry {
+            user,
+            given: None,
+            peer_uid,
+            service: "mfactl",
+            rhost: None,
+            outcome,
+            reason: what,
+        });
         result
     }
 }

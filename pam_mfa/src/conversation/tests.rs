@@ -286,7 +286,7 @@ fn errors_after_a_prompt_are_auth_err_whatever_the_failmode() {
 
 #[test]
 fn safe_mode_still_fails_elevation_services() {
-    for service in ["sudo", "sudo-i", "su", "su-l", "pkexec", "doas"] {
+    for service in ["sudo", "sudo-i", "su", "su-l", "pkexec", "polkit-1", "doas"] {
         assert!(is_elevation_service(service, &[]));
         assert_eq!(unavailable_code(&mode(FailMode::Safe), service), PamCode::AuthInfoUnavail, "{service}");
         assert_eq!(unavailable_code(&mode(FailMode::Secure), service), PamCode::AuthInfoUnavail, "{service}");
