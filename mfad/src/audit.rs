@@ -10,6 +10,14 @@
 
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::ceiling::Ceiling;
+use crate::clock::{Clock, SystemClock};
+
+/// Audit lines one non-root uid may cause per second; the rest are counted
+/// and summarised (see [`Audit::summarize_suppressed`]).
+pub const LINES_PER_UID: u32 = 20;
 
 const FACILITY_AUTHPRIV: u8 = 10;
 
@@ -20,19 +28,40 @@ pub enum Severity {
     Info = 6,
 }
 
-#[derive(Debug)]
 pub struct Audit {
     socket_path: PathBuf,
     socket: Option<UnixDatagram>,
     pid: u32,
+    clock: Arc<dyn Clock>,
+    per_uid: Ceiling,
 }
 
 impl Audit {
     pub fn new(socket_path: PathBuf) -> Self {
+        Audit::with_clock(socket_path, Arc::new(SystemClock))
+    }
+
+    pub fn with_clock(socket_path: PathBuf, clock: Arc<dyn Clock>) -> Self {
         // Non-blocking: a stalled syslog must never stall a login; a line it
         // cannot take goes to stderr instead.
         let socket = UnixDatagram::unbound().ok().filter(|s| s.set_nonblocking(true).is_ok());
-        Audit { socket_path, socket, pid: std::process::id() }
+        Audit { socket_path, socket, pid: std::process::id(), clock, per_uid: Ceiling::new(LINES_PER_UID) }
+    }
+
+    /// Log an event caused by `uid` (a refused connection or frame), within
+    /// that uid's allowance of lines.
+    pub fn event_from(&self, uid: u32, severity: Severity, text: &str) {
+        if self.per_uid.admit(uid, self.clock.now()) {
+            self.event(severity, &format!("uid {uid}: {text}"));
+        }
+    }
+
+    /// One line per uid whose lines were dropped since the last call.
+    pub fn summarize_suppressed(&self) {
+        for (uid, dropped) in self.per_uid.take_summaries() {
+            let text = format!("uid {uid}: {dropped} audit lines suppressed (more than {LINES_PER_UID} a second)");
+            self.event(Severity::Warning, &text);
+        }
     }
 
     /// Log a free-form daemon event (start, reload, errors).
@@ -40,8 +69,14 @@ impl Audit {
         self.send(severity, &clean(text));
     }
 
-    /// Log a decision: who, where, what happened and why.
+    /// Log a decision: who, where, what happened and why. A non-root
+    /// caller's decisions count against its allowance of lines.
     pub fn decision(&self, entry: &Entry<'_>) {
+        if let Some(uid) = entry.peer_uid
+            && !self.per_uid.admit(uid, self.clock.now())
+        {
+            return;
+        }
         let mut line = format!(
             "decision user={} service={} rhost={} outcome={} reason=\"{}\"",
             field(entry.user),
@@ -180,6 +215,46 @@ mod tests {
         assert!(!line.contains('\n'));
         assert!(line.contains("user=eve?mfad:_decision_user=root_outcome=success service=sshd"), "{line}");
         assert!(line.ends_with("reason=\"wrong code\" given=EVE peer_uid=1000"), "{line}");
+    }
+
+    #[test]
+    fn a_flood_from_one_uid_is_capped_and_summarised() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let sink = UnixDatagram::bind(&path).unwrap();
+        sink.set_nonblocking(true).unwrap();
+        let clock = Arc::new(crate::clock::ManualClock::new(100));
+        let audit = Audit::with_clock(path, clock.clone());
+        let entry = |user, peer_uid| Entry {
+            user,
+            given: None,
+            peer_uid: Some(peer_uid),
+            service: "mine",
+            rhost: None,
+            outcome: AuditOutcome::Challenge,
+            reason: "flood",
+        };
+        // The kernel queues few datagrams: read after every call.
+        let mut lines = Vec::new();
+        let mut drain = || {
+            let mut buf = [0u8; 512];
+            while let Ok(n) = sink.recv(&mut buf) {
+                lines.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        };
+        for _ in 0..1000 {
+            audit.decision(&entry("eve", 1000));
+            drain();
+            audit.event_from(1000, Severity::Notice, "malformed request refused");
+            drain();
+        }
+        audit.decision(&entry("alice", 0));
+        drain();
+        audit.summarize_suppressed();
+        drain();
+        assert_eq!(lines.len(), LINES_PER_UID as usize + 2, "{lines:#?}");
+        assert!(lines.iter().any(|l| l.contains("user=alice")), "root's decisions are never dropped");
+        assert!(lines.last().unwrap().contains("uid 1000: 1980 audit lines suppressed"), "{lines:#?}");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! is in [`ctl`].
 
 pub mod audit;
+pub mod ceiling;
 pub mod clock;
 pub mod crypto;
 pub mod ctl;

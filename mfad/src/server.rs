@@ -115,16 +115,22 @@ impl Slots {
 pub async fn serve(daemon: Arc<Daemon>, listener: UnixListener, mut shutdown: watch::Receiver<bool>) {
     let slots = Slots::new(daemon.config().max_connections);
     let mut connections = JoinSet::new();
+    // What the per-uid ceilings dropped is summarised once a second.
+    let mut summaries = tokio::time::interval(Duration::from_secs(1));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
+            _ = summaries.tick() => {
+                daemon.report_ceilings();
+                continue;
+            }
             _ = shutdown.changed() => break,
         };
         match accepted {
             Ok((mut stream, _)) => {
                 let Ok(uid) = stream.peer_cred().map(|c| c.uid()) else { continue };
                 let Some(slot) = slots.take(uid) else {
-                    daemon.audit.event(Severity::Notice, &format!("uid {uid}: too many connections, refused"));
+                    daemon.audit.event_from(uid, Severity::Notice, "too many connections, refused");
                     let reply = Response::error(ErrorKind::Busy, "too many connections to mfad; try again shortly");
                     let _ = tokio::time::timeout(Duration::from_secs(1), send(&mut stream, reply)).await;
                     continue;
@@ -172,7 +178,7 @@ async fn serve_connection(daemon: Arc<Daemon>, mut stream: UnixStream, uid: u32,
             // Idle too long, closed, or broken: drop the connection.
             Err(_) | Ok(Ok(None)) | Ok(Err(FrameError::Closed)) => return,
             Ok(Err(FrameError::TooBig(len))) => {
-                daemon.audit.event(Severity::Notice, &format!("uid {uid}: oversized frame ({len} bytes) refused"));
+                daemon.audit.event_from(uid, Severity::Notice, &format!("oversized frame ({len} bytes) refused"));
                 let reply = Response::error(ErrorKind::BadRequest, format!("frame of {len} bytes is too big"));
                 let _ = send(&mut stream, reply).await;
                 return;
@@ -181,8 +187,11 @@ async fn serve_connection(daemon: Arc<Daemon>, mut stream: UnixStream, uid: u32,
         };
         let reply = match request_of(&body) {
             Err(reply) => {
-                daemon.audit.event(Severity::Notice, &format!("uid {uid}: malformed request refused"));
+                daemon.audit.event_from(uid, Severity::Notice, "malformed request refused");
                 reply
+            }
+            Ok(_) if !daemon.admit_request(uid) => {
+                Response::error(ErrorKind::Busy, "too many requests from your account; try again shortly")
             }
             Ok(request) if answer_inline(&daemon, &peer, &request) => daemon.handle(&peer, request),
             Ok(request) => {

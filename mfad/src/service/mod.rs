@@ -31,6 +31,7 @@ use mfa_shared::config::Config;
 use mfa_shared::protocol::{AuthStep, ErrorKind, Message, Outcome, Request, Response};
 
 use crate::audit::{Audit, Severity};
+use crate::ceiling::Ceiling;
 use crate::clock::Clock;
 use crate::crypto::Vault;
 use crate::nss::Directory;
@@ -59,7 +60,13 @@ pub struct Daemon {
     pub audit: Audit,
     host_name: String,
     sessions: Mutex<Sessions>,
+    /// Requests per second one non-root uid may make.
+    requests: Ceiling,
 }
+
+/// Requests one non-root uid may make per second; a screen locker or
+/// mfactl needs a handful.
+pub const REQUESTS_PER_UID: u32 = 50;
 
 /// Why a request was refused; becomes `Response::Error`.
 #[derive(Debug)]
@@ -95,7 +102,22 @@ impl Daemon {
             audit,
             host_name: crate::nss::host_name(),
             sessions: Mutex::new(Sessions::default()),
+            requests: Ceiling::new(REQUESTS_PER_UID),
         }
+    }
+
+    /// Whether `uid` may make one more request now (root always may).
+    pub fn admit_request(&self, uid: u32) -> bool {
+        self.requests.admit(uid, self.clock.now())
+    }
+
+    /// Log what the ceilings dropped since the last call, one line per uid.
+    pub fn report_ceilings(&self) {
+        for (uid, refused) in self.requests.take_summaries() {
+            let text = format!("uid {uid}: {refused} requests refused (more than {REQUESTS_PER_UID} a second)");
+            self.audit.event(Severity::Warning, &text);
+        }
+        self.audit.summarize_suppressed();
     }
 
     /// Answer one request from `peer`, under one snapshot of config and time.

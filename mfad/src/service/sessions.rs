@@ -13,6 +13,10 @@ use super::{Daemon, Refusal, no_random_bytes, refuse};
 const MAX_SESSIONS: usize = 10_000;
 /// Open conversations one non-root caller (a screen locker) may have.
 const SESSIONS_PER_USER: usize = 16;
+/// Open conversations for one account, whoever began them: someone who
+/// knows a password and leaves ssh prompts unanswered holds up only that
+/// account.
+const SESSIONS_PER_ACCOUNT: usize = 8;
 
 /// Conversation id -> conversation.
 #[derive(Debug, Default)]
@@ -38,6 +42,9 @@ impl Daemon {
             && sessions.values().filter(|s| s.peer_uid == session.peer_uid).count() >= SESSIONS_PER_USER
         {
             return busy(" for your account");
+        }
+        if sessions.values().filter(|s| s.login.person == session.login.person).count() >= SESSIONS_PER_ACCOUNT {
+            return busy(" for this account");
         }
         sessions.insert(id.clone(), session);
         Ok(id)

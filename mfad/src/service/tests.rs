@@ -609,3 +609,14 @@ fn an_inline_set_up_yields_to_a_device_enrolled_meanwhile() {
     assert!(shown.contains("meanwhile"), "{shown}");
     assert!(f.record("force_fay").pending.is_some(), "the administrator's set-up is untouched");
 }
+
+#[test]
+fn unanswered_prompts_hold_up_only_their_own_account() {
+    let f = fixture(|_| {});
+    f.enroll("ivy");
+    let busy = |reply: &Response| matches!(reply, Response::Error { kind: ErrorKind::Busy, .. });
+    let open: Vec<Response> = (0..8).map(|_| f.begin_as(&ROOT, "ivy", Some("10.0.0.1"), None)).collect();
+    assert!(open.iter().all(|r| !busy(r)), "{open:?}");
+    assert!(busy(&f.begin_as(&ROOT, "ivy", Some("10.0.0.1"), None)), "a ninth open conversation for ivy");
+    assert!(!busy(&f.begin_as(&ROOT, "force_gil", Some("10.0.0.1"), None)), "other accounts log in as usual");
+}
