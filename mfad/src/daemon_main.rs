@@ -12,7 +12,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::audit::{Audit, Severity};
 use crate::clock::SystemClock;
 use crate::crypto::Vault;
-use crate::nss::SystemDirectory;
+use crate::nss::{DeadlineDirectory, LOOKUP_DEADLINE, SystemDirectory};
 use crate::server;
 use crate::service::Daemon;
 use crate::store::SqliteStore;
@@ -64,7 +64,7 @@ fn run(args: Args) -> Result<()> {
         Arc::new(store),
         vault,
         Arc::new(SystemClock),
-        Arc::new(SystemDirectory),
+        Arc::new(DeadlineDirectory::new(Arc::new(SystemDirectory), LOOKUP_DEADLINE)),
         audit,
     ));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

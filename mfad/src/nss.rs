@@ -1,6 +1,10 @@
 //! Users and groups the standard way (NSS), so LDAP/SSSD accounts work.
 
 use std::ffi::CString;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use nix::unistd::{Group, Uid, User};
 
@@ -81,9 +85,106 @@ impl Directory for SystemDirectory {
     }
 }
 
+/// How long one lookup may take: well below the module's default timeout
+/// (10 s), so that a hung directory (LDAP) is a deny with a reason, never
+/// the silence that `failmode=safe` would let through.
+pub const LOOKUP_DEADLINE: Duration = Duration::from_secs(3);
+
+/// Lookups that may be waiting on a slow directory at once; past that, new
+/// ones fail at once instead of piling up threads.
+const MAX_PENDING_LOOKUPS: usize = 16;
+
+/// A directory whose every lookup answers within a deadline: it runs on a
+/// thread of its own, and one that outlasts the deadline is an error (the
+/// thread finishes on its own when the directory answers).
+pub struct DeadlineDirectory {
+    inner: Arc<dyn Directory>,
+    deadline: Duration,
+    pending: Arc<AtomicUsize>,
+}
+
+impl DeadlineDirectory {
+    pub fn new(inner: Arc<dyn Directory>, deadline: Duration) -> Self {
+        DeadlineDirectory { inner, deadline, pending: Arc::new(AtomicUsize::new(0)) }
+    }
+
+    fn bounded<T: Send + 'static>(
+        &self,
+        lookup: impl FnOnce(&dyn Directory) -> Result<T, String> + Send + 'static,
+    ) -> Result<T, String> {
+        if self.pending.fetch_add(1, Ordering::SeqCst) >= MAX_PENDING_LOOKUPS {
+            self.pending.fetch_sub(1, Ordering::SeqCst);
+            return Err("the user directory is not answering (too many lookups pending)".into());
+        }
+        let (tx, rx) = mpsc::sync_channel(1);
+        let inner = self.inner.clone();
+        let pending = self.pending.clone();
+        let spawned = std::thread::Builder::new().name("nss-lookup".into()).spawn(move || {
+            let _ = tx.send(lookup(inner.as_ref()));
+            pending.fetch_sub(1, Ordering::SeqCst);
+        });
+        if spawned.is_err() {
+            self.pending.fetch_sub(1, Ordering::SeqCst);
+            return Err("cannot start a directory lookup".into());
+        }
+        rx.recv_timeout(self.deadline).unwrap_or_else(|_| {
+            Err(format!("the user directory did not answer within {} ms", self.deadline.as_millis()))
+        })
+    }
+}
+
+impl Directory for DeadlineDirectory {
+    fn groups_of(&self, user: &str) -> Result<Vec<String>, String> {
+        let user = user.to_string();
+        self.bounded(move |d| d.groups_of(&user))
+    }
+
+    fn account(&self, name: &str) -> Result<Option<Account>, String> {
+        let name = name.to_string();
+        self.bounded(move |d| d.account(&name))
+    }
+
+    fn name_of_uid(&self, uid: u32) -> Result<Option<String>, String> {
+        self.bounded(move |d| d.name_of_uid(uid))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A directory that never answers (a hung LDAP server).
+    struct Hung(std::sync::Mutex<mpsc::Receiver<()>>);
+
+    impl Directory for Hung {
+        fn groups_of(&self, _: &str) -> Result<Vec<String>, String> {
+            let _ = self.0.lock().unwrap().recv();
+            Ok(Vec::new())
+        }
+        fn account(&self, _: &str) -> Result<Option<Account>, String> {
+            let _ = self.0.lock().unwrap().recv();
+            Ok(None)
+        }
+        fn name_of_uid(&self, _: u32) -> Result<Option<String>, String> {
+            let _ = self.0.lock().unwrap().recv();
+            Ok(None)
+        }
+    }
+
+    #[test]
+    fn a_hung_directory_is_an_error_within_the_deadline() {
+        let (release, rx) = mpsc::channel();
+        let hung = DeadlineDirectory::new(Arc::new(Hung(std::sync::Mutex::new(rx))), Duration::from_millis(100));
+        let err = hung.account("alice").unwrap_err();
+        assert!(err.contains("did not answer within 100 ms"), "{err}");
+        for _ in 0..MAX_PENDING_LOOKUPS {
+            let _ = hung.name_of_uid(1);
+        }
+        assert!(hung.groups_of("alice").unwrap_err().contains("too many lookups pending"));
+        drop(release);
+        let system = DeadlineDirectory::new(Arc::new(SystemDirectory), LOOKUP_DEADLINE);
+        assert_eq!(system.account("root").unwrap().map(|a| a.uid), Some(0));
+    }
 
     #[test]
     fn root_is_known() {

@@ -155,12 +155,12 @@ pub async fn serve(daemon: Arc<Daemon>, listener: UnixListener, mut shutdown: wa
 
 async fn serve_connection(daemon: Arc<Daemon>, mut stream: UnixStream, uid: u32, mut shutdown: watch::Receiver<bool>) {
     // Root needs no lookup (and PAM stacks, the hot path, run as root).
-    let name = if uid == 0 {
-        Some("root".to_string())
+    let peer = if uid == 0 {
+        Peer { uid, name: Some("root".to_string()) }
     } else {
-        tokio::task::spawn_blocking(move || crate::nss::user_name(uid)).await.ok().flatten()
+        let daemon = daemon.clone();
+        tokio::task::spawn_blocking(move || daemon.peer(uid)).await.unwrap_or(Peer { uid, name: None })
     };
-    let peer = Peer { uid, name };
     // A person may be typing the answer to a prompt; otherwise a client has
     // no reason to sit idle.
     let mut awaiting_person = false;

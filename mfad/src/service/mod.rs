@@ -106,6 +106,12 @@ impl Daemon {
         }
     }
 
+    /// Who is calling: `uid` and its account name, if the directory answers
+    /// in time (without a name, a caller can act on no account).
+    pub fn peer(&self, uid: u32) -> Peer {
+        Peer { uid, name: self.directory.name_of_uid(uid).ok().flatten() }
+    }
+
     /// Whether `uid` may make one more request now (root always may).
     pub fn admit_request(&self, uid: u32) -> bool {
         self.requests.admit(uid, self.clock.now())

@@ -58,6 +58,10 @@ struct Fixture {
 }
 
 fn fixture(edit: impl FnOnce(&mut Config)) -> Fixture {
+    fixture_with(Arc::new(Groups), edit)
+}
+
+fn fixture_with(directory: Arc<dyn Directory>, edit: impl FnOnce(&mut Config)) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let audit_path = dir.path().join("log");
     let audit = UnixDatagram::bind(&audit_path).unwrap();
@@ -78,7 +82,7 @@ fn fixture(edit: impl FnOnce(&mut Config)) -> Fixture {
         Arc::new(SqliteStore::open_in_memory().unwrap()),
         Vault::from_key(&[7u8; 32]),
         clock.clone(),
-        Arc::new(Groups),
+        directory,
         Audit::new(audit_path),
     );
     Fixture { daemon, clock, audit, _dir: dir }
@@ -619,4 +623,35 @@ fn unanswered_prompts_hold_up_only_their_own_account() {
     assert!(open.iter().all(|r| !busy(r)), "{open:?}");
     assert!(busy(&f.begin_as(&ROOT, "ivy", Some("10.0.0.1"), None)), "a ninth open conversation for ivy");
     assert!(!busy(&f.begin_as(&ROOT, "force_gil", Some("10.0.0.1"), None)), "other accounts log in as usual");
+}
+
+/// Groups from a directory that never answers (a hung LDAP server).
+struct HungGroups(std::sync::Mutex<std::sync::mpsc::Receiver<()>>);
+
+impl Directory for HungGroups {
+    fn groups_of(&self, _: &str) -> Result<Vec<String>, String> {
+        let _ = self.0.lock().unwrap().recv();
+        Ok(Vec::new())
+    }
+    fn account(&self, name: &str) -> Result<Option<Account>, String> {
+        Groups.account(name)
+    }
+    fn name_of_uid(&self, uid: u32) -> Result<Option<String>, String> {
+        Groups.name_of_uid(uid)
+    }
+}
+
+#[test]
+fn a_hung_group_lookup_is_a_deny_with_a_reason_in_time() {
+    let (_release, rx) = std::sync::mpsc::channel();
+    let hung = Arc::new(HungGroups(std::sync::Mutex::new(rx)));
+    let deadline = std::time::Duration::from_millis(200);
+    let f = fixture_with(Arc::new(crate::nss::DeadlineDirectory::new(hung, deadline)), |_| {});
+    let (outcome, shown) = done(&f.begin("force_hal", "10.0.0.1"));
+    assert_eq!(outcome, Outcome::Denied, "{shown}");
+    let lines = f.audit_lines().join("\n");
+    assert!(
+        lines.contains("outcome=denied reason=\"group membership unavailable: the user directory did not answer"),
+        "{lines}"
+    );
 }
