@@ -7,7 +7,7 @@ use mfa_shared::otp::{self, OtpParams};
 use mfa_shared::protocol::{ChallengeLevel, Code, ErrorKind, Message, OtpType, Outcome, Response, SetupInfo};
 
 use super::login::{Offer, Session, Stage};
-use super::verify::record_success;
+use super::verify::{clamp_to_now, record_success};
 use super::{Daemon, Peer, Refusal, Reply, Snapshot, decision_response, no_random_bytes, refuse};
 use crate::audit::{AuditOutcome, Entry};
 use crate::enrollment::{
@@ -143,6 +143,7 @@ impl Daemon {
             Err(err) => return (AuditOutcome::Denied, Err(no_random_bytes(err))),
         };
         let checked = self.with_record(user, |record| {
+            clamp_to_now(record, at);
             let Some(pending) = take_live_pending(record, at) else {
                 let expired = record.pending.take().is_some();
                 if expired {

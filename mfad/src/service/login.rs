@@ -10,7 +10,7 @@ use mfa_shared::config::RolePolicy;
 use mfa_shared::protocol::{AuthStep, Code, ErrorKind, Message, Outcome, Response};
 
 use super::access::{Identity, valid_field, valid_user_name};
-use super::verify::{CodeCheck, Recovery};
+use super::verify::{CodeCheck, Recovery, clamp_to_now};
 use super::{Daemon, Peer, Refusal, Reply, Snapshot, decision_response, refuse};
 use crate::audit::{AuditOutcome, Entry};
 use crate::enrollment::{BARCODE_QUESTION, SETUP_CODE_PROMPT, TYPE_QUESTION};
@@ -90,7 +90,10 @@ impl Daemon {
             Ok(session) => session,
             Err(denied) => return Ok(denied),
         };
-        let record = self.get_record(&session.login.person)?;
+        let mut record = self.get_record(&session.login.person)?;
+        if record.as_mut().is_some_and(|record| clamp_to_now(record, at)) {
+            self.with_record(&session.login.person, |record| (clamp_to_now(record, at), ()))?;
+        }
         let role = match self.role_of(&at.config, &session.login.person) {
             Ok(role) => role,
             // Fail closed: a role we cannot read may be one that requires a code.
@@ -214,7 +217,7 @@ impl Daemon {
             Stage::AskType { .. } => (TYPE_QUESTION.to_string(), true),
             Stage::ConfirmSetup(_) => (SETUP_CODE_PROMPT.to_string(), false),
         };
-        session.expires_at = at.now + at.config.request_timeout.as_secs();
+        session.expires_at = at.now.saturating_add(at.config.request_timeout.as_secs());
         let session_id = self.sessions_insert(session, at.now)?;
         Ok(Response::Auth(AuthStep::Prompt { session_id, messages, prompt, echo }))
     }
@@ -291,7 +294,7 @@ impl Daemon {
                 session.tries += 1;
                 if locked {
                     self.log_session(&session, AuditOutcome::Failure, "challenge failed; account now locked");
-                    let until = at.now + at.config.lockout.duration.as_secs();
+                    let until = at.now.saturating_add(at.config.lockout.duration.as_secs());
                     let text = DenyReason::Locked { until }.message();
                     return Ok(decision_response(Outcome::Failed, vec![Message::error(text)]));
                 }

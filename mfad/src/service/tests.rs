@@ -1,6 +1,6 @@
 use std::os::unix::net::UnixDatagram;
 
-use mfa_shared::config::{RoleConfig, RolePolicy};
+use mfa_shared::config::{LockoutConfig, RoleConfig, RolePolicy};
 use mfa_shared::otp::{self, OtpParams};
 use mfa_shared::protocol::{Algorithm, AuthStep, ChallengeLevel, Code, ImportUser, MessageStyle, OtpType, Outcome};
 
@@ -654,4 +654,28 @@ fn a_hung_group_lookup_is_a_deny_with_a_reason_in_time() {
         lines.contains("outcome=denied reason=\"group membership unavailable: the user directory did not answer"),
         "{lines}"
     );
+}
+
+#[test]
+fn times_written_while_the_clock_ran_ahead_are_brought_back() {
+    let f = fixture(|c| c.lockout.max_failures = 2);
+    let secret = f.enroll("ivy");
+    let ahead = NOW + 100_000_000;
+    f.clock.set(ahead);
+    let ask = f.begin("ivy", "10.0.0.1");
+    assert_eq!(done(&f.answer(&ask, &totp_code(&secret, ahead))).0, Outcome::Verified);
+    for _ in 0..2 {
+        let ask = f.begin("ivy", "10.0.0.1");
+        f.answer(&ask, wrong_code_for(&secret, ahead));
+    }
+    assert!(f.record("ivy").locked_until.unwrap() > ahead);
+    // The clock is put right: the lock lasts at most its duration from now.
+    f.clock.set(NOW + 100);
+    let (outcome, _) = done(&f.begin("ivy", "10.0.0.1"));
+    assert_eq!(outcome, Outcome::Denied);
+    let lapsed = NOW + 100 + LockoutConfig::default().duration.as_secs();
+    f.clock.set(lapsed);
+    let ask = f.begin("ivy", "10.0.0.1");
+    assert_eq!(done(&f.answer(&ask, &totp_code(&secret, lapsed))).0, Outcome::Verified, "codes work again");
+    assert!(f.record("ivy").trusted_sources.iter().all(|t| t.at <= lapsed));
 }

@@ -61,6 +61,7 @@ impl Daemon {
         source: Option<&str>,
         recovery: Recovery<'_>,
     ) -> CodeCheck {
+        clamp_to_now(record, at);
         if let Err(until) = lockout::admit(record, at.now) {
             return CodeCheck::Locked { until };
         }
@@ -205,6 +206,33 @@ fn proof_outcome(user: &str, check: CodeCheck) -> (AuditOutcome, Result<(), Refu
             Err(refuse(ErrorKind::InvalidCode, format!("{message} (wrong, reused or expired code)"))),
         ),
     }
+}
+
+/// Times in a record that lie beyond what `now` allows were written while
+/// the clock ran ahead: bring them back, so that a clock that jumped and
+/// was corrected cannot leave a source trusted, an account locked or every
+/// code refused as a replay until real time catches up.
+/// True when something was brought back (the record must be written, so
+/// that the correction holds).
+pub(super) fn clamp_to_now(record: &mut UserRecord, at: &Snapshot) -> bool {
+    let before = record.clone();
+    let now = at.now;
+    for trusted in &mut record.trusted_sources {
+        trusted.at = trusted.at.min(now);
+    }
+    record.last_success = record.last_success.map(|t| t.min(now));
+    let longest_lock = now.saturating_add(at.config.lockout.duration.as_secs());
+    record.locked_until = record.locked_until.map(|t| t.min(longest_lock));
+    for device in record.device.iter_mut().chain(record.pending.iter_mut()) {
+        device.created_at = device.created_at.min(now);
+        if device.otp_type == OtpType::Totp {
+            // Steps up to the end of the current window stay refused (a code
+            // of those may have been accepted just before the jump).
+            let newest = otp::totp_step(now, device.period).saturating_add(u64::from(at.config.totp_skew));
+            device.last_step = device.last_step.map(|step| step.min(newest));
+        }
+    }
+    *record != before
 }
 
 /// A code was accepted: reset the failure count and remember when and from
