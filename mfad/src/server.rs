@@ -174,7 +174,8 @@ async fn serve_connection(daemon: Arc<Daemon>, mut stream: UnixStream, uid: u32,
             _ = shutdown.changed() => return,
         };
         let body = match body {
-            Ok(Ok(Some(body))) => body,
+            // A request may carry a code: wiped once read.
+            Ok(Ok(Some(body))) => zeroize::Zeroizing::new(body),
             // Idle too long, closed, or broken: drop the connection.
             Err(_) | Ok(Ok(None)) | Ok(Err(FrameError::Closed)) => return,
             Ok(Err(FrameError::TooBig(len))) => {
@@ -248,13 +249,14 @@ fn describe(err: &FrameError) -> String {
 
 async fn send(stream: &mut UnixStream, response: Response) -> Result<(), FrameError> {
     use tokio::io::AsyncWriteExt;
-    let bytes = match encode(&ResponseFrame::new(response)) {
+    // A reply may carry a secret, a URI or recovery codes: wiped once sent.
+    let bytes = zeroize::Zeroizing::new(match encode(&ResponseFrame::new(response)) {
         Ok(bytes) => bytes,
         // Too big or unencodable: say so rather than close without a word.
         Err(err) => {
             encode(&ResponseFrame::new(Response::error(ErrorKind::Internal, format!("reply not sent: {err}"))))?
         }
-    };
+    });
     let write = async {
         stream.write_all(&bytes).await?;
         stream.flush().await

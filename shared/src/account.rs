@@ -155,6 +155,14 @@ impl Code {
     }
 }
 
+/// Typed codes (and recovery codes shown once) are wiped from memory when
+/// dropped.
+impl Drop for Code {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
 impl fmt::Debug for Code {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Code(<redacted>)")

@@ -39,7 +39,8 @@ impl From<io::Error> for FrameError {
 
 /// Encode a message as one frame (header + body).
 pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> {
-    let body = serde_json::to_vec(message).map_err(FrameError::Malformed)?;
+    // The JSON may hold a code or a secret: wiped once copied.
+    let body = zeroize::Zeroizing::new(serde_json::to_vec(message).map_err(FrameError::Malformed)?);
     let len = u32::try_from(body.len()).map_err(|_| FrameError::TooBig(u32::MAX))?;
     if len > MAX_FRAME {
         return Err(FrameError::TooBig(len));

@@ -310,6 +310,14 @@ pub struct SetupInfo {
     pub counter: u64,
 }
 
+/// The secret and the URI that holds it are wiped from memory when dropped.
+impl Drop for SetupInfo {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.secret);
+        zeroize::Zeroize::zeroize(&mut self.uri);
+    }
+}
+
 impl fmt::Debug for SetupInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SetupInfo")

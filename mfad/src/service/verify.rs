@@ -122,7 +122,7 @@ impl Daemon {
             }
             OtpType::Hotp => {
                 let counter = otp::verify_hotp(&secret, &params, typed, device.next_counter, config.hotp_window)?;
-                next.next_counter = counter + 1;
+                next.next_counter = counter.saturating_add(1);
             }
         }
         Some(next)
