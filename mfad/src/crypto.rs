@@ -43,9 +43,11 @@ pub enum CryptoError {
     Seal,
 }
 
-/// The key that seals and opens secrets. Its Debug shows nothing.
+/// The key that seals and opens secrets, and keys recovery-code hashes.
+/// Its Debug shows nothing.
 pub struct Vault {
     cipher: XChaCha20Poly1305,
+    pepper: crate::recovery::Pepper,
 }
 
 impl std::fmt::Debug for Vault {
@@ -56,7 +58,12 @@ impl std::fmt::Debug for Vault {
 
 impl Vault {
     pub fn from_key(key: &[u8; KEY_LEN]) -> Self {
-        Vault { cipher: XChaCha20Poly1305::new(Key::from_slice(key)) }
+        Vault { cipher: XChaCha20Poly1305::new(Key::from_slice(key)), pepper: crate::recovery::Pepper::derive(key) }
+    }
+
+    /// The key of recovery-code hashes (derived from the key file).
+    pub fn pepper(&self) -> &crate::recovery::Pepper {
+        &self.pepper
     }
 
     /// Open the key file, creating it (mode 0600, fresh random key) when it

@@ -108,7 +108,7 @@ impl Daemon {
 
     pub(super) fn recovery_codes(&self, at: &Snapshot, peer: &Peer, user: Option<String>, code: &Code) -> Reply {
         let user = self.target(at, peer, user)?;
-        let (codes, hashes) = recovery::generate().map_err(no_random_bytes)?;
+        let (codes, hashes) = recovery::generate(self.vault.pepper()).map_err(no_random_bytes)?;
         self.prove_code(at, peer, &user, code, "new recovery codes proven with code", |record| {
             record.recovery_hashes = hashes.clone();
         })?;

@@ -138,7 +138,7 @@ impl Daemon {
         source: Option<&str>,
         route: SetupRoute,
     ) -> (AuditOutcome, Result<Vec<Code>, Refusal>) {
-        let (codes, hashes) = match recovery::generate() {
+        let (codes, hashes) = match recovery::generate(self.vault.pepper()) {
             Ok(generated) => generated,
             Err(err) => return (AuditOutcome::Denied, Err(no_random_bytes(err))),
         };

@@ -67,7 +67,7 @@ impl Daemon {
         let recovery_hashes = import
             .recovery_codes
             .iter()
-            .map(recovery::hash_existing)
+            .map(|code| recovery::hash_existing(code, self.vault.pepper()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| e.to_string())?;
         let mut record = UserRecord::new(&import.user);

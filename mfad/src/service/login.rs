@@ -252,7 +252,7 @@ impl Daemon {
         let first = if recovery_allowed { Recovery::Unchecked } else { Recovery::NotAllowed };
         let check = match attempt(first)? {
             CodeCheck::TryRecovery { hashes } => {
-                let matched = recovery::find(&hashes, answer.expose());
+                let matched = recovery::find(&hashes, answer.expose(), self.vault.pepper());
                 attempt(Recovery::Checked(matched.as_deref()))?
             }
             check => check,

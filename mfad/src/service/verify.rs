@@ -62,6 +62,7 @@ impl Daemon {
         recovery: Recovery<'_>,
     ) -> CodeCheck {
         clamp_to_now(record, at);
+        recovery::upgrade(&mut record.recovery_hashes, self.vault.pepper());
         if let Err(until) = lockout::admit(record, at.now) {
             return CodeCheck::Locked { until };
         }
