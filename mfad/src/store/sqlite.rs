@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::fs::{self, DirBuilder, OpenOptions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -75,6 +76,24 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
+/// A writer counted in `arriving` from its announcement until dropped, so
+/// that no way out of a write (an error, a panic) leaves the batch waiting
+/// for a writer that is gone.
+struct Arrival<'a>(&'a AtomicUsize);
+
+impl<'a> Arrival<'a> {
+    fn announce(arriving: &'a AtomicUsize) -> Self {
+        arriving.fetch_add(1, Ordering::SeqCst);
+        Arrival(arriving)
+    }
+}
+
+impl Drop for Arrival<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 fn db(err: rusqlite::Error) -> StoreError {
     StoreError::Database(err.to_string())
 }
@@ -131,10 +150,11 @@ impl SqliteStore {
     fn read<R>(&self, read: impl FnOnce(&Connection) -> Result<R, StoreError>) -> Result<R, StoreError> {
         match &self.reader {
             Some(reader) => {
-                let conn = reader.lock().map_err(|_| StoreError::Database("store mutex poisoned".into()))?;
+                // A connection between two statements is consistent.
+                let conn = reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
                 read(&conn)
             }
-            None => read(&self.lock()?.conn),
+            None => read(&self.lock().conn),
         }
     }
 
@@ -166,23 +186,33 @@ impl SqliteStore {
         })
     }
 
-    fn lock(&self) -> Result<MutexGuard<'_, State>, StoreError> {
-        self.state.lock().map_err(|_| StoreError::Database("store mutex poisoned".into()))
+    /// The writer's state. A panic while it was held (outside `apply`, which
+    /// catches its own) may have left a batch half applied: that batch is
+    /// rolled back and failed, so the store goes on rather than refusing
+    /// every later write.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| {
+            self.state.clear_poison();
+            let mut state = poisoned.into_inner();
+            if let Some(batch) = state.open.take() {
+                let _ = state.conn.execute_batch("ROLLBACK");
+                self.finish(batch, Some("a store update panicked; its batch was rolled back".to_string()));
+            }
+            state
+        })
+    }
+
+    fn finished(&self) -> MutexGuard<'_, Finished> {
+        // Finished is consistent between any two statements.
+        self.finished.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Run `apply` as one durable write (see the type's doc).
     fn write<R>(&self, apply: impl FnOnce(&Connection) -> Result<R, StoreError>) -> Result<R, StoreError> {
-        self.arriving.fetch_add(1, Ordering::SeqCst);
-        let locked = self.lock();
-        let mut state = match locked {
-            Ok(state) => state,
-            Err(err) => {
-                self.arriving.fetch_sub(1, Ordering::SeqCst);
-                return Err(err);
-            }
-        };
+        let arrival = Arrival::announce(&self.arriving);
+        let mut state = self.lock();
         let applied = Self::apply_in_batch(&mut state, apply);
-        self.arriving.fetch_sub(1, Ordering::SeqCst);
+        drop(arrival);
         // The last writer to arrive commits for everyone in the batch; the
         // others wait for it without holding the connection's lock.
         if self.arriving.load(Ordering::SeqCst) == 0 {
@@ -190,10 +220,9 @@ impl SqliteStore {
         }
         drop(state);
         let (batch, result) = applied?;
-        let poisoned = |_| StoreError::Database("store mutex poisoned".into());
-        let mut finished = self.finished.lock().map_err(poisoned)?;
+        let mut finished = self.finished();
         while finished.below <= batch {
-            finished = self.committed.wait(finished).map_err(poisoned)?;
+            finished = self.committed.wait(finished).unwrap_or_else(|poisoned| poisoned.into_inner());
         }
         match finished.failed.iter().find(|(id, _)| *id == batch) {
             Some((_, err)) => Err(StoreError::Database(format!("commit failed: {err}"))),
@@ -219,7 +248,11 @@ impl SqliteStore {
             }
         };
         state.conn.execute_batch("SAVEPOINT one_write").map_err(db)?;
-        let result = apply(&state.conn);
+        // A panic in `apply` (a bug in a caller's change) must not unwind
+        // past the savepoint: the change is rolled back like a failed one
+        // and the batch goes on for the writers that share it.
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| apply(&state.conn)))
+            .unwrap_or_else(|_| Err(StoreError::Database("a store update panicked; it was rolled back".to_string())));
         let end = if result.is_ok() { "RELEASE one_write" } else { "ROLLBACK TO one_write; RELEASE one_write" };
         state.conn.execute_batch(end).map_err(db)?;
         Ok((batch, result))
@@ -233,7 +266,13 @@ impl SqliteStore {
             let _ = state.conn.execute_batch("ROLLBACK");
             err.to_string()
         });
-        let mut finished = self.finished.lock().unwrap_or_else(|p| p.into_inner());
+        self.finish(batch, failure);
+    }
+
+    /// Record that `batch` committed (`failure` None) or failed, and wake
+    /// its writers.
+    fn finish(&self, batch: u64, failure: Option<String>) {
+        let mut finished = self.finished();
         if let Some(err) = failure {
             finished.failed.push_back((batch, err));
             if finished.failed.len() > 64 {
@@ -464,7 +503,7 @@ mod tests {
         // Apply changes into an open batch, as a writer does before the
         // batch's last writer commits it.
         {
-            let mut state = store.lock().unwrap();
+            let mut state = store.lock();
             let (batch, applied) = SqliteStore::apply_in_batch(&mut state, |conn| {
                 apply_change(conn, "a", with_failures("a", 2))?;
                 apply_change(conn, "b", with_failures("b", 0))?;
@@ -478,7 +517,7 @@ mod tests {
         assert!(store.get_user("b").unwrap().is_none());
         assert_eq!(store.list_users(None, 10).unwrap().len(), 1);
         assert!(store.list_ip_rules().unwrap().is_empty());
-        store.commit(&mut store.lock().unwrap());
+        store.commit(&mut store.lock());
         assert_eq!(store.get_user("a").unwrap().unwrap().failures, 2);
         assert!(store.get_user("b").unwrap().is_some());
         assert_eq!(store.list_users(None, 10).unwrap().len(), 2);
@@ -529,6 +568,70 @@ mod tests {
         SqliteStore::open(&shared.join("q.db")).unwrap();
         assert_eq!(mode(&shared), 0o755);
         assert_eq!(mode(&shared.join("q.db")), 0o600);
+    }
+
+    /// Runs `f` on a thread; None when it did not finish within 10 s (a hang).
+    fn within_10s<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Option<R> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(Duration::from_secs(10)).ok()
+    }
+
+    #[test]
+    fn a_panic_in_a_change_leaves_the_store_usable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(SqliteStore::open(&dir.path().join("p.db")).unwrap());
+        store.update_user("a", &mut |_| with_failures("a", 1)).unwrap();
+        let panicking = store.clone();
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            panicking.update_user("a", &mut |_| panic!("a bug in a change"))
+        }));
+        // Either the store turned the panic into an error, or it went on
+        // unwinding; what matters is what follows.
+        assert!(!matches!(caught, Ok(Ok(()))), "a panicking change did not succeed");
+        let after = store.clone();
+        let done = within_10s(move || after.update_user("a", &mut |_| with_failures("a", 2)));
+        assert!(matches!(done, Some(Ok(()))), "the next update after a panic: {done:?}");
+        assert_eq!(store.get_user("a").unwrap().unwrap().failures, 2);
+    }
+
+    #[test]
+    fn a_panic_in_a_batch_does_not_strand_the_writers_waiting_on_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(SqliteStore::open(&dir.path().join("b.db")).unwrap());
+        // Writer A applies its change, then lets writer B announce itself
+        // before returning: A leaves the commit to B, which panics.
+        let (b_go, b_ready) = std::sync::mpsc::channel::<()>();
+        let b_store = store.clone();
+        let b = std::thread::spawn(move || {
+            b_ready.recv().unwrap();
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                b_store.update_user("b", &mut |_| panic!("a bug in B's change"))
+            }))
+        });
+        let a_store = store.clone();
+        let a = within_10s(move || {
+            let arriving = &a_store.arriving;
+            a_store.update_user("a", &mut |_| {
+                b_go.send(()).unwrap();
+                // Wait (bounded) until B has announced itself.
+                for _ in 0..1_000_000 {
+                    if arriving.load(Ordering::SeqCst) >= 2 {
+                        break;
+                    }
+                    std::thread::yield_now();
+                }
+                assert!(arriving.load(Ordering::SeqCst) >= 2, "B never arrived");
+                with_failures("a", 7)
+            })
+        });
+        assert!(a.is_some(), "writer A hung waiting for a batch whose committer panicked");
+        let _ = b.join();
+        let after = store.clone();
+        let done = within_10s(move || after.update_user("c", &mut |_| with_failures("c", 1)));
+        assert!(matches!(done, Some(Ok(()))), "an update after the panic: {done:?}");
     }
 
     #[test]
