@@ -86,6 +86,14 @@ fn exists(path: &Path) -> bool {
     !matches!(std::fs::symlink_metadata(path), Err(err) if err.kind() == io::ErrorKind::NotFound)
 }
 
+/// Make this process non-dumpable: no core file (which would hold secrets),
+/// and no ptrace or /proc/PID/mem access by other users.
+pub fn make_undumpable() -> io::Result<()> {
+    // SAFETY: PR_SET_DUMPABLE takes one integer argument and touches no memory of ours.
+    let rc = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0 as libc::c_ulong, 0, 0, 0) };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
 pub fn main() -> ExitCode {
     let args = Args::parse();
     match run(args) {
@@ -103,6 +111,7 @@ fn load_config(path: &PathBuf) -> Result<Config> {
 }
 
 fn run(args: Args) -> Result<()> {
+    make_undumpable().context("cannot make mfad non-dumpable (prctl PR_SET_DUMPABLE)")?;
     let config = load_config(&args.config)?;
     if args.check_config {
         println!("{}: configuration is valid", args.config.display());
@@ -186,5 +195,28 @@ mod tests {
         for key_exists in [false, true] {
             assert!(matches!(rule(key_exists, true, true), Err(StoreStartRefusal::StoreExists(_))));
         }
+    }
+
+    /// Set in the child process of the test below.
+    const DUMPABLE_CHILD: &str = "MFAD_TEST_UNDUMPABLE_CHILD";
+
+    #[test]
+    fn make_undumpable_clears_the_dumpable_flag() {
+        if std::env::var_os(DUMPABLE_CHILD).is_some() {
+            // In the child: only this process is affected.
+            // SAFETY: PR_GET_DUMPABLE reads a flag of this process.
+            assert_eq!(unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) }, 1, "dumpable before");
+            make_undumpable().unwrap();
+            // SAFETY: as above.
+            assert_eq!(unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) }, 0, "not dumpable after");
+            return;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "daemon_main::tests::make_undumpable_clears_the_dumpable_flag", "--test-threads=1"])
+            .env(DUMPABLE_CHILD, "1")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.contains("1 passed"), "{text}{}", String::from_utf8_lossy(&out.stderr));
     }
 }
