@@ -38,7 +38,7 @@ pub enum OpenError {
     #[error("store {path} has mode {mode:04o}: it is open to group or others; run: chmod 600 {path}")]
     Permissions { path: PathBuf, mode: u32 },
     #[error(
-        "store {path} is not a usable SQLite database ({why}): it is damaged, or not mfad's store. Restore it from backup; mfad never replaces a store with an empty one"
+        "store {path} is not a usable SQLite database ({why}): it is damaged, or not mfad's store. Restore it from backup (move its -wal and -shm files aside with it, unless they come from the same backup); mfad never replaces a store with an empty one"
     )]
     Damaged { path: PathBuf, why: String },
     #[error("store {0} exists already; mfad creates a store only where there is none")]

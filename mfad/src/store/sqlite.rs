@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, DatabaseName, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use ipnet::IpNet;
@@ -76,6 +77,24 @@ struct Finished {
     below: u64,
     /// Recent batches whose commit failed, with the error.
     failed: VecDeque<(u64, StoreError)>,
+}
+
+/// SQLite checkpoints the WAL into the store file when the last connection
+/// closes. Into a file that is no longer the store (overwritten, replaced)
+/// that would write valid pages, header included, over whatever is there,
+/// and the next start could take the result for a store: not then.
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        if self.verify().is_ok() {
+            return;
+        }
+        let state = self.state.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _ = state.conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true);
+        if let Some(reader) = &mut self.reader {
+            let reader = reader.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let _ = reader.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true);
+        }
+    }
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -801,6 +820,10 @@ mod tests {
         // Truncated to nothing.
         fs::write(&path, b"").unwrap();
         assert_eq!(fault_of(store.get_user("a")).0, StoreFault::Damaged);
+        // Closed, it does not checkpoint a valid-looking store into the file.
+        drop(store);
+        assert_eq!(fs::metadata(&path).unwrap().len(), 0, "written into at close");
+        assert!(matches!(SqliteStore::open_existing(&path), Err(OpenError::Damaged { .. })));
         // Replaced by another (valid, empty) store.
         let path = dir.path().join("s.db");
         let store = SqliteStore::open(&path).unwrap();
