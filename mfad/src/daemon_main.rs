@@ -1,6 +1,7 @@
 //! The `mfad` binary's logic: arguments, start-up, signals.
 
-use std::path::PathBuf;
+use std::io;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -29,6 +30,68 @@ struct Args {
     /// Syslog socket for the audit trail; stderr is used when it is absent.
     #[arg(long, default_value = "/dev/log")]
     syslog_socket: PathBuf,
+    /// Create a new, empty store where there is none although the key file
+    /// exists (a store lost beyond restoring, or a first start that did not
+    /// finish), then exit.
+    #[arg(long)]
+    init_store: bool,
+}
+
+/// How this start gets its store: the first start of an install creates the
+/// key file and the store together; afterwards a missing store is a loss,
+/// never silently replaced by an empty one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreStart {
+    Create,
+    OpenExisting,
+}
+
+/// Why mfad will not open or create its store.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreStartRefusal {
+    #[error(
+        "store {store} is missing, but key file {key} exists: the store was lost or moved. Restore it from backup. To start over with an empty store instead (every enrollment is lost; also after a first start that did not finish), run: mfad --init-store"
+    )]
+    StoreLost { store: PathBuf, key: PathBuf },
+    #[error(
+        "key file {key} is missing, but store {store} exists: every secret in the store is sealed with the lost key. Restore the key file from backup (mode 0600)"
+    )]
+    KeyLost { store: PathBuf, key: PathBuf },
+    #[error("--init-store: store {0} exists already; move it aside first if it is to be replaced")]
+    StoreExists(PathBuf),
+}
+
+/// The rule for the store at start, from whether the key file and the store
+/// exist before this start touches anything.
+pub fn store_start(
+    key: &Path,
+    key_exists: bool,
+    store: &Path,
+    store_exists: bool,
+    init_store: bool,
+) -> Result<StoreStart, StoreStartRefusal> {
+    let (key, store) = (key.to_path_buf(), store.to_path_buf());
+    match (key_exists, store_exists, init_store) {
+        (_, true, true) => Err(StoreStartRefusal::StoreExists(store)),
+        (false, true, false) => Err(StoreStartRefusal::KeyLost { store, key }),
+        (true, true, false) => Ok(StoreStart::OpenExisting),
+        (true, false, false) => Err(StoreStartRefusal::StoreLost { store, key }),
+        (false, false, _) | (true, false, true) => Ok(StoreStart::Create),
+    }
+}
+
+/// Whether something (even a dangling link or a file we may not read) is at
+/// `path`.
+fn exists(path: &Path) -> bool {
+    !matches!(std::fs::symlink_metadata(path), Err(err) if err.kind() == io::ErrorKind::NotFound)
+}
+
+/// Make this process non-dumpable: no core file (which would hold secrets),
+/// and no ptrace or /proc/PID/mem access by other users.
+pub fn make_undumpable() -> io::Result<()> {
+    // SAFETY: PR_SET_DUMPABLE takes one integer argument and touches no memory of ours.
+    let rc = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0 as libc::c_ulong, 0, 0, 0) };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
 pub fn main() -> ExitCode {
@@ -48,15 +111,25 @@ fn load_config(path: &PathBuf) -> Result<Config> {
 }
 
 fn run(args: Args) -> Result<()> {
+    make_undumpable().context("cannot make mfad non-dumpable (prctl PR_SET_DUMPABLE)")?;
     let config = load_config(&args.config)?;
     if args.check_config {
         println!("{}: configuration is valid", args.config.display());
         return Ok(());
     }
     let audit = Audit::new(args.syslog_socket.clone());
-    let vault = Vault::load_or_create(&config.store.key_file)?;
-    let store = SqliteStore::open(&config.store.path)
-        .with_context(|| format!("cannot open store {}", config.store.path.display()))?;
+    let (key, path) = (&config.store.key_file, &config.store.path);
+    let start = store_start(key, exists(key), path, exists(path), args.init_store)?;
+    let vault = Vault::load_or_create(key)?;
+    let store = match start {
+        StoreStart::Create => SqliteStore::create(path),
+        StoreStart::OpenExisting => SqliteStore::open_existing(path),
+    }
+    .context("cannot open the store")?;
+    if args.init_store {
+        println!("{}: created an empty store", path.display());
+        return Ok(());
+    }
     let socket = config.socket.clone();
     let daemon = Arc::new(Daemon::new(
         config,
@@ -94,4 +167,56 @@ fn run(args: Args) -> Result<()> {
         daemon.audit.event(Severity::Info, "stopped");
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_store_is_created_only_with_the_key_or_when_asked() {
+        let (key, store) = (Path::new("/etc/mfad/secret.key"), Path::new("/var/lib/mfad/mfad.db"));
+        let rule = |key_exists, store_exists, init| store_start(key, key_exists, store, store_exists, init);
+        // The first start of an install: neither exists.
+        assert_eq!(rule(false, false, false), Ok(StoreStart::Create));
+        assert_eq!(rule(true, true, false), Ok(StoreStart::OpenExisting));
+        // A store lost (or a first start cut short): refused, with the way out.
+        let lost = rule(true, false, false).unwrap_err();
+        assert!(matches!(lost, StoreStartRefusal::StoreLost { .. }));
+        let text = lost.to_string();
+        assert!(text.contains("/var/lib/mfad/mfad.db is missing") && text.contains("secret.key exists"), "{text}");
+        assert!(text.contains("Restore it from backup") && text.contains("mfad --init-store"), "{text}");
+        assert_eq!(rule(true, false, true), Ok(StoreStart::Create));
+        assert_eq!(rule(false, false, true), Ok(StoreStart::Create));
+        // A key lost: every sealed secret with it.
+        let text = rule(false, true, false).unwrap_err().to_string();
+        assert!(text.contains("secret.key is missing") && text.contains("Restore the key file"), "{text}");
+        // --init-store never replaces a store.
+        for key_exists in [false, true] {
+            assert!(matches!(rule(key_exists, true, true), Err(StoreStartRefusal::StoreExists(_))));
+        }
+    }
+
+    /// Set in the child process of the test below.
+    const DUMPABLE_CHILD: &str = "MFAD_TEST_UNDUMPABLE_CHILD";
+
+    #[test]
+    fn make_undumpable_clears_the_dumpable_flag() {
+        if std::env::var_os(DUMPABLE_CHILD).is_some() {
+            // In the child: only this process is affected.
+            // SAFETY: PR_GET_DUMPABLE reads a flag of this process.
+            assert_eq!(unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) }, 1, "dumpable before");
+            make_undumpable().unwrap();
+            // SAFETY: as above.
+            assert_eq!(unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) }, 0, "not dumpable after");
+            return;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "daemon_main::tests::make_undumpable_clears_the_dumpable_flag", "--test-threads=1"])
+            .env(DUMPABLE_CHILD, "1")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.contains("1 passed"), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    }
 }

@@ -159,6 +159,16 @@ fn systemd_unit_keeps_its_hardening() {
 }
 
 #[test]
+fn systemd_unit_allows_no_core_dumps() {
+    // mfad also makes itself non-dumpable at start; the limit keeps a core
+    // (which would hold the key and secrets) from being written even before.
+    let text = read("mfad.service");
+    let limits: Vec<&str> =
+        text.lines().map(str::trim).filter(|l| !l.starts_with('#') && l.starts_with("LimitCORE=")).collect();
+    assert_eq!(limits, ["LimitCORE=0"], "mfad.service must set LimitCORE=0 exactly once");
+}
+
+#[test]
 fn installer_never_touches_pam_stacks_or_enables_mfa() {
     let text = read("install.sh");
     // The commands, without comments and without the closing message (a

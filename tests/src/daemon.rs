@@ -15,6 +15,8 @@ pub struct Mfad {
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     pub config_path: PathBuf,
+    /// The SQLite store (`DIR/mfad.db` unless started with a store elsewhere).
+    pub store: PathBuf,
     child: Option<Child>,
     audit: Arc<(Mutex<Vec<String>>, Condvar)>,
 }
@@ -23,13 +25,20 @@ impl Mfad {
     /// Start mfad with `enabled = true` plus `extra` top-level TOML (placed
     /// before the tables; tables may follow in `extra` too).
     pub fn start(extra: &str) -> Mfad {
+        Self::start_with_store(extra, None)
+    }
+
+    /// [`Mfad::start`] with the store in `store_dir` (e.g. a small file
+    /// system of the test's own) instead of the temp dir.
+    pub fn start_with_store(extra: &str, store_dir: Option<&Path>) -> Mfad {
         let dir = tempfile::Builder::new().prefix("mfad-e2e-").tempdir().unwrap();
+        let store = store_dir.unwrap_or(dir.path()).join("mfad.db");
         // Other users must reach the socket and the copied mfactl.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::copy(bin("mfactl"), dir.path().join("mfactl")).unwrap();
         let socket = dir.path().join("mfad.sock");
         let config_path = dir.path().join("mfad.toml");
-        std::fs::write(&config_path, Self::config_text(dir.path(), extra)).unwrap();
+        std::fs::write(&config_path, Self::config_text_with_store(dir.path(), extra, &store)).unwrap();
         // A thread drains the audit socket so the daemon's lines never back up.
         let sink = UnixDatagram::bind(dir.path().join("log")).unwrap();
         let audit = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
@@ -42,12 +51,16 @@ impl Mfad {
                 cond.notify_all();
             }
         });
-        let mut mfad = Mfad { dir, socket, config_path, child: None, audit };
+        let mut mfad = Mfad { dir, socket, config_path, store, child: None, audit };
         mfad.launch();
         mfad
     }
 
     pub fn config_text(dir: &Path, extra: &str) -> String {
+        Self::config_text_with_store(dir, extra, &dir.join("mfad.db"))
+    }
+
+    pub fn config_text_with_store(dir: &Path, extra: &str, store: &Path) -> String {
         let d = dir.display();
         // Top-level keys must precede any table in TOML.
         let (top, tables) = match extra.find("\n[") {
@@ -56,7 +69,8 @@ impl Mfad {
         };
         format!(
             "enabled = true\nsocket = \"{d}/mfad.sock\"\nadmin_group = \"mfae2eadm\"\n{top}\n\
-             [store]\npath = \"{d}/mfad.db\"\nkey_file = \"{d}/secret.key\"\n{tables}\n"
+             [store]\npath = \"{}\"\nkey_file = \"{d}/secret.key\"\n{tables}\n",
+            store.display()
         )
     }
 
@@ -79,6 +93,32 @@ impl Mfad {
         let mut buf = [0u8; 64];
         let n = notify.recv(&mut buf).expect("mfad did not become ready");
         assert!(std::str::from_utf8(&buf[..n]).unwrap().contains("READY=1"));
+    }
+
+    /// Run mfad on this config expecting it to refuse to start (within
+    /// 10 s; one that starts is killed and fails the test); its stderr.
+    pub fn launch_refused(&self) -> String {
+        let child = Command::new(bin("mfad"))
+            .arg("--config")
+            .arg(&self.config_path)
+            .arg("--syslog-socket")
+            .arg(self.dir.path().join("log"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        let Ok(out) = rx.recv_timeout(Duration::from_secs(10)) else {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("mfad started instead of refusing to");
+        };
+        let out = out.unwrap();
+        assert!(!out.status.success(), "mfad exited 0 instead of refusing: {}", stderr(&out));
+        stderr(&out)
     }
 
     pub fn pid(&self) -> i32 {

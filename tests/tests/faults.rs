@@ -1,9 +1,13 @@
 //! SPEC 13 fault tests: mfad killed in the middle of a load loses no
 //! enrollment and, after a restart, never accepts a code it acknowledged
-//! before the crash.
+//! before the crash; the store full, read-only, deleted or corrupt fails
+//! closed with a reason and loses nothing; a stopped daemon denies logins.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
 
 use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -72,4 +76,287 @@ fn a_crash_mid_load_loses_nothing_acknowledged() {
             );
         }
     }
+}
+
+/// A small tmpfs of the test's own, unmounted on drop (lazily if a process
+/// still holds it). Declare it before the Mfad using it, so the daemon is
+/// stopped first.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::Builder::new().prefix("mfad-tmpfs-").tempdir().unwrap();
+        let out = run(Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .arg(dir.path()));
+        assert!(out.status.success(), "mount tmpfs: {}", stderr(&out));
+        Tmpfs { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `mount -o remount,OPTIONS`; its output.
+    fn remount(&self, options: &str) -> Output {
+        run(Command::new("mount").args(["-o", &format!("remount,{options}")]).arg(self.path()))
+    }
+
+    /// A file that takes every free block; deleting it gives the space back.
+    fn fill(&self) -> PathBuf {
+        let path = self.path().join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        loop {
+            match file.write(&chunk) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(err) => {
+                    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "filling: {err}");
+                    break;
+                }
+            }
+        }
+        // The last partial write may have taken a few bytes more.
+        while file.write(&chunk[..512]).is_ok_and(|n| n > 0) {}
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let path = self.dir.path().to_path_buf();
+        let _ = run(Command::new("mount").args(["-o", "remount,rw"]).arg(&path));
+        if !run(Command::new("umount").arg(&path)).status.success() {
+            let _ = run(Command::new("umount").arg("-l").arg(&path));
+        }
+    }
+}
+
+fn pamtester_code(services: &PamServices, service: &str, user: &str, code: &str) -> Output {
+    run_with_input(&mut services.pamtester(service, user, &[("rhost", "127.0.0.1")]), &format!("{code}\n"))
+}
+
+fn said(out: &Output) -> String {
+    format!("{}{}", stdout(out), stderr(out))
+}
+
+#[test]
+fn a_full_file_system_fails_closed_loses_nothing_and_recovers_by_itself() {
+    let fs = Tmpfs::mount("2m");
+    let mut mfad = Mfad::start_with_store("default_level = \"always\"\nmax_tries = 1", Some(fs.path()));
+    let a = mfad.enroll("full_a", "hotp");
+    let b = mfad.enroll("full_b", "hotp");
+    let services = PamServices::new();
+    services.add("mfafull", &[mfad.module_line("required", "")]);
+    let login = |user: &str, code: &str| pamtester_code(&services, "mfafull", user, code);
+    let out = login("full_a", &hotp(&a, 1));
+    assert!(out.status.success(), "before the fill: {}", said(&out));
+
+    let filler = fs.fill();
+    // A code check writes its effect before it is acknowledged: no write,
+    // no login.
+    let out = login("full_a", &hotp(&a, 2));
+    assert!(!out.status.success(), "a login whose code check cannot be written: {}", said(&out));
+    mfad.audit_lines_until("store error: store");
+    mfad.audit_lines_until("the file system holding the store is full");
+    let out = mfad.mfactl(&["verify", "--user", "full_b", "--code", &hotp(&b, 1)]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("the file system holding the store is full"), "mfactl: {}", said(&out));
+    let out = mfad.mfactl(&["user", "setup", "full_c", "--type", "hotp"]);
+    assert!(!out.status.success(), "an enrollment cannot be written either: {}", said(&out));
+    // What needs no write still works.
+    for user in ["full_a", "full_b"] {
+        assert_eq!(mfad.json(&["user", "show", user])["state"], "enabled", "{user}");
+    }
+
+    // Space returns: no restart, logins work again, nothing was lost and
+    // nothing refused was counted.
+    std::fs::remove_file(&filler).unwrap();
+    let out = login("full_a", &hotp(&a, 2));
+    assert!(out.status.success(), "after the space came back: {}", said(&out));
+    assert!(!login("full_a", &hotp(&a, 1)).status.success(), "a code accepted before the fill is still used");
+    mfad.ok(&["verify", "--user", "full_b", "--code", &hotp(&b, 1)]);
+    mfad.enroll("full_c", "hotp");
+
+    // And all of it is on disk.
+    mfad.stop();
+    mfad.launch();
+    for user in ["full_a", "full_b", "full_c"] {
+        assert_eq!(mfad.json(&["user", "show", user])["state"], "enabled", "{user}");
+    }
+    assert!(!login("full_a", &hotp(&a, 2)).status.success(), "replay after restart");
+    assert!(!mfad.mfactl(&["verify", "--user", "full_b", "--code", &hotp(&b, 1)]).status.success());
+    assert!(login("full_a", &hotp(&a, 3)).status.success());
+}
+
+#[test]
+fn a_read_only_file_system_fails_closed_and_recovers() {
+    let fs = Tmpfs::mount("4m");
+    let mut mfad = Mfad::start_with_store("default_level = \"always\"\nmax_tries = 1", Some(fs.path()));
+    let a = mfad.enroll("ro_a", "hotp");
+    let services = PamServices::new();
+    services.add("mfaro", &[mfad.module_line("required", "")]);
+    let login = |code: &str| pamtester_code(&services, "mfaro", "ro_a", code);
+    assert!(login(&hotp(&a, 1)).status.success());
+
+    // While mfad holds the store open for writing, Linux refuses to make
+    // the file system read-only (EBUSY); should it ever allow it, the
+    // daemon must fail closed and recover all the same.
+    let remount = fs.remount("ro");
+    if remount.status.success() {
+        let out = login(&hotp(&a, 2));
+        assert!(!out.status.success(), "a login on a read-only store: {}", said(&out));
+        mfad.audit_lines_until("the file system holding the store is read-only");
+        assert!(fs.remount("rw").status.success());
+        assert!(login(&hotp(&a, 2)).status.success(), "after remount rw");
+    } else {
+        assert!(said(&remount).contains("busy"), "{}", said(&remount));
+        assert!(login(&hotp(&a, 2)).status.success(), "the refused remount changed nothing");
+    }
+
+    // A store on a read-only file system at start: a clear refusal (the
+    // service manager restarts mfad), and a start once it is writable.
+    mfad.stop();
+    let remount = fs.remount("ro");
+    assert!(remount.status.success(), "remount ro with mfad stopped: {}", said(&remount));
+    let refusal = mfad.launch_refused();
+    assert!(refusal.contains("read-only file system") && refusal.contains("remount it read-write"), "{refusal}");
+    assert!(refusal.contains(&mfad.store.display().to_string()), "{refusal}");
+    assert!(fs.remount("rw").status.success());
+    mfad.launch();
+    assert_eq!(mfad.json(&["user", "show", "ro_a"])["state"], "enabled");
+    assert!(!login(&hotp(&a, 2)).status.success(), "replay");
+    assert!(login(&hotp(&a, 3)).status.success());
+}
+
+/// The store's file and SQLite's companions.
+fn store_files(mfad: &Mfad) -> Vec<PathBuf> {
+    ["", "-wal", "-shm"].iter().map(|s| PathBuf::from(format!("{}{s}", mfad.store.display()))).collect()
+}
+
+#[test]
+fn a_store_deleted_under_the_daemon_fails_closed_and_is_never_recreated() {
+    let mut mfad = Mfad::start("default_level = \"always\"\nmax_tries = 1");
+    let a = mfad.enroll("del_a", "hotp");
+    let services = PamServices::new();
+    services.add("mfadel", &[mfad.module_line("required", "")]);
+    let login = |code: &str| pamtester_code(&services, "mfadel", "del_a", code);
+    assert!(login(&hotp(&a, 1)).status.success());
+    for file in store_files(&mfad) {
+        std::fs::remove_file(&file).unwrap();
+    }
+    let out = login(&hotp(&a, 2));
+    assert!(!out.status.success(), "a login on a deleted store: {}", said(&out));
+    mfad.audit_lines_until("the store file was deleted or replaced while mfad was running");
+    // Not answered from an empty store either: the user is not "unknown".
+    let out = mfad.mfactl(&["user", "show", "del_a"]);
+    assert!(!out.status.success(), "{}", said(&out));
+    assert!(stderr(&out).contains("deleted or replaced"), "{}", said(&out));
+    let out = mfad.mfactl(&["user", "setup", "del_b", "--type", "hotp"]);
+    assert!(!out.status.success(), "{}", said(&out));
+    assert!(!mfad.store.exists(), "a fresh store appeared");
+
+    // At the next start: a refusal that says what to do, and no new store.
+    mfad.stop();
+    let refusal = mfad.launch_refused();
+    assert!(refusal.contains("is missing, but key file") && refusal.contains("Restore it from backup"), "{refusal}");
+    assert!(refusal.contains("mfad --init-store"), "{refusal}");
+    assert!(!mfad.store.exists(), "a fresh store appeared");
+}
+
+#[test]
+fn a_store_overwritten_under_the_daemon_fails_closed_and_is_refused_at_start() {
+    let mut mfad = Mfad::start("default_level = \"always\"\nmax_tries = 1");
+    let a = mfad.enroll("cor_a", "hotp");
+    let services = PamServices::new();
+    services.add("mfacor", &[mfad.module_line("required", "")]);
+    let login = |code: &str| pamtester_code(&services, "mfacor", "cor_a", code);
+    assert!(login(&hotp(&a, 1)).status.success());
+    let len = std::fs::metadata(&mfad.store).unwrap().len() as usize;
+    std::fs::write(&mfad.store, vec![0x5au8; len.max(8192)]).unwrap();
+    let out = login(&hotp(&a, 2));
+    assert!(!out.status.success(), "a login on a corrupt store: {}", said(&out));
+    mfad.audit_lines_until("the store file is corrupt");
+    let out = mfad.mfactl(&["user", "show", "cor_a"]);
+    assert!(!out.status.success() && stderr(&out).contains("corrupt"), "{}", said(&out));
+
+    mfad.stop();
+    let garbage = std::fs::read(&mfad.store).unwrap();
+    let refusal = mfad.launch_refused();
+    assert!(
+        refusal.contains("is not a usable SQLite database") && refusal.contains("Restore it from backup"),
+        "{refusal}"
+    );
+    assert_eq!(std::fs::read(&mfad.store).unwrap(), garbage, "the file was left as it was");
+}
+
+#[test]
+fn a_store_open_to_others_or_owned_by_another_user_is_refused_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut mfad = Mfad::start("");
+    mfad.enroll("perm_a", "hotp");
+    mfad.stop();
+    let path = mfad.store.display().to_string();
+    std::fs::set_permissions(&mfad.store, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let refusal = mfad.launch_refused();
+    assert!(refusal.contains(&format!("run: chmod 600 {path}")), "{refusal}");
+    std::fs::set_permissions(&mfad.store, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::chown(&mfad.store, Some(65534), None).unwrap();
+    let refusal = mfad.launch_refused();
+    assert!(refusal.contains("owned by uid 65534") && refusal.contains(&format!("run: chown 0 {path}")), "{refusal}");
+    std::os::unix::fs::chown(&mfad.store, Some(0), None).unwrap();
+    mfad.launch();
+    assert_eq!(mfad.json(&["user", "show", "perm_a"])["state"], "enabled");
+}
+
+/// Sends SIGCONT on drop, so a failing test leaves no stopped daemon.
+struct Stopped(i32);
+
+impl Stopped {
+    fn stop(pid: i32) -> Stopped {
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
+}
+
+#[test]
+fn a_stopped_daemon_denies_the_login_and_resumes_after_sigcont() {
+    let mfad = Mfad::start("default_level = \"always\"\nmax_tries = 1");
+    let secret = mfad.enroll("stop_a", "hotp");
+    let services = PamServices::new();
+    services.add("stopsafe", &[mfad.module_line("required", "failmode=safe timeout=2")]);
+    services.add("stopsecure", &[mfad.module_line("required", "timeout=2")]);
+
+    // Stopped while the code prompt is shown: once mfad has prompted, a
+    // timeout is a failed login whatever the failmode.
+    let mut login = Interactive::start(services.pam_client("stopsafe", "stop_a", &[("rhost", "127.0.0.1")]));
+    let prompt = login.expect_prompt();
+    assert!(prompt.text.contains("Verification code"), "{prompt:?}");
+    let stopped = Stopped::stop(mfad.pid());
+    login.answer(&hotp(&secret, 1));
+    let (ok, transcript) = login.finish();
+    assert!(!ok, "a login whose code mfad never checked went through:\n{transcript}");
+    assert!(transcript.contains("Two-factor authentication failed"), "{transcript}");
+
+    // Stopped before the first answer: no answer is an unreachable daemon,
+    // which failmode=secure denies.
+    let out = run_with_input(&mut services.pamtester("stopsecure", "stop_a", &[]), "");
+    assert!(!out.status.success(), "{}", said(&out));
+    assert!(said(&out).contains("unavailable"), "{}", said(&out));
+    drop(stopped);
+
+    // Resumed: new logins are answered. Counter 1 may have been used by the
+    // answer mfad read after SIGCONT; the look-ahead accepts 2 either way.
+    let out = pamtester_code(&services, "stopsecure", "stop_a", &hotp(&secret, 2));
+    assert!(out.status.success(), "after SIGCONT: {}", said(&out));
+    assert!(!pamtester_code(&services, "stopsecure", "stop_a", &hotp(&secret, 2)).status.success(), "replay");
 }

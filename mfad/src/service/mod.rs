@@ -162,7 +162,7 @@ impl Daemon {
 
     fn internal(&self, err: StoreError) -> Refusal {
         self.audit.event(Severity::Warning, &format!("store error: {err}"));
-        refuse(ErrorKind::Internal, "internal error in mfad; see its log")
+        refuse(ErrorKind::Internal, format!("mfad cannot use its store: {}; see its log", err.summary()))
     }
 
     /// Run `f` on the user's record (a fresh one if none) inside one store

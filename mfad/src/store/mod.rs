@@ -8,6 +8,7 @@
 //! state, checking a code and advancing the state therefore happen
 //! atomically: of N concurrent logins offering one code, exactly one wins.
 
+mod files;
 pub mod sqlite;
 
 use ipnet::IpNet;
@@ -16,14 +17,65 @@ use serde::{Deserialize, Serialize};
 
 use mfa_shared::protocol::{Algorithm, ChallengeLevel, OtpType};
 
+pub use files::OpenError;
 pub use sqlite::SqliteStore;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
     Database(String),
     #[error("stored record for {user} is corrupt: {reason}")]
     Corrupt { user: String, reason: String },
+    /// The store as a whole cannot be used: every request that needs it is
+    /// refused (fails closed) until the fault is gone.
+    #[error("store {location}: {fault} ({cause}); {}", fault.advice())]
+    Unusable { fault: StoreFault, location: String, cause: String },
+}
+
+impl StoreError {
+    /// What went wrong, in words fit for a client (mfactl, a PAM
+    /// conversation): no path, no database message, nothing of a record.
+    pub fn summary(&self) -> String {
+        match self {
+            StoreError::Database(_) => "a database error".to_string(),
+            StoreError::Corrupt { .. } => "a stored record is corrupt".to_string(),
+            StoreError::Unusable { fault, .. } => fault.to_string(),
+        }
+    }
+}
+
+/// Why the store cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StoreFault {
+    #[error("the file system holding the store is full")]
+    Full,
+    #[error("the file system holding the store is read-only")]
+    ReadOnly,
+    #[error("the store file was deleted or replaced while mfad was running")]
+    Missing,
+    #[error("the store file is corrupt")]
+    Damaged,
+    #[error("the store file cannot be read or written")]
+    Io,
+}
+
+impl StoreFault {
+    /// What happens next, and what the administrator does about it.
+    pub fn advice(self) -> &'static str {
+        match self {
+            StoreFault::Full => {
+                "requests that write are refused until space is freed; mfad then resumes by itself, nothing acknowledged is lost"
+            }
+            StoreFault::ReadOnly => {
+                "requests that write are refused until it is writable again; mfad then resumes by itself"
+            }
+            StoreFault::Missing => {
+                "mfad refuses every request rather than serve from a store that is gone: restore the file from backup and restart mfad"
+            }
+            StoreFault::Damaged => "mfad refuses every request: restore the file from backup and restart mfad",
+            StoreFault::Io => "mfad tries again at the next request",
+        }
+    }
 }
 
 /// One enrolled (or pending) device. The secret is sealed by the vault.

@@ -1,0 +1,231 @@
+//! The SQLite store's files on disk. They are checked when opened, as the
+//! key file is (no symbolic link, a regular file owned by the effective uid,
+//! no access for group or others, checked on the opened descriptor), and
+//! before every use: mfad never answers from, or writes into, a store file
+//! that was deleted, replaced or overwritten while it ran. SQLite alone
+//! would: it keeps using the descriptors it holds (a deleted file lives on
+//! until closed, and its writes are lost at the next start) and answers
+//! reads from its page cache.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::sys::statvfs::{FsFlags, fstatvfs};
+
+use super::{StoreError, StoreFault};
+
+/// The first 16 bytes of every SQLite database file.
+const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
+
+/// Why the store was not opened. Each message names the file and says what
+/// to do.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("store {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("store {0} does not exist")]
+    Missing(PathBuf),
+    #[error(
+        "store {0} is a symbolic link, which mfad does not follow; replace the link with the file itself (mode 0600, owned by the user mfad runs as)"
+    )]
+    Symlink(PathBuf),
+    #[error("store {0} is not a regular file; move it aside and restore the store from backup")]
+    NotRegular(PathBuf),
+    #[error("store {path} is owned by uid {owner}, not by uid {euid} that mfad runs as; run: chown {euid} {path}")]
+    Owner { path: PathBuf, owner: u32, euid: u32 },
+    #[error("store {path} has mode {mode:04o}: it is open to group or others; run: chmod 600 {path}")]
+    Permissions { path: PathBuf, mode: u32 },
+    #[error(
+        "store {path} is not a usable SQLite database ({why}): it is damaged, or not mfad's store. Restore it from backup (move its -wal and -shm files aside with it, unless they come from the same backup); mfad never replaces a store with an empty one"
+    )]
+    Damaged { path: PathBuf, why: String },
+    #[error("store {0} exists already; mfad creates a store only where there is none")]
+    Exists(PathBuf),
+    #[error(
+        "store {0} is on a read-only file system; mfad records every accepted code in it, so it must be writable: remount it read-write"
+    )]
+    ReadOnly(PathBuf),
+    #[error("store {path}: {source}")]
+    Store { path: PathBuf, source: StoreError },
+}
+
+impl OpenError {
+    fn io(path: &Path, source: io::Error) -> Self {
+        if source.raw_os_error() == Some(libc::EROFS) {
+            return OpenError::ReadOnly(path.to_path_buf());
+        }
+        OpenError::Io { path: path.to_path_buf(), source }
+    }
+
+    /// A store error met while opening, with the file's name.
+    pub(super) fn store(path: &Path, err: StoreError) -> Self {
+        let path = path.to_path_buf();
+        match err {
+            StoreError::Unusable { fault: StoreFault::Damaged, cause, .. } => OpenError::Damaged { path, why: cause },
+            StoreError::Unusable { fault: StoreFault::ReadOnly, .. } => OpenError::ReadOnly(path),
+            source => OpenError::Store { path, source },
+        }
+    }
+}
+
+/// Open `path` read-only without following a symbolic link (and without
+/// blocking on a FIFO), and check type, owner and mode on the descriptor.
+pub(super) fn open_checked(path: &Path) -> Result<File, OpenError> {
+    let file = match OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path) {
+        Ok(file) => file,
+        Err(err) if err.raw_os_error() == Some(libc::ELOOP) => return Err(OpenError::Symlink(path.to_path_buf())),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Err(OpenError::Missing(path.to_path_buf())),
+        Err(err) => return Err(OpenError::io(path, err)),
+    };
+    let meta = file.metadata().map_err(|e| OpenError::io(path, e))?;
+    check_metadata(path, &meta, nix::unistd::geteuid().as_raw())?;
+    Ok(file)
+}
+
+/// Type, owner and mode of an opened store file: another owner could read
+/// the store or swap it; group or other access would expose the replay
+/// state and the sealed secrets to other users.
+pub(super) fn check_metadata(path: &Path, meta: &fs::Metadata, euid: u32) -> Result<(), OpenError> {
+    if !meta.file_type().is_file() {
+        return Err(OpenError::NotRegular(path.to_path_buf()));
+    }
+    if meta.uid() != euid {
+        return Err(OpenError::Owner { path: path.to_path_buf(), owner: meta.uid(), euid });
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(OpenError::Permissions { path: path.to_path_buf(), mode });
+    }
+    Ok(())
+}
+
+/// SQLite's -wal and -shm files next to `path`.
+pub(super) fn companions(path: &Path) -> [PathBuf; 2] {
+    ["-wal", "-shm"].map(|suffix| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    })
+}
+
+/// The -wal and -shm files, when they exist, pass the same checks.
+pub(super) fn check_companions(path: &Path) -> Result<(), OpenError> {
+    for companion in companions(path) {
+        match open_checked(&companion) {
+            Ok(_) | Err(OpenError::Missing(_)) => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
+/// Why `file` does not start with a SQLite header, if it does not. An
+/// empty file is refused too: SQLite would silently make a fresh, empty
+/// database of it.
+pub(super) fn header_problem(file: &File) -> Option<String> {
+    let mut header = [0u8; SQLITE_HEADER.len()];
+    match file.read_exact_at(&mut header, 0) {
+        Ok(()) if &header == SQLITE_HEADER => None,
+        Ok(()) => Some("it does not start with the SQLite header".to_string()),
+        Err(_) if file.metadata().is_ok_and(|m| m.len() == 0) => Some("the file is empty".to_string()),
+        Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => {
+            Some("the file is shorter than a SQLite header".to_string())
+        }
+        Err(err) => Some(format!("cannot read its header: {err}")),
+    }
+}
+
+/// (device, inode) of a file.
+type Identity = (u64, u64);
+
+fn identity(meta: &fs::Metadata) -> Identity {
+    (meta.dev(), meta.ino())
+}
+
+/// The files of an open store, as they were when it was opened.
+#[derive(Debug)]
+pub(super) struct StoreFiles {
+    path: PathBuf,
+    /// Our own read-only descriptor of the store file: its header and its
+    /// file system are checked through it.
+    file: File,
+    /// The store file and its -wal and -shm, each with its identity.
+    pinned: Vec<(PathBuf, Identity)>,
+}
+
+impl StoreFiles {
+    /// Pin the store file open as `file`, and its -wal and -shm files as
+    /// they are now (SQLite keeps them while a connection is open).
+    pub(super) fn pin(path: &Path, file: File) -> Result<Self, OpenError> {
+        let own = identity(&file.metadata().map_err(|e| OpenError::io(path, e))?);
+        let mut pinned = vec![(path.to_path_buf(), own)];
+        for companion in companions(path) {
+            if let Ok(meta) = fs::symlink_metadata(&companion) {
+                pinned.push((companion, identity(&meta)));
+            }
+        }
+        let files = StoreFiles { path: path.to_path_buf(), file, pinned };
+        files.verify().map_err(|err| OpenError::store(path, err))?;
+        Ok(files)
+    }
+
+    fn unusable(&self, fault: StoreFault, cause: String) -> StoreError {
+        StoreError::Unusable { fault, location: self.path.display().to_string(), cause }
+    }
+
+    /// Whether the files at the store's paths are still the ones opened, and
+    /// the store file still starts with a SQLite header.
+    pub(super) fn verify(&self) -> Result<(), StoreError> {
+        for (path, pinned) in &self.pinned {
+            match fs::symlink_metadata(path) {
+                Ok(meta) if identity(&meta) == *pinned => {}
+                Ok(_) => {
+                    let cause = format!("{} is another file than the one opened", path.display());
+                    return Err(self.unusable(StoreFault::Missing, cause));
+                }
+                Err(err) => {
+                    let cause = format!("{}: {err}", path.display());
+                    return Err(self.unusable(StoreFault::Missing, cause));
+                }
+            }
+        }
+        match header_problem(&self.file) {
+            None => Ok(()),
+            Some(why) => Err(self.unusable(StoreFault::Damaged, why)),
+        }
+    }
+
+    /// `err` with what the files and their file system say about it: a
+    /// missing or overwritten file first, then a full or read-only file
+    /// system behind an I/O error.
+    pub(super) fn explain(&self, err: StoreError) -> StoreError {
+        if let Err(gone) = self.verify() {
+            return gone;
+        }
+        match err {
+            StoreError::Unusable { fault, cause, .. } => {
+                let fault = match fault {
+                    StoreFault::Full | StoreFault::ReadOnly | StoreFault::Io => {
+                        self.file_system_fault().unwrap_or(fault)
+                    }
+                    other => other,
+                };
+                self.unusable(fault, cause)
+            }
+            other => other,
+        }
+    }
+
+    fn file_system_fault(&self) -> Option<StoreFault> {
+        let stat = fstatvfs(&self.file).ok()?;
+        if stat.flags().contains(FsFlags::ST_RDONLY) {
+            Some(StoreFault::ReadOnly)
+        } else if stat.blocks_available() == 0 {
+            Some(StoreFault::Full)
+        } else {
+            None
+        }
+    }
+}
