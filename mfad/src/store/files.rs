@@ -7,9 +7,9 @@
 //! until closed, and its writes are lost at the next start) and answers
 //! reads from its page cache.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::sys::statvfs::{FsFlags, fstatvfs};
@@ -228,4 +228,30 @@ impl StoreFiles {
             None
         }
     }
+}
+/// Create `dir` and any missing parents, each mode 0700 whatever the umask;
+/// directories that exist are left as they are.
+pub(super) fn create_private_dir(dir: &Path) -> io::Result<()> {
+    let missing: Vec<&Path> =
+        dir.ancestors().take_while(|d| !d.as_os_str().is_empty() && fs::symlink_metadata(d).is_err()).collect();
+    for d in missing.into_iter().rev() {
+        match DirBuilder::new().mode(0o700).create(d) {
+            Ok(()) => fs::set_permissions(d, fs::Permissions::from_mode(0o700))?,
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
+/// Create the database file, empty and mode 0600 whatever the umask; it
+/// must not exist. SQLite gives its -wal and -shm files the same mode.
+pub(super) fn create_private_file(path: &Path) -> io::Result<()> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .and_then(|file| file.set_permissions(fs::Permissions::from_mode(0o600)))
 }

@@ -9,6 +9,7 @@
 //! atomically: of N concurrent logins offering one code, exactly one wins.
 
 mod files;
+mod rows;
 pub mod sqlite;
 
 use ipnet::IpNet;

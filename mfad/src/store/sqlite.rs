@@ -2,9 +2,8 @@
 //! (a verification is acknowledged only once its state change is on disk).
 
 use std::collections::VecDeque;
-use std::fs::{self, DirBuilder, OpenOptions};
+use std::fs;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,12 +11,13 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rusqlite::config::DbConfig;
-use rusqlite::{Connection, DatabaseName, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, DatabaseName, ErrorCode, OpenFlags, TransactionBehavior, params};
 
 use ipnet::IpNet;
 use mfa_shared::bypass::{BypassRule, RuleOrigin, parse_network};
 
-use super::files::{self, OpenError, StoreFiles};
+use super::files::{self, OpenError, StoreFiles, create_private_dir, create_private_file};
+use super::rows::{apply_change, decode, read_user};
 use super::{Change, Store, StoreError, StoreFault, UserRecord};
 
 /// Schema versions, applied in order at start; `PRAGMA user_version` records
@@ -123,7 +123,7 @@ impl Drop for Arrival<'_> {
 
 /// A SQLite error; the faults of the store as a whole are told apart by
 /// SQLite's code, and [`SqliteStore::explain`] adds what the files say.
-fn db(err: rusqlite::Error) -> StoreError {
+pub(super) fn db(err: rusqlite::Error) -> StoreError {
     let fault = match err.sqlite_error_code() {
         Some(ErrorCode::DiskFull) => StoreFault::Full,
         Some(ErrorCode::ReadOnly) => StoreFault::ReadOnly,
@@ -132,33 +132,6 @@ fn db(err: rusqlite::Error) -> StoreError {
         _ => return StoreError::Database(err.to_string()),
     };
     StoreError::Unusable { fault, location: String::new(), cause: err.to_string() }
-}
-
-/// Create `dir` and any missing parents, each mode 0700 whatever the umask;
-/// directories that exist are left as they are.
-fn create_private_dir(dir: &Path) -> io::Result<()> {
-    let missing: Vec<&Path> =
-        dir.ancestors().take_while(|d| !d.as_os_str().is_empty() && fs::symlink_metadata(d).is_err()).collect();
-    for d in missing.into_iter().rev() {
-        match DirBuilder::new().mode(0o700).create(d) {
-            Ok(()) => fs::set_permissions(d, fs::Permissions::from_mode(0o700))?,
-            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(err) => return Err(err),
-        }
-    }
-    Ok(())
-}
-
-/// Create the database file, empty and mode 0600 whatever the umask; it
-/// must not exist. SQLite gives its -wal and -shm files the same mode.
-fn create_private_file(path: &Path) -> io::Result<()> {
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .and_then(|file| file.set_permissions(fs::Permissions::from_mode(0o600)))
 }
 
 impl SqliteStore {
@@ -404,39 +377,6 @@ impl SqliteStore {
     }
 }
 
-fn decode(user: &str, json: &str) -> Result<UserRecord, StoreError> {
-    serde_json::from_str(json).map_err(|e| StoreError::Corrupt { user: user.to_string(), reason: e.to_string() })
-}
-
-fn encode(record: &UserRecord) -> Result<String, StoreError> {
-    serde_json::to_string(record).map_err(|e| StoreError::Database(e.to_string()))
-}
-
-fn read_user(conn: &Connection, user: &str) -> Result<Option<UserRecord>, StoreError> {
-    let json: Option<String> = conn
-        .prepare_cached("SELECT record FROM users WHERE name = ?1")
-        .and_then(|mut stmt| stmt.query_row([user], |r| r.get(0)).optional())
-        .map_err(db)?;
-    json.map(|j| decode(user, &j)).transpose()
-}
-
-fn apply_change(conn: &Connection, user: &str, change: Change) -> Result<(), StoreError> {
-    match change {
-        Change::Keep => Ok(()),
-        Change::Put(record) => {
-            let json = encode(&record)?;
-            conn.prepare_cached(
-                "INSERT INTO users (name, record) VALUES (?1, ?2)
-                 ON CONFLICT(name) DO UPDATE SET record = excluded.record",
-            )
-            .and_then(|mut stmt| stmt.execute(params![user, json]))
-            .map(drop)
-            .map_err(db)
-        }
-        Change::Delete => conn.execute("DELETE FROM users WHERE name = ?1", [user]).map(drop).map_err(db),
-    }
-}
-
 impl Store for SqliteStore {
     fn get_user(&self, user: &str) -> Result<Option<UserRecord>, StoreError> {
         self.read(|conn| read_user(conn, user))
@@ -527,6 +467,9 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod tests {
+    use std::fs::OpenOptions;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+
     use super::*;
 
     #[test]

@@ -1,0 +1,39 @@
+//! A user's record as a row of the `users` table: JSON, defaults left out.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::sqlite::db;
+use super::{Change, StoreError, UserRecord};
+
+pub(super) fn decode(user: &str, json: &str) -> Result<UserRecord, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt { user: user.to_string(), reason: e.to_string() })
+}
+
+pub(super) fn encode(record: &UserRecord) -> Result<String, StoreError> {
+    serde_json::to_string(record).map_err(|e| StoreError::Database(e.to_string()))
+}
+
+pub(super) fn read_user(conn: &Connection, user: &str) -> Result<Option<UserRecord>, StoreError> {
+    let json: Option<String> = conn
+        .prepare_cached("SELECT record FROM users WHERE name = ?1")
+        .and_then(|mut stmt| stmt.query_row([user], |r| r.get(0)).optional())
+        .map_err(db)?;
+    json.map(|j| decode(user, &j)).transpose()
+}
+
+pub(super) fn apply_change(conn: &Connection, user: &str, change: Change) -> Result<(), StoreError> {
+    match change {
+        Change::Keep => Ok(()),
+        Change::Put(record) => {
+            let json = encode(&record)?;
+            conn.prepare_cached(
+                "INSERT INTO users (name, record) VALUES (?1, ?2)
+                 ON CONFLICT(name) DO UPDATE SET record = excluded.record",
+            )
+            .and_then(|mut stmt| stmt.execute(params![user, json]))
+            .map(drop)
+            .map_err(db)
+        }
+        Change::Delete => conn.execute("DELETE FROM users WHERE name = ?1", [user]).map(drop).map_err(db),
+    }
+}
