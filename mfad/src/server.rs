@@ -194,6 +194,13 @@ async fn serve_connection(daemon: Arc<Daemon>, mut stream: UnixStream, uid: u32,
             Ok(_) if !daemon.admit_request(uid) => {
                 Response::error(ErrorKind::Busy, "too many requests from your account; try again shortly")
             }
+            // The client gave up (its timeout passed while mfad was stopped
+            // or slow): its login was denied, so the request must not act
+            // (use up a code, write a success line).
+            Ok(_) if peer_has_gone(&stream) => {
+                daemon.audit.event_from(uid, Severity::Notice, "request dropped: the client had already gone");
+                return;
+            }
             Ok(request) if answer_inline(&daemon, &peer, &request) => daemon.handle(&peer, request),
             Ok(request) => {
                 let daemon = daemon.clone();
@@ -217,6 +224,17 @@ async fn serve_connection(daemon: Arc<Daemon>, mut stream: UnixStream, uid: u32,
 /// (shared by group commit), so it runs on the blocking pool.
 fn answer_inline(daemon: &Daemon, peer: &Peer, request: &Request) -> bool {
     peer.uid == 0 && matches!(request, Request::AuthBegin { .. }) && !daemon.config().enabled
+}
+
+/// Whether the other end has closed the connection: a peek that finds the
+/// end of the stream (a client waiting for its reply sends nothing more).
+fn peer_has_gone(stream: &UnixStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut byte = [0u8; 1];
+    // SAFETY: recv into a valid one-byte buffer on a descriptor we own;
+    // MSG_PEEK leaves the data where it is, MSG_DONTWAIT never blocks.
+    let n = unsafe { libc::recv(stream.as_raw_fd(), byte.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+    n == 0
 }
 
 /// The request in a frame body, or the error reply. The version is read
