@@ -1,9 +1,9 @@
 //! A PAM client for the suites and benchmarks: authenticates USER on
 //! SERVICE (PAM_RHOST, PAM_RUSER, PAM_TTY from `--rhost`, `--ruser`,
-//! `--tty` or `--tty-file`) and prints each message and prompt it is shown, one per line
-//! (`info: `, `error: `, `prompt: ` for echo-off prompts, `prompt-echo: `
-//! for echo-on questions), then `result: ...`. Exit 0 on PAM_SUCCESS, 1
-//! otherwise.
+//! `--tty`; `--rhost-file` and `--tty-file` read a value from a file) and
+//! prints each message and prompt it is shown, one per line (`info: `,
+//! `error: `, `prompt: ` for echo-off prompts, `prompt-echo: ` for echo-on
+//! questions), then `result: ...`. Exit 0 on PAM_SUCCESS, 1 otherwise.
 //!
 //! Answers come from the `--answer` flags in order, or with `--interactive`
 //! from standard input, one line per prompt (read after the prompt line was
@@ -81,8 +81,9 @@ fn main() -> ExitCode {
             "--rhost" => rhost = Some(value),
             "--ruser" => ruser = Some(value),
             "--tty" => tty = Some(value),
-            // For a value longer than one argument may be (128 KiB).
+            // For values longer than one argument may be (128 KiB).
             "--tty-file" => tty = Some(std::fs::read_to_string(&value).expect("--tty-file")),
+            "--rhost-file" => rhost = Some(std::fs::read_to_string(&value).expect("--rhost-file")),
             "--answer" => answers.push(value),
             other => panic!("unknown flag {other}"),
         }
