@@ -459,3 +459,36 @@ fn control_characters_and_oversized_items_are_refused() {
     let status = mfad.json(&["user", "show", &user.name]);
     assert_eq!(status["last_source"], format!("local:{}", "t".repeat(256)), "{status}");
 }
+
+/// An item too long for one frame (over 1 MiB: a legacy service that sets
+/// PAM_RHOST from what its client sent, say) must be refused like any item
+/// over 256 bytes. Taken for an unreachable daemon instead, `failmode=safe`
+/// lets the login through with no code; the secure failmode shows it is not
+/// the user's rules that let it through.
+#[test]
+fn an_item_too_long_for_a_frame_is_no_way_around_failmode_safe() {
+    let user = TempUser::new("mfaa_huge", &[]);
+    let mfad = Mfad::start("default_level = \"always\"\nmax_tries = 1");
+    let secret = mfad.enroll(&user.name, "hotp");
+    let services = PamServices::new();
+    let (secure, safe) = ("mfaa-secure", "mfaa-safe");
+    services.add(secure, &[mfad.module_line("required", ""), "auth required pam_permit.so".into()]);
+    services.add(safe, &[mfad.module_line("required", "failmode=safe"), "auth required pam_permit.so".into()]);
+    let big = mfad.dir.path().join("big-item");
+    std::fs::write(&big, "1".repeat(1024 * 1024 + 1)).unwrap();
+    let big = big.to_str().unwrap();
+    let client = |service: &str, item: &str| {
+        let mut cmd = services.pam_client(service, &user.name, &[(item, big)]);
+        attempt(cmd.args(["--answer", &hotp(&secret, 1)]), "")
+    };
+    for item in ["rhost-file", "tty-file"] {
+        assert_refused(&client(secure, item), &format!("{item} of 1 MiB, failmode=secure"));
+        assert_refused(&client(safe, item), &format!("{item} of 1 MiB, failmode=safe"));
+    }
+    // mfad is there all along: the same user from a plain rhost is asked.
+    let a = attempt(
+        &mut services.pam_client(safe, &user.name, &[("rhost", "127.0.0.5"), ("answer", &hotp(&secret, 1))]),
+        "",
+    );
+    assert_asked(&a, true, "a plain rhost, failmode=safe");
+}
