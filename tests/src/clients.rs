@@ -20,6 +20,23 @@ impl PamServices {
         }
         cmd
     }
+
+    /// [`Self::pam_client`] run by `as_user` (a real Unix account, not
+    /// root): a PAM application of a user's own, whose items are claims.
+    pub fn pam_client_as(&self, as_user: &str, service: &str, user: &str, items: &[(&str, &str)]) -> Command {
+        let own = self.pam_client(service, user, items);
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--reuid", as_user, "--regid", as_user, "--init-groups", "--"])
+            .arg(own.get_program())
+            .args(own.get_args())
+            .current_dir("/");
+        for (key, value) in own.get_envs() {
+            if let Some(value) = value {
+                cmd.env(key, value);
+            }
+        }
+        cmd
+    }
 }
 
 /// One prompt of a conversation driven by [`Interactive`].

@@ -105,3 +105,90 @@ pub fn su_with_stack(stack: &Path, user: &str, input: &str) -> Output {
         input,
     )
 }
+
+/// A Unix group of the test's own (`groupadd`), removed on drop.
+pub struct TempGroup {
+    pub name: String,
+}
+
+impl TempGroup {
+    pub fn new(name: &str) -> TempGroup {
+        let _guard = ACCOUNTS.lock().unwrap_or_else(|p| p.into_inner());
+        // Left over from a run that was killed: start afresh.
+        if run(Command::new("getent").args(["group", name])).status.success() {
+            let _ = run(Command::new("groupdel").arg(name));
+        }
+        let out = run(Command::new("groupadd").arg(name));
+        assert!(out.status.success(), "groupadd {name}: {}", stderr(&out));
+        TempGroup { name: name.to_string() }
+    }
+}
+
+impl Drop for TempGroup {
+    fn drop(&mut self) {
+        let _guard = ACCOUNTS.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = run(Command::new("groupdel").arg(&self.name));
+    }
+}
+
+/// A Unix user of the test's own (`useradd`, no home, password
+/// [`password`]), removed with `userdel` on drop. Drop it before the
+/// groups it belongs to.
+pub struct TempUser {
+    pub name: String,
+    pub uid: u32,
+}
+
+impl TempUser {
+    /// A new user with its own uid, in `groups` (supplementary).
+    pub fn new(name: &str, groups: &[&TempGroup]) -> TempUser {
+        let mut args = vec!["-M".to_string(), "-s".into(), "/bin/sh".into()];
+        if !groups.is_empty() {
+            let names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
+            args.extend(["-G".to_string(), names.join(",")]);
+        }
+        Self::add(name, &args)
+    }
+
+    /// A second passwd entry for `of`'s uid (`useradd -o -u UID`), with
+    /// `of`'s primary group and a password of its own.
+    pub fn alias(name: &str, of: &TempUser) -> TempUser {
+        let gid = stdout(&run(Command::new("id").args(["-g", &of.name]))).trim().to_string();
+        let args = ["-M", "-N", "-s", "/bin/sh", "-o", "-u", &of.uid.to_string(), "-g", &gid].map(String::from);
+        let alias = Self::add(name, &args);
+        assert_eq!(alias.uid, of.uid);
+        alias
+    }
+
+    fn add(name: &str, args: &[String]) -> TempUser {
+        {
+            let _guard = ACCOUNTS.lock().unwrap_or_else(|p| p.into_inner());
+            if run(Command::new("getent").args(["passwd", name])).status.success() {
+                let _ = run(Command::new("userdel").arg(name));
+            }
+            let out = run(Command::new("useradd").args(args).arg(name));
+            assert!(out.status.success(), "useradd {args:?} {name}: {}", stderr(&out));
+        }
+        // From here on the guard removes the user, even if a step below fails.
+        let mut user = TempUser { name: name.to_string(), uid: u32::MAX };
+        let out = {
+            let _guard = ACCOUNTS.lock().unwrap_or_else(|p| p.into_inner());
+            run_with_input(&mut Command::new("chpasswd"), &format!("{name}:{}\n", password(name)))
+        };
+        assert!(out.status.success(), "chpasswd {name}: {}", stderr(&out));
+        // getent by name: with two names for one uid, `id -u` might answer for either.
+        let entry = stdout(&run(Command::new("getent").args(["passwd", name])));
+        user.uid = entry.split(':').nth(2).and_then(|uid| uid.parse().ok()).expect("getent passwd: no uid");
+        user
+    }
+}
+
+impl Drop for TempUser {
+    fn drop(&mut self) {
+        let _guard = ACCOUNTS.lock().unwrap_or_else(|p| p.into_inner());
+        let out = run(Command::new("userdel").arg(&self.name));
+        if !out.status.success() {
+            eprintln!("userdel {}: {}", self.name, stderr(&out));
+        }
+    }
+}

@@ -1,8 +1,9 @@
 //! A PAM client for the suites and benchmarks: authenticates USER on
-//! SERVICE and prints each message and prompt it is shown, one per line
-//! (`info: `, `error: `, `prompt: ` for echo-off prompts, `prompt-echo: `
-//! for echo-on questions), then `result: ...`. Exit 0 on PAM_SUCCESS, 1
-//! otherwise.
+//! SERVICE (PAM_RHOST, PAM_RUSER, PAM_TTY from `--rhost`, `--ruser`,
+//! `--tty`; `--rhost-file` and `--tty-file` read a value from a file) and
+//! prints each message and prompt it is shown, one per line (`info: `,
+//! `error: `, `prompt: ` for echo-off prompts, `prompt-echo: ` for echo-on
+//! questions), then `result: ...`. Exit 0 on PAM_SUCCESS, 1 otherwise.
 //!
 //! Answers come from the `--answer` flags in order, or with `--interactive`
 //! from standard input, one line per prompt (read after the prompt line was
@@ -65,7 +66,8 @@ impl ConversationHandler for Conversation {
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
-    let (mut service, mut user, mut rhost, mut ruser, mut answers) = (None, None, None, None, Vec::new());
+    let (mut service, mut user, mut rhost, mut ruser, mut tty, mut answers) =
+        (None, None, None, None, None, Vec::new());
     let mut interactive = false;
     while let Some(flag) = args.next() {
         if flag == "--interactive" {
@@ -78,6 +80,10 @@ fn main() -> ExitCode {
             "--user" => user = Some(value),
             "--rhost" => rhost = Some(value),
             "--ruser" => ruser = Some(value),
+            "--tty" => tty = Some(value),
+            // For values longer than one argument may be (128 KiB).
+            "--tty-file" => tty = Some(std::fs::read_to_string(&value).expect("--tty-file")),
+            "--rhost-file" => rhost = Some(std::fs::read_to_string(&value).expect("--rhost-file")),
             "--answer" => answers.push(value),
             other => panic!("unknown flag {other}"),
         }
@@ -95,6 +101,9 @@ fn main() -> ExitCode {
     }
     if let Some(ruser) = ruser {
         context.set_ruser(Some(&ruser)).expect("set ruser");
+    }
+    if let Some(tty) = tty {
+        context.set_tty(Some(&tty)).expect("set tty");
     }
     let result = context.authenticate(Flag::NONE);
     let mut out = std::io::stdout().lock();
