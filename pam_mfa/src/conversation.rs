@@ -25,7 +25,7 @@ use std::path::Path;
 
 use mfa_shared::{
     AuthStep, Client, ClientError, Code, DEFAULT_ELEVATION_SERVICES, ErrorKind, Message, MessageStyle, Outcome,
-    Request, Response,
+    Request, Response, is_valid_field, is_valid_user_name,
 };
 
 use crate::options::{FailMode, Options};
@@ -147,6 +147,18 @@ impl Login {
     pub fn new(service: impl Into<String>, user: impl Into<String>) -> Self {
         Login { service: service.into(), user: user.into(), ..Login::default() }
     }
+
+    /// The first PAM item mfad would refuse (control characters, or too
+    /// long): checked here, before anything is sent, so that such an item
+    /// is a failed login and never an unreachable daemon for the failmode
+    /// (an item too big for a frame would otherwise be one).
+    pub fn invalid_item(&self) -> Option<&'static str> {
+        let names = [("user", Some(&self.user)), ("ruser", self.ruser.as_ref())];
+        let fields = [("service", Some(&self.service)), ("rhost", self.rhost.as_ref()), ("tty", self.tty.as_ref())];
+        let bad_name = names.into_iter().find(|(_, v)| v.is_some_and(|v| !v.is_empty() && !is_valid_user_name(v)));
+        let bad_field = fields.into_iter().find(|(_, v)| v.is_some_and(|v| !is_valid_field(v)));
+        bad_name.or(bad_field).map(|(name, _)| name)
+    }
 }
 
 /// An unset PAM item and an empty one mean the same: not known.
@@ -186,6 +198,9 @@ pub enum AuthError {
     /// daemon was reachable, so this is a failed login, never the failmode.
     #[error("{0}")]
     AfterPrompt(Box<AuthError>),
+    /// A PAM item mfad would refuse; nothing was sent.
+    #[error("the PAM item {0} holds control characters or is too long")]
+    InvalidItem(&'static str),
 }
 
 impl AuthError {
@@ -205,7 +220,10 @@ impl AuthError {
             AuthError::Daemon { kind, .. } => {
                 matches!(kind, ErrorKind::Internal | ErrorKind::Version)
             }
-            AuthError::Conversation(_) | AuthError::TooManySteps | AuthError::AfterPrompt(_) => false,
+            AuthError::Conversation(_)
+            | AuthError::TooManySteps
+            | AuthError::AfterPrompt(_)
+            | AuthError::InvalidItem(_) => false,
         }
     }
 }
@@ -246,7 +264,7 @@ pub fn pam_code(result: &Result<Outcome, AuthError>, options: &Options, service:
         Err(AuthError::Daemon { kind: ErrorKind::InvalidCode | ErrorKind::Busy, .. }) => PamCode::AuthErr,
         Err(AuthError::Daemon { .. }) => PamCode::ServiceErr,
         Err(AuthError::Conversation(_)) => PamCode::ConvErr,
-        Err(AuthError::TooManySteps | AuthError::AfterPrompt(_)) => PamCode::AuthErr,
+        Err(AuthError::TooManySteps | AuthError::AfterPrompt(_) | AuthError::InvalidItem(_)) => PamCode::AuthErr,
         // Covered by `is_unavailable`; kept so a new variant is a compile
         // error here rather than a silent mapping.
         Err(AuthError::Unavailable(_) | AuthError::Protocol(_)) => unavailable_code(options, service),
@@ -262,6 +280,9 @@ where
     L: Log + ?Sized,
 {
     let login = &ctx.login;
+    if let Some(item) = login.invalid_item() {
+        return Err(AuthError::InvalidItem(item));
+    }
     let mut request = Request::AuthBegin {
         service: login.service.clone(),
         user: login.user.clone(),

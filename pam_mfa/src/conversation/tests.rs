@@ -1284,3 +1284,22 @@ fn client_implements_transport() {
     fn assert_transport<T: Transport>() {}
     assert_transport::<Client>();
 }
+
+#[test]
+fn an_item_mfad_would_refuse_is_a_failed_login_in_any_failmode() {
+    let long = "x".repeat(2 << 20);
+    for (item, login) in [
+        ("tty", Login { tty: Some(long.clone()), ..ctx("sshd").login }),
+        ("rhost", Login { rhost: Some("10.0.0.1\u{1b}[2J".into()), ..ctx("sshd").login }),
+        ("user", Login { user: "a\nb".into(), ..ctx("sshd").login }),
+    ] {
+        for failmode in [FailMode::Safe, FailMode::Secure] {
+            let ctx = Context { options: mode(failmode), login: login.clone(), silent: false };
+            // Nothing is sent: an item too big for a frame must not read as
+            // an unreachable daemon, which failmode=safe lets through.
+            let (code, log) = run_scripted(&ctx, Vec::new(), vec![Expect::Error("Two-factor authentication failed.")]);
+            assert_eq!(code, PamCode::AuthErr, "{item} {failmode:?}");
+            assert!(log.0.iter().any(|(_, line)| line.contains(item)), "{item}");
+        }
+    }
+}
