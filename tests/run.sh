@@ -11,6 +11,7 @@ packages=(
   openssh-server openssh-client  # sshd under a symlinked name, keyboard-interactive
   sudo expect util-linux passwd  # sudo -S, su, setpriv, useradd
   systemd                        # systemd-analyze verify for the unit file
+  python3                        # a local user flooding the socket (attack test)
 )
 . tests/ensure-packages.sh
 ensure_packages "${packages[@]}"

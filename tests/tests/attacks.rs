@@ -508,3 +508,58 @@ fn an_item_too_long_for_a_frame_is_no_way_around_failmode_safe() {
     );
     assert_asked(&a, true, "a plain rhost, failmode=safe");
 }
+
+// ---- 6. an audit flood ------------------------------------------------------------
+
+/// A local user floods mfad with malformed frames, as fast as one process
+/// can: mfad writes at most its allowance of lines for that uid each second
+/// and one summary line with the count of the rest, and a real login's
+/// decision made during the flood is in the log. (Before: one line per
+/// frame, which journald's and rsyslog's rate limits would then drop along
+/// with mfad's real decisions.)
+#[test]
+fn an_audit_flood_from_a_local_user_is_capped_and_real_decisions_stay() {
+    const FRAMES: usize = 400;
+    let user = TempUser::new("mfaa_flood", &[]);
+    let mfad = Mfad::start("");
+    let services = services(&mfad);
+    let flood = format!(
+        "import socket\n\
+         for _ in range({FRAMES}):\n\
+         \x20   s = socket.socket(socket.AF_UNIX)\n\
+         \x20   s.connect({socket:?})\n\
+         \x20   s.sendall(b'\\x00\\x00\\x00\\x09{{not json')\n\
+         \x20   s.recv(4096)\n\
+         \x20   s.close()\n",
+        socket = mfad.socket.display().to_string()
+    );
+    let mut flooder = Command::new("setpriv")
+        .args(["--reuid", &user.name, "--regid", &user.name, "--init-groups", "--", "/usr/bin/python3", "-c", &flood])
+        .current_dir("/")
+        .spawn()
+        .unwrap();
+    // A real login while the flood runs.
+    let real = attempt(&mut services.pamtester(LOGIN, "root", &[("rhost", "127.0.0.1")]), "");
+    assert!(real.ok, "{}", real.said);
+    assert!(flooder.wait().unwrap().success());
+    mfad.audit_lines_until("user=root service=mfaa-login rhost=127.0.0.1 outcome=not_required");
+
+    let refused = format!("uid {}: malformed request refused", user.uid);
+    let summary = format!("uid {}: ", user.uid);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lines = mfad.audit_lines_until(&refused);
+        let written = lines.iter().filter(|l| l.contains(&refused)).count();
+        let suppressed: usize = lines
+            .iter()
+            .filter_map(|l| l.split_once(&summary)?.1.strip_suffix(" audit lines suppressed (more than 20 a second)"))
+            .map(|n| n.parse::<usize>().unwrap())
+            .sum();
+        if written + suppressed == FRAMES {
+            assert!(suppressed > 0 && written < FRAMES / 2, "{written} written, {suppressed} suppressed");
+            return;
+        }
+        assert!(Instant::now() < deadline, "{written} written and {suppressed} suppressed of {FRAMES}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
