@@ -70,9 +70,11 @@ impl Audit {
     }
 
     /// Log a decision: who, where, what happened and why. A non-root
-    /// caller's decisions count against its allowance of lines.
+    /// caller's decisions count against its allowance of lines, but for
+    /// code checks (see [`AuditOutcome::always_logged`]).
     pub fn decision(&self, entry: &Entry<'_>) {
         if let Some(uid) = entry.peer_uid
+            && !entry.outcome.always_logged()
             && !self.per_uid.admit(uid, self.clock.now())
         {
             return;
@@ -160,6 +162,13 @@ impl AuditOutcome {
             AuditOutcome::Enrolled => "enrolled",
             AuditOutcome::Changed => "changed",
         }
+    }
+
+    /// A code accepted or a wrong code counted: never dropped by the per-uid
+    /// ceiling (a flood must not hide guessing), and bounded anyway, by the
+    /// replay rule and the lockout.
+    pub fn always_logged(self) -> bool {
+        matches!(self, AuditOutcome::Success | AuditOutcome::Failure)
     }
 
     /// Routine outcomes are info; everything an administrator may want to
@@ -250,9 +259,13 @@ mod tests {
         }
         audit.decision(&entry("alice", 0));
         drain();
+        let failure = Entry { outcome: AuditOutcome::Failure, reason: "wrong code", ..entry("eve", 1000) };
+        audit.decision(&failure);
+        drain();
         audit.summarize_suppressed();
         drain();
-        assert_eq!(lines.len(), LINES_PER_UID as usize + 2, "{lines:#?}");
+        assert_eq!(lines.len(), LINES_PER_UID as usize + 3, "{lines:#?}");
+        assert!(lines.iter().any(|l| l.contains("outcome=failure")), "a counted wrong code is never dropped");
         assert!(lines.iter().any(|l| l.contains("user=alice")), "root's decisions are never dropped");
         assert!(lines.last().unwrap().contains("uid 1000: 1980 audit lines suppressed"), "{lines:#?}");
     }

@@ -2,7 +2,7 @@
 
 use std::ffi::CString;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -90,9 +90,10 @@ impl Directory for SystemDirectory {
 /// the silence that `failmode=safe` would let through.
 pub const LOOKUP_DEADLINE: Duration = Duration::from_secs(3);
 
-/// Lookups that may be waiting on a slow directory at once; past that, new
-/// ones fail at once instead of piling up threads.
-const MAX_PENDING_LOOKUPS: usize = 16;
+/// Lookups that may be left running past their deadline at once (a hung
+/// directory); past that, new ones fail at once instead of piling up
+/// threads. Lookups that answer in time never count.
+const MAX_OVERDUE_LOOKUPS: usize = 16;
 
 /// A directory whose every lookup answers within a deadline: it runs on a
 /// thread of its own, and one that outlasts the deadline is an error (the
@@ -100,34 +101,47 @@ const MAX_PENDING_LOOKUPS: usize = 16;
 pub struct DeadlineDirectory {
     inner: Arc<dyn Directory>,
     deadline: Duration,
-    pending: Arc<AtomicUsize>,
+    overdue: Arc<AtomicUsize>,
 }
+
+/// Where one lookup is: running, done, or given up on (overdue).
+const RUNNING: u8 = 0;
+const DONE: u8 = 1;
+const OVERDUE: u8 = 2;
 
 impl DeadlineDirectory {
     pub fn new(inner: Arc<dyn Directory>, deadline: Duration) -> Self {
-        DeadlineDirectory { inner, deadline, pending: Arc::new(AtomicUsize::new(0)) }
+        DeadlineDirectory { inner, deadline, overdue: Arc::new(AtomicUsize::new(0)) }
     }
 
     fn bounded<T: Send + 'static>(
         &self,
         lookup: impl FnOnce(&dyn Directory) -> Result<T, String> + Send + 'static,
     ) -> Result<T, String> {
-        if self.pending.fetch_add(1, Ordering::SeqCst) >= MAX_PENDING_LOOKUPS {
-            self.pending.fetch_sub(1, Ordering::SeqCst);
-            return Err("the user directory is not answering (too many lookups pending)".into());
+        if self.overdue.load(Ordering::SeqCst) >= MAX_OVERDUE_LOOKUPS {
+            return Err("the user directory is not answering (earlier lookups are still pending)".into());
         }
         let (tx, rx) = mpsc::sync_channel(1);
         let inner = self.inner.clone();
-        let pending = self.pending.clone();
+        let overdue = self.overdue.clone();
+        let state = Arc::new(AtomicU8::new(RUNNING));
+        let finished = state.clone();
         let spawned = std::thread::Builder::new().name("nss-lookup".into()).spawn(move || {
             let _ = tx.send(lookup(inner.as_ref()));
-            pending.fetch_sub(1, Ordering::SeqCst);
+            if finished.swap(DONE, Ordering::SeqCst) == OVERDUE {
+                overdue.fetch_sub(1, Ordering::SeqCst);
+            }
         });
         if spawned.is_err() {
-            self.pending.fetch_sub(1, Ordering::SeqCst);
             return Err("cannot start a directory lookup".into());
         }
         rx.recv_timeout(self.deadline).unwrap_or_else(|_| {
+            // Counted before the state changes hands, so the count never
+            // goes below zero whichever side is first.
+            self.overdue.fetch_add(1, Ordering::SeqCst);
+            if state.compare_exchange(RUNNING, OVERDUE, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+                self.overdue.fetch_sub(1, Ordering::SeqCst);
+            }
             Err(format!("the user directory did not answer within {} ms", self.deadline.as_millis()))
         })
     }
@@ -177,13 +191,20 @@ mod tests {
         let hung = DeadlineDirectory::new(Arc::new(Hung(std::sync::Mutex::new(rx))), Duration::from_millis(100));
         let err = hung.account("alice").unwrap_err();
         assert!(err.contains("did not answer within 100 ms"), "{err}");
-        for _ in 0..MAX_PENDING_LOOKUPS {
+        for _ in 1..MAX_OVERDUE_LOOKUPS {
             let _ = hung.name_of_uid(1);
         }
-        assert!(hung.groups_of("alice").unwrap_err().contains("too many lookups pending"));
+        assert!(hung.groups_of("alice").unwrap_err().contains("earlier lookups are still pending"));
         drop(release);
-        let system = DeadlineDirectory::new(Arc::new(SystemDirectory), LOOKUP_DEADLINE);
-        assert_eq!(system.account("root").unwrap().map(|a| a.uid), Some(0));
+        // Lookups that answer in time never count, however many run at once.
+        let system = Arc::new(DeadlineDirectory::new(Arc::new(SystemDirectory), LOOKUP_DEADLINE));
+        let threads: Vec<_> = (0..64)
+            .map(|_| {
+                let system = system.clone();
+                std::thread::spawn(move || system.account("root").unwrap().map(|a| a.uid))
+            })
+            .collect();
+        assert!(threads.into_iter().all(|t| t.join().unwrap() == Some(0)));
     }
 
     #[test]

@@ -13,7 +13,14 @@ pub const MAX_FIELD_BYTES: usize = 256;
 /// Whether a PAM item may be taken: no control characters (they would
 /// reach an administrator's terminal raw), at most [`MAX_FIELD_BYTES`].
 pub fn is_valid_field(value: &str) -> bool {
-    value.len() <= MAX_FIELD_BYTES && !value.chars().any(char::is_control)
+    value.len() <= MAX_FIELD_BYTES && !value.chars().any(hides_text)
+}
+
+/// Control characters, and the invisible ones that reorder or hide text in
+/// a terminal or a log (bidirectional overrides, zero-width characters).
+fn hides_text(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
 }
 
 /// Longest account name accepted anywhere (NSS allows far less in practice).
@@ -27,7 +34,7 @@ pub fn is_valid_user_name(user: &str) -> bool {
     !user.is_empty()
         && user.len() <= MAX_USER_NAME_BYTES
         && !user.starts_with('-')
-        && !user.chars().any(|c| c.is_control() || c == '/')
+        && !user.chars().any(|c| hides_text(c) || c == '/')
 }
 
 /// OTP type of a device.

@@ -529,7 +529,7 @@ mod tests {
             assert!(is_valid_user_name(ok), "{ok}");
         }
         let long = "a".repeat(MAX_USER_NAME_BYTES + 1);
-        for bad in ["", "-alice", "a/b", "a\nb", "a\tb", long.as_str()] {
+        for bad in ["", "-alice", "a/b", "a\nb", "a\tb", "ali\u{202E}ec", "a\u{200B}b", long.as_str()] {
             assert!(!is_valid_user_name(bad), "{bad:?}");
         }
     }

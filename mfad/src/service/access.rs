@@ -70,24 +70,35 @@ impl Daemon {
         Ok(self.resolve(user).map_err(lookup_refusal)?.account)
     }
 
-    /// The account `given` stands for: its canonical NSS name; when two
-    /// names share its uid, the one with an enrolled device (else the uid's
-    /// first name), so that no second name reaches an account without its
-    /// rules; a name NSS does not know, literally.
+    /// The account `given` stands for: of the uid's first name, the
+    /// canonical NSS name and the name as given, the first that holds an
+    /// enrolled device (else the uid's first name), so that no second name,
+    /// nor a record written under a spelling that is not the canonical one,
+    /// reaches an account without its rules; a name NSS does not know,
+    /// literally.
     pub(super) fn resolve(&self, given: &str) -> Result<Identity, String> {
         let Some(found) = self.directory.account(given)? else {
             return Ok(Identity { given: given.to_string(), account: given.to_string(), uid: None });
         };
         let first = self.directory.name_of_uid(found.uid)?.unwrap_or_else(|| found.name.clone());
-        let account = if first == found.name {
-            found.name
-        } else {
-            let enrolled = |name: &str| -> Result<bool, String> {
+        let mut candidates: Vec<&str> = Vec::with_capacity(3);
+        for name in [first.as_str(), found.name.as_str(), given] {
+            if !candidates.contains(&name) {
+                candidates.push(name);
+            }
+        }
+        // With no device anywhere, the uid's first name: a second name sets
+        // up the account itself, not a record of its own.
+        let mut account = first.clone();
+        if candidates.len() > 1 {
+            for name in candidates {
                 let record = self.store.get_user(name).map_err(|e| format!("store: {e}"))?;
-                Ok(record.is_some_and(|r| r.is_enrolled()))
-            };
-            if !enrolled(&first)? && enrolled(&found.name)? { found.name } else { first }
-        };
+                if record.is_some_and(|r| r.is_enrolled()) {
+                    account = name.to_string();
+                    break;
+                }
+            }
+        }
         Ok(Identity { given: given.to_string(), account, uid: Some(found.uid) })
     }
 

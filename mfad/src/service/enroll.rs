@@ -143,7 +143,7 @@ impl Daemon {
             Err(err) => return (AuditOutcome::Denied, Err(no_random_bytes(err))),
         };
         let checked = self.with_record(user, |record| {
-            clamp_to_now(record, at);
+            clamp_to_now(record, at, self.clock.now());
             let Some(pending) = take_live_pending(record, at) else {
                 let expired = record.pending.take().is_some();
                 if expired {
@@ -227,19 +227,27 @@ impl Daemon {
                 vec![Message::error("Two-factor authentication must be set up before you can log in.")],
             ))
         } else {
-            self.log_session(&session, AuditOutcome::NotRequired, "enrollment skipped: no usable answer");
-            Ok(decision_response(Outcome::NotRequired, Vec::new()))
+            self.skip_enrollment(&session, "enrollment skipped: no usable answer", Vec::new())
         }
+    }
+
+    /// Let the login go on without a set-up (an `encourage` offer), unless a
+    /// device was enrolled while the offer was open: then its code is needed.
+    fn skip_enrollment(&self, session: &Session, reason: &str, said: Vec<Message>) -> Reply {
+        if self.get_record(&session.login.person)?.is_some_and(|r| r.is_enrolled()) {
+            self.log_session(session, AuditOutcome::Denied, "enrollment offer outlived: a device was set up meanwhile");
+            let message = "A device was set up meanwhile: log in again and give its code.";
+            return Ok(decision_response(Outcome::Denied, vec![Message::error(message)]));
+        }
+        self.log_session(session, AuditOutcome::NotRequired, reason);
+        Ok(decision_response(Outcome::NotRequired, said))
     }
 
     pub(super) fn answer_barcode(&self, at: &Snapshot, session: Session, offer: Offer, answer: &str) -> Reply {
         let answer = answer.trim();
         if answer.is_empty() && !offer.mandatory {
-            self.log_session(&session, AuditOutcome::NotRequired, "enrollment skipped");
-            return Ok(decision_response(
-                Outcome::NotRequired,
-                vec![Message::info("Set-up skipped; it will be offered again at your next login.")],
-            ));
+            let said = vec![Message::info("Set-up skipped; it will be offered again at your next login.")];
+            return self.skip_enrollment(&session, "enrollment skipped", said);
         }
         match yes_no(answer) {
             Some(barcode) => self.ask(at, session, Stage::AskType { offer, barcode }, Vec::new()),

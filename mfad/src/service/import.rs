@@ -17,7 +17,18 @@ impl Daemon {
         self.require_admin(at, peer)?;
         let mut refused = Vec::new();
         let mut records: HashMap<String, UserRecord> = HashMap::with_capacity(users.len());
-        for import in users {
+        for mut import in users {
+            // Under the account's canonical name, as a login will look it up.
+            match self.resolve(&import.user) {
+                Ok(identity) => import.user = identity.account,
+                Err(err) => {
+                    refused.push(ImportRefusal {
+                        user: import.user.clone(),
+                        reason: format!("account lookup failed: {err}"),
+                    });
+                    continue;
+                }
+            }
             match self.imported_record(&at.config, &import, at.now) {
                 Ok(record) => {
                     records.insert(import.user.clone(), record);

@@ -91,8 +91,8 @@ impl Daemon {
             Err(denied) => return Ok(denied),
         };
         let mut record = self.get_record(&session.login.person)?;
-        if record.as_mut().is_some_and(|record| clamp_to_now(record, at)) {
-            self.with_record(&session.login.person, |record| (clamp_to_now(record, at), ()))?;
+        if record.as_mut().is_some_and(|record| clamp_to_now(record, at, self.clock.now())) {
+            self.with_record(&session.login.person, |record| (clamp_to_now(record, at, self.clock.now()), ()))?;
         }
         let role = match self.role_of(&at.config, &session.login.person) {
             Ok(role) => role,
@@ -120,7 +120,10 @@ impl Daemon {
         let elevation = at.config.is_elevation(&service);
         let ruser = ruser.filter(|r| !r.is_empty());
         let rhost = rhost.filter(|r| !r.is_empty());
-        let names = [Some(user.as_str()), ruser.as_deref()];
+        // PAM_RUSER names the person only for elevation; a non-root
+        // caller's is checked to be its own.
+        let ruser_needed = elevation || peer.uid != 0;
+        let names = [Some(user.as_str()), ruser.as_deref().filter(|_| ruser_needed)];
         let mut identities = Vec::with_capacity(2);
         for name in names.into_iter().flatten() {
             match self.resolve(name) {

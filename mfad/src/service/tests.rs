@@ -679,3 +679,27 @@ fn times_written_while_the_clock_ran_ahead_are_brought_back() {
     assert_eq!(done(&f.answer(&ask, &totp_code(&secret, lapsed))).0, Outcome::Verified, "codes work again");
     assert!(f.record("ivy").trusted_sources.iter().all(|t| t.at <= lapsed));
 }
+
+#[test]
+fn a_record_under_a_spelling_that_is_not_canonical_is_still_reached() {
+    let f = fixture(|_| {});
+    // Written before names were resolved: keyed by the name as typed.
+    let import = ImportUser {
+        user: "placeholder".into(),
+        otp_type: OtpType::Totp,
+        secret: Code::new("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"),
+        counter: 0,
+        digits: None,
+        period: None,
+        algorithm: None,
+        level: Some(ChallengeLevel::Always),
+        recovery_codes: Vec::new(),
+    };
+    let reply = f.daemon.handle(&ROOT, Request::ImportUsers { users: vec![import], replace: false });
+    assert!(matches!(reply, Response::Imported { imported: 1, .. }), "{reply:?}");
+    let mut record = f.record("placeholder");
+    record.user = "IVY".into();
+    f.daemon.store.update_user("IVY", &mut |_| crate::store::Change::Put(record.clone())).unwrap();
+    let ask = f.begin("IVY", "10.0.0.1");
+    assert_eq!(prompt_text(&ask).0, "Verification code: ", "the enrolled record under the typed spelling");
+}

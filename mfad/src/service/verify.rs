@@ -61,7 +61,7 @@ impl Daemon {
         source: Option<&str>,
         recovery: Recovery<'_>,
     ) -> CodeCheck {
-        clamp_to_now(record, at);
+        clamp_to_now(record, at, self.clock.now());
         recovery::upgrade(&mut record.recovery_hashes, self.vault.pepper());
         if let Err(until) = lockout::admit(record, at.now) {
             return CodeCheck::Locked { until };
@@ -215,9 +215,13 @@ fn proof_outcome(user: &str, check: CodeCheck) -> (AuditOutcome, Result<(), Refu
 /// code refused as a replay until real time catches up.
 /// True when something was brought back (the record must be written, so
 /// that the correction holds).
-pub(super) fn clamp_to_now(record: &mut UserRecord, at: &Snapshot) -> bool {
+///
+/// `now` is read when the record is in hand, not when the request arrived:
+/// another login may have accepted a later step meanwhile, and that must
+/// never be undone (it would reopen the code it accepted).
+pub(super) fn clamp_to_now(record: &mut UserRecord, at: &Snapshot, now: u64) -> bool {
     let before = record.clone();
-    let now = at.now;
+    let now = now.max(at.now);
     for trusted in &mut record.trusted_sources {
         trusted.at = trusted.at.min(now);
     }
