@@ -11,6 +11,7 @@
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::ceiling::Ceiling;
 use crate::clock::{Clock, SystemClock};
@@ -34,6 +35,8 @@ pub struct Audit {
     pid: u32,
     clock: Arc<dyn Clock>,
     per_uid: Ceiling,
+    /// Lines a stalled syslog did not take since the last summary.
+    stalled: AtomicU64,
 }
 
 impl Audit {
@@ -45,7 +48,14 @@ impl Audit {
         // Non-blocking: a stalled syslog must never stall a login; a line it
         // cannot take goes to stderr instead.
         let socket = UnixDatagram::unbound().ok().filter(|s| s.set_nonblocking(true).is_ok());
-        Audit { socket_path, socket, pid: std::process::id(), clock, per_uid: Ceiling::new(LINES_PER_UID) }
+        Audit {
+            socket_path,
+            socket,
+            pid: std::process::id(),
+            clock,
+            per_uid: Ceiling::new(LINES_PER_UID),
+            stalled: AtomicU64::new(0),
+        }
     }
 
     /// Log an event caused by `uid` (a refused connection or frame), within
@@ -56,8 +66,13 @@ impl Audit {
         }
     }
 
-    /// One line per uid whose lines were dropped since the last call.
+    /// One line per uid whose lines were dropped since the last call, and
+    /// one for lines a stalled syslog did not take.
     pub fn summarize_suppressed(&self) {
+        let lost = self.stalled.swap(0, Ordering::Relaxed);
+        if lost > 0 {
+            self.event(Severity::Warning, &format!("{lost} audit lines lost: syslog was not taking them"));
+        }
         for (uid, dropped) in self.per_uid.take_summaries() {
             let text = format!("uid {uid}: {dropped} audit lines suppressed (more than {LINES_PER_UID} a second)");
             self.event(Severity::Warning, &text);
@@ -99,9 +114,15 @@ impl Audit {
     fn send(&self, severity: Severity, line: &str) {
         let priority = FACILITY_AUTHPRIV * 8 + severity as u8;
         let datagram = format!("<{priority}>mfad[{}]: {line}", self.pid);
-        let sent = self.socket.as_ref().is_some_and(|s| s.send_to(datagram.as_bytes(), &self.socket_path).is_ok());
-        if !sent {
-            eprintln!("mfad: {line}");
+        match self.socket.as_ref().map(|s| s.send_to(datagram.as_bytes(), &self.socket_path)) {
+            Some(Ok(_)) => {}
+            // A stalled syslog: never wait for it, nor fall back to stderr,
+            // which under systemd is the same journal and would block.
+            Some(Err(err)) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                self.stalled.fetch_add(1, Ordering::Relaxed);
+            }
+            // No syslog at all (a container, a test): stderr keeps the line.
+            _ => eprintln!("mfad: {line}"),
         }
     }
 }
@@ -276,10 +297,12 @@ mod tests {
         let path = dir.path().join("log");
         let _never_read = UnixDatagram::bind(&path).unwrap();
         let audit = Audit::new(path);
-        // Far more than the kernel queues for an unread datagram socket.
+        // Far more than the kernel queues for an unread datagram socket:
+        // the rest are counted as lost, never waited for.
         for i in 0..2000 {
             audit.event(Severity::Info, &format!("line {i}"));
         }
+        assert!(audit.stalled.load(Ordering::Relaxed) > 1900);
     }
 
     #[test]
