@@ -88,7 +88,9 @@ impl Directory for SystemDirectory {
 /// How long one lookup may take: well below the module's default timeout
 /// (10 s), so that a hung directory (LDAP) is a deny with a reason, never
 /// the silence that `failmode=safe` would let through.
-pub const LOOKUP_DEADLINE: Duration = Duration::from_secs(3);
+/// A login makes at most five lookups (two per name, then the groups), so
+/// even a directory that answers each just in time stays within 10 s.
+pub const LOOKUP_DEADLINE: Duration = Duration::from_secs(2);
 
 /// Lookups that may be left running past their deadline at once (a hung
 /// directory); past that, new ones fail at once instead of piling up
