@@ -88,8 +88,9 @@ impl Directory for SystemDirectory {
 /// How long one lookup may take: well below the module's default timeout
 /// (10 s), so that a hung directory (LDAP) is a deny with a reason, never
 /// the silence that `failmode=safe` would let through.
-/// A login makes at most five lookups (two per name, then the groups), so
-/// even a directory that answers each just in time stays within 10 s.
+/// A login makes at most four lookups (two per name; the groups only when
+/// no PAM_RUSER is looked up), so even a directory that answers each just in
+/// time answers within 8 s.
 pub const LOOKUP_DEADLINE: Duration = Duration::from_secs(2);
 
 /// Lookups that may be left running past their deadline at once (a hung

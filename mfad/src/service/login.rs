@@ -94,7 +94,9 @@ impl Daemon {
         if record.as_mut().is_some_and(|record| clamp_to_now(record, at, self.clock.now())) {
             self.with_record(&session.login.person, |record| (clamp_to_now(record, at, self.clock.now()), ()))?;
         }
-        let role = match self.role_of(&at.config, &session.login.person) {
+        // Elevation does not depend on roles: no group lookup for it.
+        let role = if session.login.elevation { Ok(None) } else { self.role_of(&at.config, &session.login.person) };
+        let role = match role {
             Ok(role) => role,
             // Fail closed: a role we cannot read may be one that requires a code.
             Err(err) => {
