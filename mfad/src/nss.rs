@@ -88,9 +88,10 @@ impl Directory for SystemDirectory {
 /// How long one lookup may take: well below the module's default timeout
 /// (10 s), so that a hung directory (LDAP) is a deny with a reason, never
 /// the silence that `failmode=safe` would let through.
-/// A login makes at most four lookups (two per name; the groups only when
-/// no PAM_RUSER is looked up), so even a directory that answers each just in
-/// time answers within 8 s.
+/// A login from a PAM stack makes at most four lookups (two per name, and
+/// the groups only for a login that is not elevation, whose PAM_RUSER is not
+/// looked up), so even a directory that answers each just in time answers
+/// within 8 s.
 pub const LOOKUP_DEADLINE: Duration = Duration::from_secs(2);
 
 /// Lookups that may be left running past their deadline at once (a hung
