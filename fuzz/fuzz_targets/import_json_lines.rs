@@ -10,8 +10,9 @@ use mfad::ctl::import::formats::parse_json_lines;
 fuzz_target!(|text: &str| {
     let parsed = parse_json_lines(text);
     assert_line_by_line(text, &parsed);
+    let lines: Vec<&str> = text.lines().collect();
     for error in &parsed.errors {
-        let Some(line) = text.lines().nth(error.line - 1) else { continue };
+        let line = lines[error.line - 1];
         // Error messages may name keys (unknown, missing or duplicate
         // field), never values.
         if ["unknown field", "missing field", "duplicate field"].iter().any(|k| error.message.starts_with(k)) {
