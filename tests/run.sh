@@ -26,6 +26,8 @@ echo "== tests"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}" 2>&1 | tee "$log"
+echo "== fuzz"
+bash tests/fuzz.sh
 # One closing line for the whole run (cargo's last line is a crate's
 # doc-tests, often empty); never report success on zero tests.
 passed=$(grep -oE '^test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s += $4} END {print s + 0}')

@@ -110,8 +110,8 @@ fn random_salt() -> Result<[u8; SALT_LEN], RandomError> {
     Ok(salt)
 }
 
-/// Typed codes ignore case, spaces and dashes.
-fn normalize(typed: &str) -> String {
+/// Typed codes ignore case, spaces and dashes. Public for the fuzz target.
+pub fn normalize(typed: &str) -> String {
     typed.chars().filter(|c| !c.is_whitespace() && *c != '-').flat_map(char::to_lowercase).collect()
 }
 

@@ -25,7 +25,7 @@ use mfa_shared::{Code, Response};
 
 mod cli;
 mod error;
-mod import;
+pub mod import;
 mod output;
 mod request;
 mod setup;

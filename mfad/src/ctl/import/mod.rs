@@ -3,7 +3,7 @@
 //! and which lines were malformed. Malformed lines are found here, before
 //! anything is sent; [`formats`] reads each file format.
 
-mod formats;
+pub mod formats;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

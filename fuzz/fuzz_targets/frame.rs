@@ -1,0 +1,87 @@
+//! Every byte a local user can send to mfad's socket. The input is a
+//! connection's byte stream; it is read as mfad's `serve_connection` reads
+//! it (`frame::nonblocking::read_body`, frame after frame, the size cap
+//! checked before allocating) and each body goes through a copy of
+//! `server::request_of` (the version first, then the `RequestFrame`). The
+//! same bytes also go to the blocking `frame::read_frame`, as the client
+//! side reads a reply. No panic, and:
+//! - a body read is never longer than `MAX_FRAME`, and only a header
+//!   announcing more than `MAX_FRAME` is refused as too big;
+//! - an accepted request has the protocol's version, and encodes and
+//!   decodes back to itself.
+#![no_main]
+
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use libfuzzer_sys::fuzz_target;
+use mfa_shared::frame::{self, FrameError, MAX_FRAME, decode, nonblocking};
+use mfa_shared::protocol::{PROTOCOL_VERSION, Request, RequestFrame, ResponseFrame};
+
+fuzz_target!(|data: &[u8]| {
+    // The client (pam_mfa, mfactl) reading one frame.
+    let _ = frame::read_frame::<_, ResponseFrame>(&mut &data[..]);
+    match frame::read_frame::<_, RequestFrame>(&mut &data[..]) {
+        Err(FrameError::TooBig(len)) => assert!(len > MAX_FRAME),
+        Err(FrameError::TimedOut | FrameError::Io(_)) => panic!("a byte slice cannot time out or fail"),
+        Ok(_) | Err(FrameError::Closed | FrameError::Malformed(_)) => {}
+    }
+
+    // mfad serving one connection: frames until the stream ends or fails.
+    let mut stream = data;
+    loop {
+        let body = match read_now(nonblocking::read_body(&mut stream)) {
+            Ok(Some(body)) => body,
+            Ok(None) | Err(FrameError::Closed) => break,
+            Err(FrameError::TooBig(len)) => {
+                assert!(len > MAX_FRAME, "a frame of {len} bytes refused");
+                break;
+            }
+            Err(other) => panic!("reading a byte slice failed: {other}"),
+        };
+        assert!(body.len() <= MAX_FRAME as usize, "a body of {} bytes was read", body.len());
+        if let Ok(request) = request_of(&body) {
+            let _ = request.kind();
+            // What mfad accepts, a client can send: it encodes and reads back unchanged.
+            let frame = RequestFrame::new(request);
+            let bytes = frame::encode(&frame).expect("an accepted request encodes");
+            let back: RequestFrame = frame::read_frame(&mut &bytes[..]).expect("an encoded request decodes");
+            assert_eq!(back, frame, "a request changed in a round trip");
+        }
+    }
+});
+
+/// Poll a future over an in-memory stream, which never has to wait.
+fn read_now<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(output) => output,
+        Poll::Pending => panic!("reading a byte slice waited"),
+    }
+}
+
+/// A copy of `mfad::server::request_of` (private there), minus the reply
+/// it builds: the version is read first, then the whole frame, and the
+/// error is described as mfad describes it. Keep the two in step.
+fn request_of(body: &[u8]) -> Result<Request, String> {
+    #[derive(serde::Deserialize)]
+    struct VersionOnly {
+        version: u32,
+    }
+    if let Ok(VersionOnly { version }) = decode::<VersionOnly>(body)
+        && version != PROTOCOL_VERSION
+    {
+        return Err(format!("protocol version {version} is not supported (mfad speaks {PROTOCOL_VERSION})"));
+    }
+    let frame = decode::<RequestFrame>(body).map_err(|err| describe(&err))?;
+    assert_eq!(frame.version, PROTOCOL_VERSION, "a request of another version was accepted");
+    Ok(frame.request)
+}
+
+/// A copy of `mfad::server::describe`.
+fn describe(err: &FrameError) -> String {
+    match err {
+        FrameError::Malformed(e) => format!("{:?} error at line {} column {}", e.classify(), e.line(), e.column()),
+        other => other.to_string(),
+    }
+}
