@@ -110,9 +110,11 @@ fn random_salt() -> Result<[u8; SALT_LEN], RandomError> {
     Ok(salt)
 }
 
-/// Typed codes ignore case, spaces and dashes. Public for the fuzz target.
+/// Typed codes ignore case, spaces and dashes; control characters (which
+/// no code holds, and NULs that HMAC's key padding would not tell apart)
+/// are dropped too. Public for the fuzz target.
 pub fn normalize(typed: &str) -> String {
-    typed.chars().filter(|c| !c.is_whitespace() && *c != '-').flat_map(char::to_lowercase).collect()
+    typed.chars().filter(|c| !c.is_whitespace() && !c.is_control() && *c != '-').flat_map(char::to_lowercase).collect()
 }
 
 /// PBKDF2-HMAC-SHA256 (RFC 8018 section 5.2) for a 32-byte key, from the

@@ -170,18 +170,18 @@ fn parse_oath_line(line: &str) -> Result<ImportUser, String> {
     for part in parts {
         if let Some(p) = part.strip_prefix('T') {
             otp_type = OtpType::Totp;
-            period = Some(p.parse::<u64>().map_err(|_| format!("bad time step in {kind:?}"))?);
+            period = Some(p.parse::<u64>().map_err(|_| "bad time step in the type field".to_string())?);
         } else if part == "E" {
             // Event-based (HOTP), the default.
         } else {
-            digits = Some(part.parse::<u32>().map_err(|_| format!("bad digits in {kind:?}"))?);
+            digits = Some(part.parse::<u32>().map_err(|_| "bad digits in the type field".to_string())?);
         }
     }
     let secret = data_encoding::HEXLOWER_PERMISSIVE
         .decode(secret.as_bytes())
         .map_err(|_| "the secret is not hexadecimal".to_string())?;
     let counter = match rest.first() {
-        Some(c) => c.parse::<u64>().map_err(|_| format!("bad counter {c:?}"))?,
+        Some(c) => c.parse::<u64>().map_err(|_| "bad counter".to_string())?,
         None => 0,
     };
     Ok(ImportUser {
@@ -252,7 +252,7 @@ impl GoogleAuthenticatorFile {
             match words.as_slice() {
                 ["HOTP_COUNTER", n] => {
                     self.otp_type = OtpType::Hotp;
-                    self.counter = n.parse().map_err(|_| format!("bad HOTP_COUNTER {n:?}"))?;
+                    self.counter = n.parse().map_err(|_| "bad HOTP_COUNTER".to_string())?;
                 }
                 ["TOTP_AUTH"] => self.otp_type = OtpType::Totp,
                 ["STEP_SIZE", n] => self.period = n.parse().ok(),
