@@ -461,6 +461,23 @@ impl Fixture {
         secret
     }
 
+    /// An imported TOTP account at level always.
+    fn import_always(&self, user: &str) {
+        let import = ImportUser {
+            user: user.into(),
+            otp_type: OtpType::Totp,
+            secret: Code::new("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"),
+            counter: 0,
+            digits: None,
+            period: None,
+            algorithm: None,
+            level: Some(ChallengeLevel::Always),
+            recovery_codes: Vec::new(),
+        };
+        let reply = self.daemon.handle(&ROOT, Request::ImportUsers { users: vec![import], replace: false });
+        assert!(matches!(reply, Response::Imported { imported: 1, .. }), "{reply:?}");
+    }
+
     fn begin_as(&self, peer: &Peer, user: &str, rhost: Option<&str>, tty: Option<&str>) -> Response {
         self.daemon.handle(
             peer,
@@ -497,19 +514,7 @@ fn every_spelling_of_an_account_reaches_its_record() {
 fn a_second_name_sharing_a_uid_gets_the_enrolled_record() {
     let f = fixture(|_| {});
     // `carol` is enrolled; `carol2` was added later with her uid.
-    let import = ImportUser {
-        user: "carol".into(),
-        otp_type: OtpType::Totp,
-        secret: Code::new("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"),
-        counter: 0,
-        digits: None,
-        period: None,
-        algorithm: None,
-        level: Some(ChallengeLevel::Always),
-        recovery_codes: Vec::new(),
-    };
-    let reply = f.daemon.handle(&ROOT, Request::ImportUsers { users: vec![import], replace: false });
-    assert!(matches!(reply, Response::Imported { imported: 1, .. }), "{reply:?}");
+    f.import_always("carol");
     for alias in ["carol2", "Carol"] {
         let ask = f.begin(alias, "10.0.0.1");
         assert_eq!(prompt_text(&ask).0, "Verification code: ", "{alias} must be asked carol's code");
@@ -684,19 +689,7 @@ fn times_written_while_the_clock_ran_ahead_are_brought_back() {
 fn a_record_under_a_spelling_that_is_not_canonical_is_still_reached() {
     let f = fixture(|_| {});
     // Written before names were resolved: keyed by the name as typed.
-    let import = ImportUser {
-        user: "placeholder".into(),
-        otp_type: OtpType::Totp,
-        secret: Code::new("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"),
-        counter: 0,
-        digits: None,
-        period: None,
-        algorithm: None,
-        level: Some(ChallengeLevel::Always),
-        recovery_codes: Vec::new(),
-    };
-    let reply = f.daemon.handle(&ROOT, Request::ImportUsers { users: vec![import], replace: false });
-    assert!(matches!(reply, Response::Imported { imported: 1, .. }), "{reply:?}");
+    f.import_always("placeholder");
     let mut record = f.record("placeholder");
     record.user = "IVY".into();
     f.daemon.store.update_user("IVY", &mut |_| crate::store::Change::Put(record.clone())).unwrap();
