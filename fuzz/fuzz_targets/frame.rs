@@ -1,7 +1,7 @@
 //! Every byte a local user can send to mfad's socket. The input is a
 //! connection's byte stream; it is read as mfad's `serve_connection` reads
 //! it (`frame::nonblocking::read_body`, frame after frame, the size cap
-//! checked before allocating) and each body goes through a copy of
+//! checked before allocating) and each body goes through mfad's own
 //! `server::request_of` (the version first, then the `RequestFrame`). The
 //! same bytes also go to the blocking `frame::read_frame`, as the client
 //! side reads a reply. No panic, and:
@@ -15,8 +15,8 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
 use libfuzzer_sys::fuzz_target;
-use mfa_shared::frame::{self, FrameError, MAX_FRAME, decode, nonblocking};
-use mfa_shared::protocol::{PROTOCOL_VERSION, Request, RequestFrame, ResponseFrame};
+use mfa_shared::frame::{self, FrameError, MAX_FRAME, nonblocking};
+use mfa_shared::protocol::{RequestFrame, ResponseFrame};
 
 fuzz_target!(|data: &[u8]| {
     // The client (pam_mfa, mfactl) reading one frame.
@@ -40,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
             Err(other) => panic!("reading a byte slice failed: {other}"),
         };
         assert!(body.len() <= MAX_FRAME as usize, "a body of {} bytes was read", body.len());
-        if let Ok(request) = request_of(&body) {
+        if let Ok(request) = mfad::server::request_of(&body) {
             let _ = request.kind();
             // What mfad accepts, a client can send: it encodes and reads back unchanged.
             let frame = RequestFrame::new(request);
@@ -57,31 +57,5 @@ fn read_now<F: Future>(future: F) -> F::Output {
     match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
         Poll::Ready(output) => output,
         Poll::Pending => panic!("reading a byte slice waited"),
-    }
-}
-
-/// A copy of `mfad::server::request_of` (private there), minus the reply
-/// it builds: the version is read first, then the whole frame, and the
-/// error is described as mfad describes it. Keep the two in step.
-fn request_of(body: &[u8]) -> Result<Request, String> {
-    #[derive(serde::Deserialize)]
-    struct VersionOnly {
-        version: u32,
-    }
-    if let Ok(VersionOnly { version }) = decode::<VersionOnly>(body)
-        && version != PROTOCOL_VERSION
-    {
-        return Err(format!("protocol version {version} is not supported (mfad speaks {PROTOCOL_VERSION})"));
-    }
-    let frame = decode::<RequestFrame>(body).map_err(|err| describe(&err))?;
-    assert_eq!(frame.version, PROTOCOL_VERSION, "a request of another version was accepted");
-    Ok(frame.request)
-}
-
-/// A copy of `mfad::server::describe`.
-fn describe(err: &FrameError) -> String {
-    match err {
-        FrameError::Malformed(e) => format!("{:?} error at line {} column {}", e.classify(), e.line(), e.column()),
-        other => other.to_string(),
     }
 }

@@ -239,7 +239,7 @@ fn peer_has_gone(stream: &UnixStream) -> bool {
 
 /// The request in a frame body, or the error reply. The version is read
 /// first, so a newer client's unknown request is told about the version.
-fn request_of(body: &[u8]) -> Result<Request, Response> {
+pub fn request_of(body: &[u8]) -> Result<Request, Response> {
     #[derive(serde::Deserialize)]
     struct VersionOnly {
         version: u32,
