@@ -185,12 +185,16 @@ impl Mfad {
 
     /// Every audit line so far, once one contains `needle` (waits up to 10 s).
     pub fn audit_lines_until(&self, needle: &str) -> Vec<String> {
+        self.audit_lines_until_count(needle, 1)
+    }
+
+    /// Wait (10 s at most) until `count` audit lines contain `needle`.
+    pub fn audit_lines_until_count(&self, needle: &str, count: usize) -> Vec<String> {
         let (vec, cond) = &*self.audit;
+        let seen = |lines: &Vec<String>| lines.iter().filter(|l| l.contains(needle)).count() >= count;
         let guard = vec.lock().unwrap();
-        let (guard, _) = cond
-            .wait_timeout_while(guard, Duration::from_secs(10), |lines| !lines.iter().any(|l| l.contains(needle)))
-            .unwrap();
-        assert!(guard.iter().any(|l| l.contains(needle)), "no audit line with {needle:?}; saw {:#?}", *guard);
+        let (guard, _) = cond.wait_timeout_while(guard, Duration::from_secs(10), |lines| !seen(lines)).unwrap();
+        assert!(seen(&guard), "not {count} audit lines with {needle:?}; saw {:#?}", *guard);
         guard.clone()
     }
 
