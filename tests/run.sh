@@ -12,6 +12,7 @@ packages=(
   sudo expect util-linux passwd  # sudo -S, su, setpriv, useradd
   systemd                        # systemd-analyze verify for the unit file
   python3                        # a local user flooding the socket (attack test)
+  postgresql openssl             # scratch clusters for the PostgreSQL store, a throwaway CA for TLS
 )
 . tests/ensure-packages.sh
 ensure_packages "${packages[@]}"

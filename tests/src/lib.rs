@@ -6,6 +6,7 @@
 mod clients;
 mod daemon;
 mod pam_stack;
+pub mod postgres;
 mod system;
 
 pub use clients::*;
