@@ -167,6 +167,8 @@ pub enum AuditOutcome {
     Enrolled,
     /// An account or rule changed (self-service or administration).
     Changed,
+    /// Not decided: the store is out of reach (the module's failmode decides).
+    Unavailable,
 }
 
 impl AuditOutcome {
@@ -182,6 +184,7 @@ impl AuditOutcome {
             AuditOutcome::Pending => "pending",
             AuditOutcome::Enrolled => "enrolled",
             AuditOutcome::Changed => "changed",
+            AuditOutcome::Unavailable => "unavailable",
         }
     }
 
@@ -205,6 +208,7 @@ impl AuditOutcome {
             | AuditOutcome::Pending
             | AuditOutcome::Enrolled
             | AuditOutcome::Changed => Severity::Notice,
+            AuditOutcome::Unavailable => Severity::Warning,
         }
     }
 }

@@ -8,7 +8,8 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
+use chacha20poly1305::{Key as Key_, XChaCha20Poly1305, XNonce};
+use sha2::Digest;
 use zeroize::Zeroizing;
 
 const KEY_LEN: usize = 32;
@@ -43,10 +44,43 @@ pub enum CryptoError {
     Seal,
 }
 
-/// The key that seals and opens secrets, and keys recovery-code hashes.
-/// Its Debug shows nothing.
-pub struct Vault {
+/// The public name of a key: the first 8 bytes of a hash of it, in hex.
+/// Recorded in the store, so a host with another key is refused at start.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KeyId(pub String);
+
+impl std::fmt::Display for KeyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+struct Key {
+    id: KeyId,
     cipher: XChaCha20Poly1305,
+    /// The recovery-code pepper a store first sealed with this key uses.
+    derived_pepper: crate::recovery::Pepper,
+}
+
+impl Key {
+    fn new(key: &[u8; KEY_LEN]) -> Key {
+        let digest = sha2::Sha256::new().chain_update(b"mfad key id v1\0").chain_update(key).finalize();
+        Key {
+            id: KeyId(data_encoding::HEXLOWER.encode(&digest[..8])),
+            cipher: XChaCha20Poly1305::new(Key_::from_slice(key)),
+            derived_pepper: crate::recovery::Pepper::derive(key),
+        }
+    }
+}
+
+/// The keys that seal and open secrets, and the key of recovery-code
+/// hashes. Secrets are sealed with one key (the store's, see
+/// [`crate::keys`]) and opened with any (during a key rotation records are
+/// sealed with either). Its Debug shows nothing.
+pub struct Vault {
+    keys: Vec<Key>,
+    /// Index in `keys` of the key that seals.
+    sealing: usize,
     pepper: crate::recovery::Pepper,
 }
 
@@ -58,12 +92,23 @@ impl std::fmt::Debug for Vault {
 
 impl Vault {
     pub fn from_key(key: &[u8; KEY_LEN]) -> Self {
-        Vault { cipher: XChaCha20Poly1305::new(Key::from_slice(key)), pepper: crate::recovery::Pepper::derive(key) }
+        let key = Key::new(key);
+        let pepper = key.derived_pepper.clone();
+        Vault { keys: vec![key], sealing: 0, pepper }
     }
 
-    /// The key of recovery-code hashes (derived from the key file).
+    /// The key of recovery-code hashes.
     pub fn pepper(&self) -> &crate::recovery::Pepper {
         &self.pepper
+    }
+
+    pub fn set_pepper(&mut self, pepper: crate::recovery::Pepper) {
+        self.pepper = pepper;
+    }
+
+    /// The pepper a store first sealed with key `id` uses, if it is ours.
+    pub fn derived_pepper(&self, id: &KeyId) -> Option<&crate::recovery::Pepper> {
+        self.keys.iter().find(|k| k.id == *id).map(|k| &k.derived_pepper)
     }
 
     /// Open the key file, creating it (mode 0600, fresh random key) when it
@@ -78,12 +123,43 @@ impl Vault {
         }
     }
 
+    /// Add the key in `path` (which must exist, checked as the key file is)
+    /// as one that opens secrets. Returns its id.
+    pub fn accept_key_file(&mut self, path: &Path) -> Result<KeyId, CryptoError> {
+        let key = Key::new(&*read_key(path)?);
+        let id = key.id.clone();
+        if !self.keys.iter().any(|k| k.id == id) {
+            self.keys.push(key);
+        }
+        Ok(id)
+    }
+
+    /// The ids of the keys held, the key file's first.
+    pub fn key_ids(&self) -> Vec<KeyId> {
+        self.keys.iter().map(|k| k.id.clone()).collect()
+    }
+
+    pub fn sealing_key(&self) -> &KeyId {
+        &self.keys[self.sealing].id
+    }
+
+    /// Seal with key `id` from now on; false when it is not held.
+    pub fn seal_with(&mut self, id: &KeyId) -> bool {
+        match self.keys.iter().position(|k| k.id == *id) {
+            Some(i) => {
+                self.sealing = i;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// nonce || ciphertext, bound to `user`.
     pub fn seal(&self, user: &str, secret: &[u8]) -> Result<Vec<u8>, CryptoError> {
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::getrandom(&mut nonce).map_err(|_| CryptoError::Random)?;
         let aad = [AAD_PREFIX, user.as_bytes()].concat();
-        let ciphertext = self
+        let ciphertext = self.keys[self.sealing]
             .cipher
             .encrypt(XNonce::from_slice(&nonce), Payload { msg: secret, aad: &aad })
             .map_err(|_| CryptoError::Seal)?;
@@ -91,15 +167,24 @@ impl Vault {
     }
 
     pub fn open(&self, user: &str, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        self.open_with_id(user, sealed).map(|(secret, _)| secret)
+    }
+
+    /// The secret, and the id of the key that opened it.
+    pub fn open_with_id(&self, user: &str, sealed: &[u8]) -> Result<(Zeroizing<Vec<u8>>, &KeyId), CryptoError> {
         if sealed.len() < NONCE_LEN {
             return Err(CryptoError::Open);
         }
         let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
         let aad = [AAD_PREFIX, user.as_bytes()].concat();
-        self.cipher
-            .decrypt(XNonce::from_slice(nonce), Payload { msg: ciphertext, aad: &aad })
-            .map(Zeroizing::new)
-            .map_err(|_| CryptoError::Open)
+        // The sealing key first: it opens all but records left from a rotation.
+        let order = std::iter::once(&self.keys[self.sealing]).chain(self.keys.iter());
+        for key in order {
+            if let Ok(secret) = key.cipher.decrypt(XNonce::from_slice(nonce), Payload { msg: ciphertext, aad: &aad }) {
+                return Ok((Zeroizing::new(secret), &key.id));
+            }
+        }
+        Err(CryptoError::Open)
     }
 }
 

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
-use clap::Parser;
-use mfa_shared::config::{Config, DEFAULT_CONFIG_PATH};
+use clap::{Parser, Subcommand};
+use mfa_shared::config::{Config, DEFAULT_CONFIG_PATH, StoreBackend};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::audit::{Audit, Severity};
@@ -16,7 +16,8 @@ use crate::crypto::Vault;
 use crate::nss::{DeadlineDirectory, LOOKUP_DEADLINE, SystemDirectory};
 use crate::server;
 use crate::service::Daemon;
-use crate::store::SqliteStore;
+use crate::store::postgres::Settings;
+use crate::store::{PostgresStore, SqliteStore, Store};
 
 #[derive(Debug, Parser)]
 #[command(name = "mfad", version, about = "Two-factor authentication daemon for PAM logins")]
@@ -35,6 +36,31 @@ struct Args {
     /// finish), then exit.
     #[arg(long)]
     init_store: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Copy a host's SQLite store into the store the configuration names
+    /// (the fleet's PostgreSQL database), then exit. Accounts the store
+    /// has already are refused (nothing is copied) unless --replace.
+    MigrateStore {
+        /// The SQLite store to copy (e.g. /var/lib/mfad/mfad.db).
+        #[arg(long)]
+        from: PathBuf,
+        /// Overwrite accounts the destination has already.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Re-seal every secret in the store with the key in FILE, then exit.
+    /// Resumable: run it again if it was interrupted. Every host must hold
+    /// the new key (in accepted_key_files) before it starts.
+    Rekey {
+        /// The new key file (32 bytes, mode 0600).
+        #[arg(long)]
+        new_key: PathBuf,
+    },
 }
 
 /// How this start gets its store: the first start of an install creates the
@@ -114,27 +140,36 @@ fn run(args: Args) -> Result<()> {
     make_undumpable().context("cannot make mfad non-dumpable (prctl PR_SET_DUMPABLE)")?;
     let config = load_config(&args.config)?;
     if args.check_config {
+        if config.store.backend == StoreBackend::Postgres {
+            Settings::from_config(&config.store)?;
+        }
         println!("{}: configuration is valid", args.config.display());
         return Ok(());
     }
-    let audit = Audit::new(args.syslog_socket.clone());
-    let (key, path) = (&config.store.key_file, &config.store.path);
-    let start = store_start(key, exists(key), path, exists(path), args.init_store)?;
-    let vault = Vault::load_or_create(key)?;
-    let store = match start {
-        StoreStart::Create => SqliteStore::create(path),
-        StoreStart::OpenExisting => SqliteStore::open_existing(path),
-    }
-    .context("cannot open the store")?;
+    let (store, vault) = open_store(&config, args.init_store)?;
     if args.init_store {
-        println!("{}: created an empty store", path.display());
+        println!("{}: created an empty store", config.store.path.display());
         return Ok(());
     }
+    match args.command {
+        Some(Command::MigrateStore { from, replace }) => {
+            let copied = crate::maintenance::migrate_store(&vault, &*store, &from, replace)?;
+            println!("{copied}");
+            return Ok(());
+        }
+        Some(Command::Rekey { new_key }) => {
+            let mut vault = vault;
+            println!("{}", crate::maintenance::rekey(&mut vault, &*store, &new_key)?);
+            return Ok(());
+        }
+        None => {}
+    }
+    let audit = Audit::new(args.syslog_socket.clone());
     let socket = config.socket.clone();
     let daemon = Arc::new(Daemon::new(
         config,
         Some(args.config.clone()),
-        Arc::new(store),
+        store,
         vault,
         Arc::new(SystemClock),
         Arc::new(DeadlineDirectory::new(Arc::new(SystemDirectory), LOOKUP_DEADLINE)),
@@ -167,6 +202,37 @@ fn run(args: Args) -> Result<()> {
         daemon.audit.event(Severity::Info, "stopped");
         Ok(())
     })
+}
+
+/// The store the configuration names, and the keys bound to it (see
+/// [`crate::keys::bind`]).
+fn open_store(config: &Config, init_store: bool) -> Result<(Arc<dyn Store>, Vault)> {
+    let key = &config.store.key_file;
+    let store: Arc<dyn Store> = match config.store.backend {
+        StoreBackend::Sqlite => {
+            let path = &config.store.path;
+            let start = store_start(key, exists(key), path, exists(path), init_store)?;
+            // Created with the store, never without it.
+            let opened = match start {
+                StoreStart::Create => Vault::load_or_create(key).map(|_| SqliteStore::create(path)),
+                StoreStart::OpenExisting => Ok(SqliteStore::open_existing(path)),
+            }?;
+            Arc::new(opened.context("cannot open the store")?)
+        }
+        StoreBackend::Postgres => {
+            if init_store {
+                anyhow::bail!("--init-store is for a SQLite store; the PostgreSQL store's schema is created at start");
+            }
+            let settings = Settings::from_config(&config.store)?;
+            Arc::new(PostgresStore::open(settings).context("cannot open the store")?)
+        }
+    };
+    let mut vault = Vault::load_or_create(key)?;
+    for path in &config.store.accepted_key_files {
+        vault.accept_key_file(path).with_context(|| format!("[store] accepted_key_files: {}", path.display()))?;
+    }
+    crate::keys::bind(&mut vault, &*store).context("cannot use the store's keys")?;
+    Ok((store, vault))
 }
 
 #[cfg(test)]

@@ -43,6 +43,7 @@ const HASH_LEN: usize = 32;
 pub struct RandomError;
 
 /// The key of recovery-code hashes. Its Debug shows nothing.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Pepper(Zeroizing<[u8; 32]>);
 
 impl std::fmt::Debug for Pepper {
@@ -56,6 +57,16 @@ impl Pepper {
     pub fn derive(key: &[u8]) -> Pepper {
         let digest = Sha256::new().chain_update(b"mfad recovery-code pepper v1\0").chain_update(key).finalize();
         Pepper(Zeroizing::new(digest.into()))
+    }
+
+    /// The pepper as stored (sealed) in the store.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Pepper> {
+        let bytes: [u8; 32] = bytes.try_into().ok()?;
+        Some(Pepper(Zeroizing::new(bytes)))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_slice()
     }
 
     fn mac(&self, digest: &[u8]) -> Vec<u8> {

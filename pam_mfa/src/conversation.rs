@@ -335,6 +335,8 @@ fn login_step(response: Response) -> Result<AuthStep, AuthError> {
     match response {
         Response::Auth(auth_step) => Ok(auth_step),
         Response::Error { kind, message } => Err(AuthError::Daemon { kind, message }),
+        // mfad is up but its store is not: the same as mfad being down.
+        Response::Unavailable { message } => Err(AuthError::Unavailable(ClientError::StoreUnavailable(message))),
         other => Err(AuthError::Protocol(format!("a {:?} response in a login conversation", other.kind()))),
     }
 }

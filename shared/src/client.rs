@@ -24,6 +24,9 @@ pub enum ClientError {
     Version(u32),
     #[error("{message}")]
     Daemon { kind: ErrorKind, message: String },
+    /// mfad answered `unavailable`: it cannot reach its store.
+    #[error("store unavailable: {0}")]
+    StoreUnavailable(String),
 }
 
 impl From<FrameError> for ClientError {
@@ -89,6 +92,7 @@ impl Client {
     pub fn call(&mut self, request: Request) -> Result<Response, ClientError> {
         match self.request(request)? {
             Response::Error { kind, message } => Err(ClientError::Daemon { kind, message }),
+            Response::Unavailable { message } => Err(ClientError::StoreUnavailable(message)),
             other => Ok(other),
         }
     }

@@ -180,8 +180,24 @@ pub struct RoleConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StoreBackend {
-    /// A file on this host; the only backend so far.
+    /// A file on this host.
     Sqlite,
+    /// One PostgreSQL database shared by a fleet of hosts.
+    Postgres,
+}
+
+/// How the connection to PostgreSQL is protected (libpq's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    /// No TLS (a Unix socket, or a network the operator trusts).
+    Disable,
+    /// TLS without checking the server's certificate: protects against
+    /// listening, not against an impostor.
+    Require,
+    /// TLS, the server's certificate checked against `ca_file` and its name
+    /// against the host connected to.
+    VerifyFull,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -192,6 +208,25 @@ pub struct StoreConfig {
     pub path: PathBuf,
     /// Key that encrypts secrets at rest; created 0600 on first start.
     pub key_file: PathBuf,
+    /// Further keys whose sealed records this host can open, during a key
+    /// rotation (see `mfad rekey`).
+    pub accepted_key_files: Vec<PathBuf>,
+    /// PostgreSQL: a libpq connection string (`host=... dbname=...` or a
+    /// `postgresql://` URI) without a password.
+    pub url: Option<String>,
+    /// PostgreSQL: a file (mode 0600) holding the password.
+    pub password_file: Option<PathBuf>,
+    pub sslmode: SslMode,
+    /// PostgreSQL: the CA certificates (PEM) that sign the server's.
+    pub ca_file: Option<PathBuf>,
+    /// PostgreSQL: a client certificate and its key (PEM), when the server
+    /// authenticates hosts by certificate.
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// PostgreSQL: connections held open to the database.
+    pub pool_size: usize,
+    /// PostgreSQL: how long one connection attempt may take.
+    pub connect_timeout: ConfigDuration,
 }
 
 impl Default for StoreConfig {
@@ -200,8 +235,83 @@ impl Default for StoreConfig {
             backend: StoreBackend::Sqlite,
             path: PathBuf::from("/var/lib/mfad/mfad.db"),
             key_file: PathBuf::from("/etc/mfad/secret.key"),
+            accepted_key_files: Vec::new(),
+            url: None,
+            password_file: None,
+            sslmode: SslMode::VerifyFull,
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
+            pool_size: 16,
+            connect_timeout: ConfigDuration(Duration::from_secs(5)),
         }
     }
+}
+
+impl StoreConfig {
+    /// What is wrong with the store settings, as (key, message).
+    fn problem(&self) -> Option<(&'static str, String)> {
+        let postgres_only = [
+            ("url", self.url.is_some()),
+            ("password_file", self.password_file.is_some()),
+            ("ca_file", self.ca_file.is_some()),
+            ("client_cert", self.client_cert.is_some()),
+            ("client_key", self.client_key.is_some()),
+        ];
+        if self.backend == StoreBackend::Sqlite {
+            let (key, _) = postgres_only.iter().find(|(_, set)| *set)?;
+            return Some((key, format!("applies only to backend = \"postgres\"; this store is backend = \"sqlite\"")));
+        }
+        let Some(url) = &self.url else {
+            return Some((
+                "backend",
+                "backend = \"postgres\" needs [store] url, the fleet database's connection string, e.g. \
+                 url = \"host=db.example.org port=5432 user=mfad dbname=mfa\""
+                    .to_string(),
+            ));
+        };
+        if url_has_password(url) {
+            return Some((
+                "url",
+                "holds a password; put the password in a file of mode 0600 and name it in password_file".to_string(),
+            ));
+        }
+        if self.sslmode == SslMode::VerifyFull && self.ca_file.is_none() && !url_is_unix_socket(url) {
+            return Some((
+                "sslmode",
+                "verify-full needs ca_file, the CA certificate (PEM) that signed the database server's certificate"
+                    .to_string(),
+            ));
+        }
+        if self.client_cert.is_some() != self.client_key.is_some() {
+            return Some(("client_cert", "client_cert and client_key go together".to_string()));
+        }
+        if !(1..=1024).contains(&self.pool_size) {
+            return Some(("pool_size", "must be between 1 and 1024".to_string()));
+        }
+        if self.connect_timeout.as_secs() == 0 {
+            return Some(("connect_timeout", "must be at least 1s".to_string()));
+        }
+        None
+    }
+}
+
+/// Whether a connection string carries a password (`password=...` or
+/// `user:password@` in a URI).
+pub fn url_has_password(url: &str) -> bool {
+    let lower = url.to_ascii_lowercase();
+    if let Some(rest) = lower.strip_prefix("postgresql://").or_else(|| lower.strip_prefix("postgres://")) {
+        let authority = rest.split(['/', '?']).next().unwrap_or("");
+        let userinfo = authority.rsplit_once('@').map(|(u, _)| u).unwrap_or("");
+        return userinfo.contains(':') || lower.contains("password=");
+    }
+    lower.split_whitespace().any(|pair| pair.trim_start().starts_with("password"))
+}
+
+/// Whether the connection string names a Unix socket directory as its host
+/// (no TLS there: the kernel carries the bytes).
+pub fn url_is_unix_socket(url: &str) -> bool {
+    url.split_whitespace().any(|pair| pair.strip_prefix("host=").is_some_and(|h| h.starts_with('/')))
 }
 
 /// A duration written as "90s", "15m", "12h" or "7d".
@@ -329,6 +439,9 @@ impl Config {
                 return err("group", "must name a group");
             }
         }
+        if let Some((key, message)) = self.store.problem() {
+            return err(key, &message);
+        }
         Ok(())
     }
 
@@ -440,10 +553,23 @@ path = "/tmp/x.db"
     }
 
     #[test]
-    fn only_existing_store_backends_are_valid() {
+    fn postgres_needs_a_url_without_a_password_and_a_ca_to_verify() {
         let err = Config::parse("[store]\nbackend = \"postgres\"\n").unwrap_err();
-        assert_eq!(err.line, Some(2), "{err}");
-        assert!(err.to_string().contains("sqlite"), "{err}");
+        assert!(err.to_string().contains("needs [store] url"), "{err}");
+        let pg = |rest: &str| Config::parse(&format!("[store]\nbackend = \"postgres\"\n{rest}"));
+        let err = pg("url = \"host=db user=mfad password=hunter2\"\nca_file = \"/ca\"").unwrap_err();
+        assert!(err.to_string().contains("password_file") && !err.to_string().contains("hunter2"), "{err}");
+        assert!(pg("url = \"postgresql://mfad:hunter2@db/mfa\"\nca_file = \"/ca\"").is_err());
+        let err = pg("url = \"host=db.example.org user=mfad\"").unwrap_err();
+        assert!(err.to_string().contains("ca_file"), "{err}");
+        assert!(pg("url = \"host=db user=mfad\"\nca_file = \"/ca\"").is_ok());
+        assert!(pg("url = \"postgresql://mfad@db/mfa\"\nsslmode = \"require\"").is_ok());
+        // A Unix socket carries no TLS.
+        assert!(pg("url = \"host=/run/postgresql user=mfad\"").is_ok());
+        assert!(pg("url = \"host=/run/postgresql\"\nclient_cert = \"/c\"").is_err());
+        let err = Config::parse("[store]\nurl = \"host=db\"\n").unwrap_err();
+        assert!(err.to_string().contains("only to backend = \"postgres\""), "{err}");
+        assert!(Config::parse("[store]\nbackend = \"mysql\"\n").is_err());
     }
 
     #[test]

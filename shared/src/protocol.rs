@@ -423,6 +423,12 @@ pub enum Response {
         kind: ErrorKind,
         message: String,
     },
+    /// mfad cannot reach its store (the fleet database is down or failing
+    /// over): it can decide nothing that needs it. Clients treat it as an
+    /// unreachable daemon (the PAM module applies its failmode).
+    Unavailable {
+        message: String,
+    },
     Auth(AuthStep),
     Status(UserStatus),
     /// A struct variant, because `SetupInfo` has a field named `type`
@@ -465,6 +471,7 @@ impl Response {
         match self {
             Response::Ok { .. } => "ok",
             Response::Error { .. } => "error",
+            Response::Unavailable { .. } => "unavailable",
             Response::Auth(_) => "auth",
             Response::Status(_) => "status",
             Response::SetupStarted { .. } => "setup_started",
@@ -495,6 +502,7 @@ mod tests {
         let responses = [
             Response::ok(),
             Response::error(ErrorKind::Busy, "x"),
+            Response::Unavailable { message: "x".into() },
             Response::Auth(AuthStep::Decision { outcome: Outcome::Denied, messages: Vec::new() }),
             Response::SetupCompleted { recovery_codes: Vec::new() },
             Response::RecoveryCodes { recovery_codes: Vec::new() },

@@ -31,14 +31,37 @@ impl Mfad {
     /// [`Mfad::start`] with the store in `store_dir` (e.g. a small file
     /// system of the test's own) instead of the temp dir.
     pub fn start_with_store(extra: &str, store_dir: Option<&Path>) -> Mfad {
+        Self::start_on(extra, |dir| {
+            let store = store_dir.unwrap_or(dir).join("mfad.db");
+            let section = format!("path = \"{}\"\nkey_file = \"{}/secret.key\"\n", store.display(), dir.display());
+            (store, section)
+        })
+    }
+
+    /// [`Mfad::start`] on a fleet's PostgreSQL database (`url`), with the
+    /// fleet's key file; `store_extra` adds lines to `[store]`. `store` is
+    /// then a SQLite path that does not exist (for `migrate-store`).
+    pub fn start_fleet(extra: &str, url: &str, key_file: &Path, store_extra: &str) -> Mfad {
+        Self::start_on(extra, |dir| {
+            let section = format!(
+                "backend = \"postgres\"\nurl = \"{url}\"\nkey_file = \"{}\"\n{store_extra}\n",
+                key_file.display()
+            );
+            (dir.join("mfad.db"), section)
+        })
+    }
+
+    /// Start with the `[store]` section (and the SQLite path) that
+    /// `store_of` makes for the temp dir.
+    fn start_on(extra: &str, store_of: impl FnOnce(&Path) -> (PathBuf, String)) -> Mfad {
         let dir = tempfile::Builder::new().prefix("mfad-e2e-").tempdir().unwrap();
-        let store = store_dir.unwrap_or(dir.path()).join("mfad.db");
+        let (store, section) = store_of(dir.path());
         // Other users must reach the socket and the copied mfactl.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::copy(bin("mfactl"), dir.path().join("mfactl")).unwrap();
         let socket = dir.path().join("mfad.sock");
         let config_path = dir.path().join("mfad.toml");
-        std::fs::write(&config_path, Self::config_text_with_store(dir.path(), extra, &store)).unwrap();
+        std::fs::write(&config_path, Self::config_text_with_section(dir.path(), extra, &section)).unwrap();
         // A thread drains the audit socket so the daemon's lines never back up.
         let sink = UnixDatagram::bind(dir.path().join("log")).unwrap();
         let audit = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
@@ -61,6 +84,13 @@ impl Mfad {
     }
 
     pub fn config_text_with_store(dir: &Path, extra: &str, store: &Path) -> String {
+        let section = format!("path = \"{}\"\nkey_file = \"{}/secret.key\"\n", store.display(), dir.display());
+        Self::config_text_with_section(dir, extra, &section)
+    }
+
+    /// The config file for a daemon in `dir`, `section` being the lines of
+    /// its `[store]`.
+    pub fn config_text_with_section(dir: &Path, extra: &str, section: &str) -> String {
         let d = dir.display();
         // Top-level keys must precede any table in TOML.
         let (top, tables) = match extra.find("\n[") {
@@ -69,8 +99,7 @@ impl Mfad {
         };
         format!(
             "enabled = true\nsocket = \"{d}/mfad.sock\"\nadmin_group = \"mfae2eadm\"\n{top}\n\
-             [store]\npath = \"{}\"\nkey_file = \"{d}/secret.key\"\n{tables}\n",
-            store.display()
+             [store]\n{section}{tables}\n"
         )
     }
 

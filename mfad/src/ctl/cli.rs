@@ -27,7 +27,8 @@ Exit status:
   3  permission denied
   4  not found (user, rule)
   5  invalid code (wrong, already used, or account locked)
-  6  mfad unreachable or not answering";
+  6  mfad unreachable or not answering
+  7  store unavailable (mfad cannot reach its database)";
 
 /// The command line.
 #[derive(Debug, Parser)]

@@ -21,6 +21,8 @@ pub const EXIT_NOT_FOUND: u8 = 4;
 pub const EXIT_INVALID_CODE: u8 = 5;
 /// Exit status: mfad could not be reached or did not answer in time.
 pub const EXIT_UNREACHABLE: u8 = 6;
+/// Exit status: mfad answered, but cannot reach its store (the database).
+pub const EXIT_STORE_UNAVAILABLE: u8 = 7;
 
 /// Why mfactl failed; picks the exit status and the JSON error kind.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +47,7 @@ impl CtlError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CtlError::Client(ClientError::Connect { .. } | ClientError::TimedOut) => EXIT_UNREACHABLE,
+            CtlError::Client(ClientError::StoreUnavailable(_)) => EXIT_STORE_UNAVAILABLE,
             CtlError::Client(ClientError::Daemon { kind, .. }) => match kind {
                 ErrorKind::PermissionDenied => EXIT_PERMISSION,
                 ErrorKind::NotFound => EXIT_NOT_FOUND,
@@ -57,7 +60,7 @@ impl CtlError {
     }
 
     /// The `kind` of the JSON error: mfad's error kinds as on the wire, or
-    /// mfactl's own (`unreachable`, `timed_out`, `protocol`, `version`,
+    /// mfactl's own (`unreachable`, `timed_out`, `protocol`, `version`, `store_unavailable`,
     /// `input`, `output`).
     pub fn kind(&self) -> String {
         match self {
@@ -65,6 +68,7 @@ impl CtlError {
             CtlError::Client(ClientError::TimedOut) => "timed_out".into(),
             CtlError::Client(ClientError::Frame(_)) => "protocol".into(),
             CtlError::Client(ClientError::Version(_)) => "version".into(),
+            CtlError::Client(ClientError::StoreUnavailable(_)) => "store_unavailable".into(),
             CtlError::Client(ClientError::Daemon { kind, .. }) => kind.as_str().into(),
             CtlError::SetupPending(_) => "invalid_code".into(),
             CtlError::Input(_) => "input".into(),

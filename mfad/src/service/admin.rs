@@ -32,7 +32,7 @@ impl Daemon {
     pub(super) fn list_users(&self, at: &Snapshot, peer: &Peer, after: Option<&str>) -> Reply {
         self.require_admin(at, peer)?;
         // One more than a page tells whether another page follows.
-        let mut records = self.store.list_users(after, USERS_PER_PAGE + 1).map_err(|e| self.internal(e))?;
+        let mut records = self.stored(self.store.list_users(after, USERS_PER_PAGE + 1))?;
         let more = records.len() > USERS_PER_PAGE;
         records.truncate(USERS_PER_PAGE);
         Ok(Response::Users { users: records.iter().map(|r| self.user_status(at, r, false)).collect(), more })

@@ -38,22 +38,21 @@ impl Daemon {
         }
         let names: Vec<String> = records.keys().cloned().collect();
         let mut imported = 0u64;
-        self.store
-            .update_users(&names, &mut |user, current| {
-                let Some(new) = records.get(user) else { return Change::Keep };
-                match current {
-                    Some(existing) if existing.is_enrolled() && !replace => {
-                        let reason = "already has a device (use --replace)".into();
-                        refused.push(ImportRefusal { user: user.to_string(), reason });
-                        Change::Keep
-                    }
-                    _ => {
-                        imported += 1;
-                        Change::Put(merge_import(user, current, new))
-                    }
+        let written = self.store.update_users(&names, &mut |user, current| {
+            let Some(new) = records.get(user) else { return Change::Keep };
+            match current {
+                Some(existing) if existing.is_enrolled() && !replace => {
+                    let reason = "already has a device (use --replace)".into();
+                    refused.push(ImportRefusal { user: user.to_string(), reason });
+                    Change::Keep
                 }
-            })
-            .map_err(|e| self.internal(e))?;
+                _ => {
+                    imported += 1;
+                    Change::Put(merge_import(user, current, new))
+                }
+            }
+        });
+        self.stored(written)?;
         self.admin_event(peer, "-", &format!("imported {imported} accounts, refused {}", refused.len()));
         Ok(Response::Imported { imported, refused })
     }

@@ -90,7 +90,11 @@ impl Daemon {
             Ok(session) => session,
             Err(denied) => return Ok(denied),
         };
-        let mut record = self.get_record(&session.login.person)?;
+        let mut record = match self.get_record(&session.login.person) {
+            Ok(record) => record,
+            Err(refusal) if refusal.store_unavailable => return self.begin_without_store(at, &session, refusal),
+            Err(refusal) => return Err(refusal),
+        };
         if record.as_mut().is_some_and(|record| clamp_to_now(record, at, self.clock.now())) {
             self.with_record(&session.login.person, |record| (clamp_to_now(record, at, self.clock.now()), ()))?;
         }
@@ -110,6 +114,29 @@ impl Daemon {
         let context = Context { role, bypass: self.bypass_rule(at, rhost)? };
         let decision = policy::decide(&at.config, record.as_ref(), &session.login, &context, at.now);
         self.begin_with(at, session, decision)
+    }
+
+    /// A login while the store is out of reach: a rule of the config file
+    /// still lets a login (not an elevation) through, as it would without
+    /// the store's record (the lockout cannot be read); anything else is
+    /// answered `unavailable`, for the module's failmode to decide.
+    fn begin_without_store(&self, at: &Snapshot, session: &Session, unavailable: Refusal) -> Reply {
+        let rhost = if session.login.local_claim { None } else { session.rhost.as_deref() };
+        match self.config_bypass_rule(at, rhost).filter(|_| !session.login.elevation) {
+            Some(rule) => {
+                let reason = format!("ip bypass by rule {rule} (store unavailable)");
+                self.log_session(session, AuditOutcome::NotRequired, &reason);
+                Ok(decision_response(Outcome::NotRequired, Vec::new()))
+            }
+            None => {
+                self.log_session(
+                    session,
+                    AuditOutcome::Unavailable,
+                    "store unavailable; the module's failmode decides",
+                );
+                Err(unavailable)
+            }
+        }
     }
 
     /// The conversation for these PAM items: the accounts they name (the

@@ -25,6 +25,7 @@ mod sessions;
 mod verify;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use mfa_shared::config::Config;
@@ -62,21 +63,36 @@ pub struct Daemon {
     sessions: Mutex<Sessions>,
     /// Requests per second one non-root uid may make.
     requests: Ceiling,
+    /// The store is out of reach: its outage and its return are each
+    /// logged once, not at every request.
+    store_down: AtomicBool,
 }
 
 /// Requests one non-root uid may make per second; a screen locker or
 /// mfactl needs a handful.
 pub const REQUESTS_PER_UID: u32 = 50;
 
-/// Why a request was refused; becomes `Response::Error`.
+/// Why a request was refused; becomes `Response::Error`, or
+/// `Response::Unavailable` when the store is out of reach.
 #[derive(Debug)]
 struct Refusal {
     kind: ErrorKind,
     message: String,
+    store_unavailable: bool,
+}
+
+impl Refusal {
+    fn into_response(self) -> Response {
+        if self.store_unavailable {
+            Response::Unavailable { message: self.message }
+        } else {
+            Response::error(self.kind, self.message)
+        }
+    }
 }
 
 fn refuse(kind: ErrorKind, message: impl Into<String>) -> Refusal {
-    Refusal { kind, message: message.into() }
+    Refusal { kind, message: message.into(), store_unavailable: false }
 }
 
 type Reply = Result<Response, Refusal>;
@@ -103,6 +119,7 @@ impl Daemon {
             host_name: crate::nss::host_name(),
             sessions: Mutex::new(Sessions::default()),
             requests: Ceiling::new(REQUESTS_PER_UID),
+            store_down: AtomicBool::new(false),
         }
     }
 
@@ -155,33 +172,53 @@ impl Daemon {
             Request::Reload => self.reload_request(at, peer),
             Request::ImportUsers { users, replace } => self.import_users(at, peer, users, replace),
         };
-        result.unwrap_or_else(|r| Response::error(r.kind, r.message))
+        result.unwrap_or_else(Refusal::into_response)
     }
 
     // ---- the store -------------------------------------------------------
 
-    fn internal(&self, err: StoreError) -> Refusal {
-        self.audit.event(Severity::Warning, &format!("store error: {err}"));
-        refuse(ErrorKind::Internal, format!("mfad cannot use its store: {}; see its log", err.summary()))
+    /// A store call's result, its error as a refusal. A store out of reach
+    /// (the database down, the file system full) is `unavailable` to the
+    /// client, logged when it starts and when it ends rather than at every
+    /// request; any other error is logged each time.
+    fn stored<T>(&self, result: Result<T, StoreError>) -> Result<T, Refusal> {
+        match result {
+            Ok(value) => {
+                if self.store_down.load(Ordering::Relaxed) && self.store_down.swap(false, Ordering::Relaxed) {
+                    self.audit.event(Severity::Notice, "store available again");
+                }
+                Ok(value)
+            }
+            Err(err @ StoreError::Unusable { .. }) => {
+                if !self.store_down.swap(true, Ordering::Relaxed) {
+                    self.audit.event(Severity::Warning, &err.to_string());
+                }
+                let message = format!("mfad cannot use its store: {}", err.summary());
+                Err(Refusal { kind: ErrorKind::Internal, message, store_unavailable: true })
+            }
+            Err(err) => {
+                self.audit.event(Severity::Warning, &format!("store error: {err}"));
+                Err(refuse(ErrorKind::Internal, format!("mfad cannot use its store: {}; see its log", err.summary())))
+            }
+        }
     }
 
     /// Run `f` on the user's record (a fresh one if none) inside one store
     /// transaction; `f` returns whether to write and its result.
     fn with_record<R>(&self, user: &str, mut f: impl FnMut(&mut UserRecord) -> (bool, R)) -> Result<R, Refusal> {
         let mut out = None;
-        self.store
-            .update_user(user, &mut |current| {
-                let mut record = current.cloned().unwrap_or_else(|| UserRecord::new(user));
-                let (write, result) = f(&mut record);
-                out = Some(result);
-                if write { Change::Put(record) } else { Change::Keep }
-            })
-            .map_err(|e| self.internal(e))?;
+        let updated = self.store.update_user(user, &mut |current| {
+            let mut record = current.cloned().unwrap_or_else(|| UserRecord::new(user));
+            let (write, result) = f(&mut record);
+            out = Some(result);
+            if write { Change::Put(record) } else { Change::Keep }
+        });
+        self.stored(updated)?;
         out.ok_or_else(|| refuse(ErrorKind::Internal, "internal error in mfad: update did not run"))
     }
 
     fn get_record(&self, user: &str) -> Result<Option<UserRecord>, Refusal> {
-        self.store.get_user(user).map_err(|e| self.internal(e))
+        self.stored(self.store.get_user(user))
     }
 }
 

@@ -1,5 +1,5 @@
-//! Persistent state behind one trait, so that a PostgreSQL backend can
-//! follow without touching callers.
+//! Persistent state behind one trait, with two backends: SQLite (one host)
+//! and PostgreSQL (a fleet of hosts sharing one database).
 //!
 //! A user's whole state is one [`UserRecord`]; every change goes through
 //! [`Store::update_user`], a read-modify-write that the backend runs in one
@@ -9,6 +9,7 @@
 //! atomically: of N concurrent logins offering one code, exactly one wins.
 
 mod files;
+pub mod postgres;
 mod rows;
 pub mod sqlite;
 
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use mfa_shared::protocol::{Algorithm, ChallengeLevel, OtpType};
 
 pub use files::OpenError;
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -58,6 +60,8 @@ pub enum StoreFault {
     Damaged,
     #[error("the store file cannot be read or written")]
     Io,
+    #[error("the database cannot be reached")]
+    Unreachable,
 }
 
 impl StoreFault {
@@ -75,6 +79,9 @@ impl StoreFault {
             }
             StoreFault::Damaged => "mfad refuses every request: restore the file from backup and restart mfad",
             StoreFault::Io => "mfad tries again at the next request",
+            StoreFault::Unreachable => {
+                "requests that need the store are answered `unavailable` (the PAM module's failmode decides); mfad reconnects by itself"
+            }
         }
     }
 }
@@ -220,6 +227,24 @@ pub trait Store: Send + Sync {
     fn list_ip_rules(&self) -> Result<Vec<BypassRule>, StoreError>;
     /// False when there was no such rule.
     fn remove_ip_rule(&self, id: i64) -> Result<bool, StoreError>;
+
+    /// A store-wide setting (see [`crate::keys`]).
+    fn get_meta(&self, name: &str) -> Result<Option<String>, StoreError>;
+    /// Set a store-wide setting, or remove it with None.
+    fn set_meta(&self, name: &str, value: Option<&str>) -> Result<(), StoreError>;
+    /// Set a store-wide setting unless it is set; the value in force after.
+    /// Hosts starting at once agree on one value.
+    fn init_meta(&self, name: &str, value: &str) -> Result<String, StoreError>;
+}
+
+/// A record from its stored JSON.
+pub(crate) fn decode(user: &str, json: &str) -> Result<UserRecord, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt { user: user.to_string(), reason: e.to_string() })
+}
+
+/// A record's stored JSON.
+pub(crate) fn encode(record: &UserRecord) -> Result<String, StoreError> {
+    serde_json::to_string(record).map_err(|e| StoreError::Database(e.to_string()))
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -3,15 +3,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::sqlite::db;
-use super::{Change, StoreError, UserRecord};
-
-pub(super) fn decode(user: &str, json: &str) -> Result<UserRecord, StoreError> {
-    serde_json::from_str(json).map_err(|e| StoreError::Corrupt { user: user.to_string(), reason: e.to_string() })
-}
-
-pub(super) fn encode(record: &UserRecord) -> Result<String, StoreError> {
-    serde_json::to_string(record).map_err(|e| StoreError::Database(e.to_string()))
-}
+use super::{Change, StoreError, UserRecord, decode, encode};
 
 pub(super) fn read_user(conn: &Connection, user: &str) -> Result<Option<UserRecord>, StoreError> {
     let json: Option<String> = conn

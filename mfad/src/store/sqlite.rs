@@ -17,12 +17,13 @@ use ipnet::IpNet;
 use mfa_shared::bypass::{BypassRule, RuleOrigin, parse_network};
 
 use super::files::{self, OpenError, StoreFiles, create_private_dir, create_private_file};
-use super::rows::{apply_change, decode, read_user};
-use super::{Change, Store, StoreError, StoreFault, UserRecord};
+use super::rows::{apply_change, read_user};
+use super::{Change, Store, StoreError, StoreFault, UserRecord, decode};
 
 /// Schema versions, applied in order at start; `PRAGMA user_version` records
 /// how many have run.
-const MIGRATIONS: &[&str] = &["CREATE TABLE users (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE users (
         name   TEXT PRIMARY KEY NOT NULL,
         record TEXT NOT NULL
      ) WITHOUT ROWID;
@@ -31,7 +32,12 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE users (
         cidr       TEXT NOT NULL,
         bypass_2fa INTEGER NOT NULL,
         expires_at INTEGER
-     );"];
+     );",
+    "CREATE TABLE meta (
+        name  TEXT PRIMARY KEY NOT NULL,
+        value TEXT NOT NULL
+     ) WITHOUT ROWID;",
+];
 
 /// SQLite behind one connection, with group commit: concurrent updates are
 /// applied one after another (each in its own savepoint, so per-user
@@ -463,6 +469,40 @@ impl Store for SqliteStore {
     fn remove_ip_rule(&self, id: i64) -> Result<bool, StoreError> {
         self.write(|conn| Ok(conn.execute("DELETE FROM ip_rules WHERE id = ?1", [id]).map_err(db)? > 0))
     }
+
+    fn get_meta(&self, name: &str) -> Result<Option<String>, StoreError> {
+        self.read(|conn| read_meta(conn, name))
+    }
+
+    fn set_meta(&self, name: &str, value: Option<&str>) -> Result<(), StoreError> {
+        self.write(|conn| {
+            match value {
+                Some(value) => conn.execute(
+                    "INSERT INTO meta (name, value) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                    params![name, value],
+                ),
+                None => conn.execute("DELETE FROM meta WHERE name = ?1", [name]),
+            }
+            .map(drop)
+            .map_err(db)
+        })
+    }
+
+    fn init_meta(&self, name: &str, value: &str) -> Result<String, StoreError> {
+        self.write(|conn| {
+            conn.execute(
+                "INSERT INTO meta (name, value) VALUES (?1, ?2) ON CONFLICT(name) DO NOTHING",
+                params![name, value],
+            )
+            .map_err(db)?;
+            read_meta(conn, name)?.ok_or_else(|| StoreError::Database(format!("setting {name} vanished")))
+        })
+    }
+}
+
+fn read_meta(conn: &Connection, name: &str) -> Result<Option<String>, StoreError> {
+    use rusqlite::OptionalExtension;
+    conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| r.get(0)).optional().map_err(db)
 }
 
 #[cfg(test)]

@@ -651,6 +651,34 @@ fn daemon_error_internal_follows_the_failmode() {
 }
 
 #[test]
+fn store_unavailable_follows_the_failmode_before_a_prompt_and_denies_after() {
+    let down =
+        || Ok(Response::Unavailable { message: "mfad cannot use its store: the database cannot be reached".into() });
+    let expected = "Two-factor authentication is unavailable: store unavailable: mfad cannot use its store";
+    for (failmode, service, wanted) in [
+        (FailMode::Secure, "sshd", PamCode::AuthInfoUnavail),
+        (FailMode::Safe, "sshd", PamCode::Ignore),
+        (FailMode::Safe, "sudo", PamCode::AuthInfoUnavail),
+        (FailMode::Safe, "polkit-1", PamCode::AuthInfoUnavail),
+    ] {
+        let mut c = ctx(service);
+        c.options.failmode = failmode;
+        let person = if wanted == PamCode::Ignore { vec![] } else { vec![Expect::ErrorStarting(expected)] };
+        let (code, _) = one_step(&c, down(), person);
+        assert_eq!(code, wanted, "{failmode:?} {service}");
+    }
+    // Once mfad has prompted, it was reachable: a failed login.
+    let mut c = ctx("sshd");
+    c.options.failmode = FailMode::Safe;
+    let (code, _) = run_scripted(
+        &c,
+        vec![(begin(&c), Ok(prompt("s1", vec![], CODE_PROMPT, false))), (answer("s1", "123456"), down())],
+        vec![Expect::Secret(CODE_PROMPT, Ok("123456")), Expect::ErrorStarting("Two-factor authentication failed")],
+    );
+    assert_eq!(code, PamCode::AuthErr);
+}
+
+#[test]
 fn daemon_busy_is_auth_err_with_its_message_whatever_the_failmode() {
     for (failmode, service) in [(FailMode::Secure, "sshd"), (FailMode::Safe, "sshd"), (FailMode::Safe, "sudo")] {
         let mut c = ctx(service);
