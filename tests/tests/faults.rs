@@ -160,10 +160,10 @@ fn a_full_file_system_fails_closed_loses_nothing_and_recovers_by_itself() {
     // no login.
     let out = login("full_a", &hotp(&a, 2));
     assert!(!out.status.success(), "a login whose code check cannot be written: {}", said(&out));
-    mfad.audit_lines_until("store error: store");
     mfad.audit_lines_until("the file system holding the store is full");
     let out = mfad.mfactl(&["verify", "--user", "full_b", "--code", &hotp(&b, 1)]);
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(7), "mfactl: {}", said(&out));
+    assert!(stderr(&out).contains("store unavailable"), "mfactl: {}", said(&out));
     assert!(stderr(&out).contains("the file system holding the store is full"), "mfactl: {}", said(&out));
     let out = mfad.mfactl(&["user", "setup", "full_c", "--type", "hotp"]);
     assert!(!out.status.success(), "an enrollment cannot be written either: {}", said(&out));
@@ -180,6 +180,10 @@ fn a_full_file_system_fails_closed_loses_nothing_and_recovers_by_itself() {
     assert!(!login("full_a", &hotp(&a, 1)).status.success(), "a code accepted before the fill is still used");
     mfad.ok(&["verify", "--user", "full_b", "--code", &hotp(&b, 1)]);
     mfad.enroll("full_c", "hotp");
+    // The fault and its end, each logged once, not at every request.
+    let lines = mfad.audit_lines_until("store available again");
+    let count = |needle: &str| lines.iter().filter(|l| l.contains(needle)).count();
+    assert_eq!((count("holding the store is full"), count("store available again")), (1, 1), "{lines:#?}");
 
     // And all of it is on disk.
     mfad.stop();

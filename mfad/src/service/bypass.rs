@@ -42,7 +42,7 @@ impl Daemon {
         self.require_admin(at, peer)?;
         let network = parse_network(cidr).map_err(|e| refuse(ErrorKind::BadRequest, e))?;
         let expires_at = timeout_secs.map(|t| at.now.saturating_add(t));
-        let id = self.stored(self.store.add_ip_rule(network, bypass_2fa, expires_at))?;
+        let id = self.written(self.store.add_ip_rule(network, bypass_2fa, expires_at))?;
         self.admin_event(peer, "-", &format!("ip rule #{id} {network} bypass_2fa={bypass_2fa} added"));
         Ok(Response::IpRuleAdded { id })
     }
@@ -58,7 +58,7 @@ impl Daemon {
 
     pub(super) fn ip_remove(&self, at: &Snapshot, peer: &Peer, id: i64) -> Reply {
         self.require_admin(at, peer)?;
-        if !self.stored(self.store.remove_ip_rule(id))? {
+        if !self.written(self.store.remove_ip_rule(id))? {
             return Err(refuse(ErrorKind::NotFound, format!("no runtime ip rule #{id}")));
         }
         self.admin_event(peer, "-", &format!("ip rule #{id} removed"));

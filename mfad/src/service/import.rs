@@ -52,7 +52,7 @@ impl Daemon {
                 }
             }
         });
-        self.stored(written)?;
+        self.written(written)?;
         self.admin_event(peer, "-", &format!("imported {imported} accounts, refused {}", refused.len()));
         Ok(Response::Imported { imported, refused })
     }

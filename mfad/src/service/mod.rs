@@ -179,16 +179,12 @@ impl Daemon {
 
     /// A store call's result, its error as a refusal. A store out of reach
     /// (the database down, the file system full) is `unavailable` to the
-    /// client, logged when it starts and when it ends rather than at every
-    /// request; any other error is logged each time.
+    /// client, logged when it starts (and, see [`Daemon::written`], when it
+    /// ends) rather than at every request; any other error is logged each
+    /// time.
     fn stored<T>(&self, result: Result<T, StoreError>) -> Result<T, Refusal> {
         match result {
-            Ok(value) => {
-                if self.store_down.load(Ordering::Relaxed) && self.store_down.swap(false, Ordering::Relaxed) {
-                    self.audit.event(Severity::Notice, "store available again");
-                }
-                Ok(value)
-            }
+            Ok(value) => Ok(value),
             Err(err @ StoreError::Unusable { .. }) => {
                 if !self.store_down.swap(true, Ordering::Relaxed) {
                     self.audit.event(Severity::Warning, &err.to_string());
@@ -203,6 +199,16 @@ impl Daemon {
         }
     }
 
+    /// [`Daemon::stored`] for a write: one that succeeds ends an outage
+    /// (a read may succeed while writes still fail, on a full disk).
+    fn written<T>(&self, result: Result<T, StoreError>) -> Result<T, Refusal> {
+        let value = self.stored(result)?;
+        if self.store_down.load(Ordering::Relaxed) && self.store_down.swap(false, Ordering::Relaxed) {
+            self.audit.event(Severity::Notice, "store available again");
+        }
+        Ok(value)
+    }
+
     /// Run `f` on the user's record (a fresh one if none) inside one store
     /// transaction; `f` returns whether to write and its result.
     fn with_record<R>(&self, user: &str, mut f: impl FnMut(&mut UserRecord) -> (bool, R)) -> Result<R, Refusal> {
@@ -213,7 +219,7 @@ impl Daemon {
             out = Some(result);
             if write { Change::Put(record) } else { Change::Keep }
         });
-        self.stored(updated)?;
+        self.written(updated)?;
         out.ok_or_else(|| refuse(ErrorKind::Internal, "internal error in mfad: update did not run"))
     }
 
