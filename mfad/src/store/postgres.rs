@@ -77,8 +77,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 pub struct PostgresStore {
     /// The connections' own runtime: the [`Store`] trait is blocking, and is
-    /// called from mfad's blocking threads and from the command line.
-    runtime: tokio::runtime::Runtime,
+    /// called from mfad's blocking threads and from the command line. None
+    /// only while dropped.
+    runtime: Option<tokio::runtime::Runtime>,
     pool: Pool,
     /// "database DB on HOST", for messages (never a password).
     location: String,
@@ -91,6 +92,16 @@ struct Backoff {
     /// No new connection is attempted before this.
     retry_at: Option<Instant>,
     delay: Duration,
+}
+
+/// The store may be dropped inside mfad's own runtime (at shutdown), where
+/// a runtime must not block waiting for its threads: they are let go.
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -240,7 +251,7 @@ impl PostgresStore {
             .build()
             .map_err(|err| StoreError::Database(format!("cannot build the connection pool: {err}")))?;
         let store = PostgresStore {
-            runtime,
+            runtime: Some(runtime),
             pool,
             location: settings.location,
             connect_timeout: settings.connect_timeout,
@@ -288,7 +299,10 @@ impl PostgresStore {
     /// connection that failed or timed out mid-operation is closed rather
     /// than returned to the pool (it may hold an open transaction).
     fn run<R>(&self, op: impl AsyncFnOnce(&mut Object) -> Result<R, StoreError>) -> Result<R, StoreError> {
-        self.runtime.block_on(async {
+        let Some(runtime) = &self.runtime else {
+            return Err(self.unreachable("the store is closing"));
+        };
+        runtime.block_on(async {
             let mut client = self.client().await?;
             let limit = self.connect_timeout + OPERATION_TIMEOUT;
             let outcome = tokio::time::timeout(limit, op(&mut client)).await;
