@@ -154,12 +154,18 @@ impl Vault {
         }
     }
 
-    /// nonce || ciphertext, bound to `user`.
+    /// nonce || ciphertext, bound to `user`, with the sealing key.
     pub fn seal(&self, user: &str, secret: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        self.seal_using(&self.keys[self.sealing].id, user, secret)
+    }
+
+    /// [`Vault::seal`] with key `id`.
+    pub fn seal_using(&self, id: &KeyId, user: &str, secret: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let key = self.keys.iter().find(|k| k.id == *id).ok_or(CryptoError::Seal)?;
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::getrandom(&mut nonce).map_err(|_| CryptoError::Random)?;
         let aad = [AAD_PREFIX, user.as_bytes()].concat();
-        let ciphertext = self.keys[self.sealing]
+        let ciphertext = key
             .cipher
             .encrypt(XNonce::from_slice(&nonce), Payload { msg: secret, aad: &aad })
             .map_err(|_| CryptoError::Seal)?;

@@ -51,11 +51,8 @@ fn ids(vault: &Vault) -> String {
 pub fn bind(vault: &mut Vault, store: &dyn Store) -> Result<(), KeyError> {
     let first = vault.key_ids().into_iter().next().ok_or(KeyError::PepperDamaged)?;
     let store_key = KeyId(store.init_meta(KEY_ID, &first.0)?);
-    let target = store.get_meta(REKEY_TO)?.map(KeyId);
-    let sealing = [target.as_ref(), Some(&store_key)].into_iter().flatten().find(|id| vault.key_ids().contains(id));
-    match sealing {
+    match sealing_key(vault, store)? {
         Some(id) => {
-            let id = id.clone();
             vault.seal_with(&id);
         }
         None => return Err(KeyError::WrongKey { store: store_key, ours: ids(vault) }),
@@ -74,6 +71,19 @@ pub fn bind(vault: &mut Vault, store: &dyn Store) -> Result<(), KeyError> {
     let pepper = open_pepper(vault, &pepper)?;
     vault.set_pepper(pepper);
     Ok(())
+}
+
+/// The key to seal with now: the target of a rekey in progress if held,
+/// else the store's key if held. Read at every enrollment, so that hosts
+/// started before a rekey seal with the new key once it has begun.
+pub fn sealing_key(vault: &Vault, store: &dyn Store) -> Result<Option<KeyId>, StoreError> {
+    let held = vault.key_ids();
+    for name in [REKEY_TO, KEY_ID] {
+        if let Some(id) = store.get_meta(name)?.map(KeyId).filter(|id| held.contains(id)) {
+            return Ok(Some(id));
+        }
+    }
+    Ok(None)
 }
 
 fn seal_pepper(vault: &Vault, pepper: &Pepper) -> Result<String, CryptoError> {

@@ -73,7 +73,7 @@ impl Daemon {
         if !(6..=8).contains(&digits) || !(1..=3600).contains(&period) {
             return Err("digits must be 6-8 and period 1-3600 seconds".into());
         }
-        let sealed = self.vault.seal(&import.user, &secret).map_err(|e| e.to_string())?;
+        let sealed = self.seal(&import.user, &secret).map_err(|refusal| refusal.message)?;
         let recovery_hashes = import
             .recovery_codes
             .iter()

@@ -223,6 +223,16 @@ impl Daemon {
         out.ok_or_else(|| refuse(ErrorKind::Internal, "internal error in mfad: update did not run"))
     }
 
+    /// `secret` sealed for `user` with the store's key as it is now (see
+    /// [`crate::keys::sealing_key`]).
+    fn seal(&self, user: &str, secret: &[u8]) -> Result<Vec<u8>, Refusal> {
+        let key = self.stored(crate::keys::sealing_key(&self.vault, &*self.store))?;
+        let key = key.unwrap_or_else(|| self.vault.sealing_key().clone());
+        self.vault
+            .seal_using(&key, user, secret)
+            .map_err(|e| refuse(ErrorKind::Internal, format!("cannot seal the secret: {e}")))
+    }
+
     fn get_record(&self, user: &str) -> Result<Option<UserRecord>, Refusal> {
         self.stored(self.store.get_user(user))
     }
