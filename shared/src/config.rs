@@ -225,7 +225,9 @@ pub struct StoreConfig {
     pub client_key: Option<PathBuf>,
     /// PostgreSQL: connections held open to the database.
     pub pool_size: usize,
-    /// PostgreSQL: how long one connection attempt may take.
+    /// PostgreSQL: how long one request to the database (connecting
+    /// included) may take before the client is answered `unavailable`;
+    /// below the PAM module's timeout, so a slow database is never silence.
     pub connect_timeout: ConfigDuration,
 }
 
@@ -260,7 +262,10 @@ impl StoreConfig {
         ];
         if self.backend == StoreBackend::Sqlite {
             let (key, _) = postgres_only.iter().find(|(_, set)| *set)?;
-            return Some((key, format!("applies only to backend = \"postgres\"; this store is backend = \"sqlite\"")));
+            return Some((
+                key,
+                "applies only to backend = \"postgres\"; this store is backend = \"sqlite\"".to_string(),
+            ));
         }
         let Some(url) = &self.url else {
             return Some((
@@ -289,8 +294,11 @@ impl StoreConfig {
         if !(1..=1024).contains(&self.pool_size) {
             return Some(("pool_size", "must be between 1 and 1024".to_string()));
         }
-        if self.connect_timeout.as_secs() == 0 {
-            return Some(("connect_timeout", "must be at least 1s".to_string()));
+        if !(1..=30).contains(&self.connect_timeout.as_secs()) {
+            return Some((
+                "connect_timeout",
+                "must be between 1s and 30s (and below the PAM module's timeout)".to_string(),
+            ));
         }
         None
     }

@@ -399,3 +399,37 @@ fn postgres_a_newer_schema_is_refused() {
     let err = PostgresStore::open(settings(&url)).unwrap_err();
     assert!(err.to_string().contains("newer than this mfad"), "{err}");
 }
+
+/// Every pooled connection in use is overload, answered `busy` (never the
+/// failmode), not an outage.
+#[test]
+fn postgres_a_pool_with_every_connection_in_use_is_busy_not_unreachable() {
+    let url = PgCluster::shared().new_database();
+    let config = StoreConfig {
+        backend: StoreBackend::Postgres,
+        url: Some(url),
+        pool_size: 1,
+        connect_timeout: mfa_shared::config::ConfigDuration(std::time::Duration::from_secs(2)),
+        ..StoreConfig::default()
+    };
+    let store: Arc<dyn Store> = Arc::new(PostgresStore::open(Settings::from_config(&config).unwrap()).unwrap());
+    let (held, release) = (Arc::new(Barrier::new(2)), Arc::new(Barrier::new(2)));
+    let holder = {
+        let (store, held, release) = (store.clone(), held.clone(), release.clone());
+        std::thread::spawn(move || {
+            store
+                .update_user("busy", &mut |_| {
+                    held.wait();
+                    release.wait();
+                    Change::Keep
+                })
+                .unwrap()
+        })
+    };
+    held.wait();
+    let err = store.get_user("busy").unwrap_err();
+    release.wait();
+    holder.join().unwrap();
+    assert!(matches!(err, mfad::store::StoreError::Busy(_)), "{err}");
+    assert!(store.get_user("busy").unwrap().is_none(), "free again");
+}

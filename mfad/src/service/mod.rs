@@ -192,6 +192,10 @@ impl Daemon {
                 let message = format!("mfad cannot use its store: {}", err.summary());
                 Err(Refusal { kind: ErrorKind::Internal, message, store_unavailable: true })
             }
+            Err(StoreError::Busy(why)) => {
+                self.audit.event(Severity::Warning, &format!("store busy: {why}"));
+                Err(refuse(ErrorKind::Busy, "mfad is busy; try again shortly"))
+            }
             Err(err) => {
                 self.audit.event(Severity::Warning, &format!("store error: {err}"));
                 Err(refuse(ErrorKind::Internal, format!("mfad cannot use its store: {}; see its log", err.summary())))

@@ -27,6 +27,10 @@ pub use sqlite::SqliteStore;
 pub enum StoreError {
     #[error("database error: {0}")]
     Database(String),
+    /// Too much in progress (every database connection in use): the
+    /// client is told to try again, never let through.
+    #[error("store busy: {0}")]
+    Busy(String),
     #[error("stored record for {user} is corrupt: {reason}")]
     Corrupt { user: String, reason: String },
     /// The store as a whole cannot be used: every request that needs it is
@@ -41,6 +45,7 @@ impl StoreError {
     pub fn summary(&self) -> String {
         match self {
             StoreError::Database(_) => "a database error".to_string(),
+            StoreError::Busy(_) => "too many requests in progress; try again shortly".to_string(),
             StoreError::Corrupt { .. } => "a stored record is corrupt".to_string(),
             StoreError::Unusable { fault, .. } => fault.to_string(),
         }

@@ -33,7 +33,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime, TimeoutType};
 use ipnet::IpNet;
 use mfa_shared::bypass::{BypassRule, RuleOrigin, parse_network};
 use mfa_shared::config::{StoreConfig, url_is_unix_socket};
@@ -67,10 +67,6 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE users (
 /// The advisory lock key that serialises migrations across hosts ("mfad").
 const MIGRATION_LOCK: i64 = 0x6d66_6164;
 
-/// How long one database operation may take, on top of the connect timeout
-/// (a row lock held by another host is released within milliseconds).
-const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Reconnect backoff while the database stays out of reach.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -83,7 +79,10 @@ pub struct PostgresStore {
     pool: Pool,
     /// "database DB on HOST", for messages (never a password).
     location: String,
-    connect_timeout: Duration,
+    /// How long one operation (a connection included) may take: the
+    /// client is answered `unavailable` after it, well before the PAM
+    /// module's own timeout would turn a slow database into silence.
+    deadline: Duration,
     backoff: Mutex<Backoff>,
 }
 
@@ -219,10 +218,19 @@ fn pg_error(location: &str, err: &tokio_postgres::Error) -> StoreError {
                 || *code == SqlState::READ_ONLY_SQL_TRANSACTION
         }
     };
+    // The error's own text often hides its cause (a TLS handshake failed:
+    // which certificate, why?): its sources are added.
+    let mut cause = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(inner) = source {
+        cause.push_str(": ");
+        cause.push_str(&inner.to_string());
+        source = inner.source();
+    }
     if unreachable {
-        StoreError::Unusable { fault: StoreFault::Unreachable, location: location.to_string(), cause: err.to_string() }
+        StoreError::Unusable { fault: StoreFault::Unreachable, location: location.to_string(), cause }
     } else {
-        StoreError::Database(err.to_string())
+        StoreError::Database(cause)
     }
 }
 
@@ -241,7 +249,9 @@ impl PostgresStore {
             Some(tls) => Manager::from_config(settings.pg, tls.into_make(), manager_config),
             None => Manager::from_config(settings.pg, NoTls, manager_config),
         };
-        let timeout = Some(settings.connect_timeout);
+        // Half the deadline each for a free connection and a new one, so a
+        // request that had to wait still has time for its queries.
+        let timeout = Some(settings.connect_timeout / 2);
         let pool = Pool::builder(manager)
             .max_size(settings.pool_size)
             .runtime(Runtime::Tokio1)
@@ -254,11 +264,18 @@ impl PostgresStore {
             runtime: Some(runtime),
             pool,
             location: settings.location,
-            connect_timeout: settings.connect_timeout,
+            deadline: settings.connect_timeout,
             backoff: Mutex::new(Backoff::default()),
         };
-        store.run(async |client| migrate(client, &store.location).await)?;
-        Ok(store)
+        match store.run(async |client| migrate(client, &store.location).await) {
+            Ok(()) => Ok(store),
+            // At start there is nothing to answer: mfad exits, and its
+            // service manager starts it again.
+            Err(StoreError::Unusable { location, cause, .. }) => {
+                Err(StoreError::Database(format!("cannot reach the {location}: {cause}")))
+            }
+            Err(err) => Err(err),
+        }
     }
 
     fn unreachable(&self, cause: impl Into<String>) -> StoreError {
@@ -280,13 +297,23 @@ impl PostgresStore {
                 Ok(client)
             }
             Err(err) => {
-                let mut backoff = self.backoff();
-                backoff.delay = (backoff.delay * 2).clamp(FIRST_BACKOFF, MAX_BACKOFF);
-                backoff.retry_at = Some(Instant::now() + backoff.delay);
-                Err(match err {
+                let err = match err {
                     PoolError::Backend(err) => pg_error(&self.location, &err),
+                    // Every connection is in use: overload, not an outage
+                    // (which would open logins under failmode=safe).
+                    PoolError::Timeout(TimeoutType::Wait) => StoreError::Busy(format!(
+                        "all {} connections to the {} are in use",
+                        self.pool.status().max_size,
+                        self.location
+                    )),
                     other => self.unreachable(other.to_string()),
-                })
+                };
+                if matches!(err, StoreError::Unusable { .. }) {
+                    let mut backoff = self.backoff();
+                    backoff.delay = (backoff.delay * 2).clamp(FIRST_BACKOFF, MAX_BACKOFF);
+                    backoff.retry_at = Some(Instant::now() + backoff.delay);
+                }
+                Err(err)
             }
         }
     }
@@ -295,7 +322,7 @@ impl PostgresStore {
         self.backoff.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Run `op` on a pooled connection, within [`OPERATION_TIMEOUT`]. A
+    /// Run `op` on a pooled connection, the whole within the deadline. A
     /// connection that failed or timed out mid-operation is closed rather
     /// than returned to the pool (it may hold an open transaction).
     fn run<R>(&self, op: impl AsyncFnOnce(&mut Object) -> Result<R, StoreError>) -> Result<R, StoreError> {
@@ -303,11 +330,12 @@ impl PostgresStore {
             return Err(self.unreachable("the store is closing"));
         };
         runtime.block_on(async {
+            let deadline = Instant::now() + self.deadline;
+            let late = || self.unreachable(format!("no answer within {} s", self.deadline.as_secs()));
+            // Bounded by the pool's own timeouts, which tell a busy pool
+            // from an unreachable database.
             let mut client = self.client().await?;
-            let limit = self.connect_timeout + OPERATION_TIMEOUT;
-            let outcome = tokio::time::timeout(limit, op(&mut client)).await;
-            let result =
-                outcome.unwrap_or_else(|_| Err(self.unreachable(format!("no answer within {} s", limit.as_secs()))));
+            let result = tokio::time::timeout_at(deadline, op(&mut client)).await.unwrap_or_else(|_| Err(late()));
             if matches!(result, Err(StoreError::Unusable { .. })) {
                 drop(Object::take(client));
             }
