@@ -28,44 +28,23 @@
 //! `unavailable` and the connection dropped; the next request connects
 //! again, after a short backoff while attempts keep failing.
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime, TimeoutType};
 use ipnet::IpNet;
 use mfa_shared::bypass::{BypassRule, RuleOrigin, parse_network};
-use mfa_shared::config::{StoreConfig, url_is_unix_socket};
 use tokio::time::Instant;
 use tokio_postgres::NoTls;
-use tokio_postgres::config::Host;
 use tokio_postgres::error::SqlState;
 
 use super::{Change, Store, StoreError, StoreFault, UserRecord, decode, encode};
 
+mod schema;
+mod settings;
 mod tls;
 
-/// Schema versions, applied in order at start; `mfad_schema.version`
-/// records how many have run.
-const MIGRATIONS: &[&str] = &["CREATE TABLE users (
-        name   text COLLATE \"C\" PRIMARY KEY,
-        -- NULL only inside the transaction that first locks a new user.
-        record text
-     );
-     CREATE TABLE ip_rules (
-        id         bigserial PRIMARY KEY,
-        cidr       text NOT NULL,
-        bypass_2fa boolean NOT NULL,
-        expires_at bigint
-     );
-     CREATE TABLE meta (
-        name  text PRIMARY KEY,
-        value text NOT NULL
-     );"];
-
-/// The advisory lock key that serialises migrations across hosts ("mfad").
-const MIGRATION_LOCK: i64 = 0x6d66_6164;
+pub use settings::{Settings, SettingsError};
 
 /// Reconnect backoff while the database stays out of reach.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -107,101 +86,6 @@ impl std::fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "PostgresStore({})", self.location)
     }
-}
-
-/// Why the settings cannot be used; each message names the setting.
-#[derive(Debug, thiserror::Error)]
-#[error("[store] {key}: {message}")]
-pub struct SettingsError {
-    key: &'static str,
-    message: String,
-}
-
-fn setting(key: &'static str, message: impl Into<String>) -> SettingsError {
-    SettingsError { key, message: message.into() }
-}
-
-/// The connection settings of a `[store]` section, read and checked
-/// (`mfad --check-config` stops here; starting goes on to connect).
-pub struct Settings {
-    pg: tokio_postgres::Config,
-    tls: Option<tls::Connector>,
-    pool_size: usize,
-    connect_timeout: Duration,
-    location: String,
-}
-
-impl Settings {
-    pub fn from_config(store: &StoreConfig) -> Result<Settings, SettingsError> {
-        let url = store.url.as_deref().ok_or_else(|| setting("url", "is needed for backend = \"postgres\""))?;
-        let mut pg: tokio_postgres::Config =
-            url.parse().map_err(|err| setting("url", format!("is not a PostgreSQL connection string: {err}")))?;
-        if pg.get_password().is_some() {
-            return Err(setting("url", "holds a password; put it in password_file (mode 0600)"));
-        }
-        if let Some(path) = &store.password_file {
-            pg.password(read_password(path)?);
-        }
-        // Acknowledged means on the database's disk, whatever the server's
-        // default.
-        pg.options("-c synchronous_commit=on");
-        pg.connect_timeout(store.connect_timeout.0);
-        pg.keepalives(true).keepalives_idle(Duration::from_secs(30));
-        pg.application_name("mfad");
-        let tls = if url_is_unix_socket(url) || pg.get_hosts().iter().all(|h| matches!(h, Host::Unix(_))) {
-            None
-        } else {
-            tls::Connector::from_config(store)?
-        };
-        pg.ssl_mode(if tls.is_some() {
-            tokio_postgres::config::SslMode::Require
-        } else {
-            tokio_postgres::config::SslMode::Disable
-        });
-        let location = describe(&pg);
-        Ok(Settings { pg, tls, pool_size: store.pool_size, connect_timeout: store.connect_timeout.0, location })
-    }
-}
-
-/// "database DB on HOST:PORT".
-fn describe(pg: &tokio_postgres::Config) -> String {
-    let host = match pg.get_hosts().first() {
-        Some(Host::Tcp(name)) => name.clone(),
-        Some(Host::Unix(dir)) => dir.display().to_string(),
-        None => "localhost".to_string(),
-    };
-    let port = pg.get_ports().first().copied().unwrap_or(5432);
-    format!("database {} on {host}:{port}", pg.get_dbname().unwrap_or("(the user's)"))
-}
-
-/// The password in `path`, which must be a regular file owned by the
-/// effective uid with no access for group or others (the same rule as the
-/// key file's).
-fn read_password(path: &Path) -> Result<String, SettingsError> {
-    let shown = path.display();
-    let meta = std::fs::symlink_metadata(path).map_err(|err| setting("password_file", format!("{shown}: {err}")))?;
-    if !meta.file_type().is_file() {
-        return Err(setting("password_file", format!("{shown} is not a regular file")));
-    }
-    let euid = nix::unistd::geteuid().as_raw();
-    if meta.uid() != euid {
-        return Err(setting(
-            "password_file",
-            format!("{shown} is owned by uid {}, not {euid}; run: chown {euid} {shown}", meta.uid()),
-        ));
-    }
-    if meta.permissions().mode() & 0o077 != 0 {
-        return Err(setting(
-            "password_file",
-            format!("{shown} is readable by group or others; run: chmod 600 {shown}"),
-        ));
-    }
-    let text = std::fs::read_to_string(path).map_err(|err| setting("password_file", format!("{shown}: {err}")))?;
-    let password = text.trim_end_matches(['\n', '\r']);
-    if password.is_empty() {
-        return Err(setting("password_file", format!("{shown} is empty")));
-    }
-    Ok(password.to_string())
 }
 
 /// An error from PostgreSQL: the database out of reach (no answer, the
@@ -267,7 +151,7 @@ impl PostgresStore {
             deadline: settings.connect_timeout,
             backoff: Mutex::new(Backoff::default()),
         };
-        match store.run(async |client| migrate(client, &store.location).await) {
+        match store.run(async |client| schema::migrate(client, &store.location).await) {
             Ok(()) => Ok(store),
             // At start there is nothing to answer: mfad exits, and its
             // service manager starts it again.
@@ -346,36 +230,6 @@ impl PostgresStore {
     fn db(&self, err: tokio_postgres::Error) -> StoreError {
         pg_error(&self.location, &err)
     }
-}
-
-/// Bring the schema up to date. The advisory lock, held to the end of the
-/// transaction, makes hosts starting at once take turns: the first
-/// migrates, the others find the schema current.
-async fn migrate(client: &mut Object, location: &str) -> Result<(), StoreError> {
-    let db = |err: tokio_postgres::Error| pg_error(location, &err);
-    let tx = client.transaction().await.map_err(db)?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(db)?;
-    tx.batch_execute("CREATE TABLE IF NOT EXISTS mfad_schema (version integer NOT NULL)").await.map_err(db)?;
-    let version: i32 = match tx.query_opt("SELECT version FROM mfad_schema", &[]).await.map_err(db)? {
-        Some(row) => row.get(0),
-        None => {
-            tx.execute("INSERT INTO mfad_schema (version) VALUES (0)", &[]).await.map_err(db)?;
-            0
-        }
-    };
-    let known = MIGRATIONS.len();
-    let version = usize::try_from(version).unwrap_or(usize::MAX);
-    if version > known {
-        return Err(StoreError::Database(format!(
-            "database schema version {version} is newer than this mfad ({known}): upgrade mfad on this host"
-        )));
-    }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-        tx.batch_execute(sql).await.map_err(db)?;
-        let next = i32::try_from(i + 1).unwrap_or(i32::MAX);
-        tx.execute("UPDATE mfad_schema SET version = $1", &[&next]).await.map_err(db)?;
-    }
-    tx.commit().await.map_err(db)
 }
 
 /// Lock `user`'s row for the rest of `tx` and read it; a user without a row

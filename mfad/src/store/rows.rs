@@ -1,4 +1,5 @@
-//! A user's record as a row of the `users` table: JSON, defaults left out.
+//! A user's record as a row of the `users` table (JSON, defaults left out),
+//! and the store-wide settings of the `meta` table.
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -28,4 +29,25 @@ pub(super) fn apply_change(conn: &Connection, user: &str, change: Change) -> Res
         }
         Change::Delete => conn.execute("DELETE FROM users WHERE name = ?1", [user]).map(drop).map_err(db),
     }
+}
+
+pub(super) fn read_meta(conn: &Connection, name: &str) -> Result<Option<String>, StoreError> {
+    conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| r.get(0)).optional().map_err(db)
+}
+
+/// Set a setting (`replace`: also when set; else only when not), or with
+/// None remove it.
+pub(super) fn write_meta(conn: &Connection, name: &str, value: Option<&str>, replace: bool) -> Result<(), StoreError> {
+    let written = match (value, replace) {
+        (Some(value), true) => conn.execute(
+            "INSERT INTO meta (name, value) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+            params![name, value],
+        ),
+        (Some(value), false) => conn.execute(
+            "INSERT INTO meta (name, value) VALUES (?1, ?2) ON CONFLICT(name) DO NOTHING",
+            params![name, value],
+        ),
+        (None, _) => conn.execute("DELETE FROM meta WHERE name = ?1", [name]),
+    };
+    written.map(drop).map_err(db)
 }

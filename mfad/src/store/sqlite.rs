@@ -17,7 +17,7 @@ use ipnet::IpNet;
 use mfa_shared::bypass::{BypassRule, RuleOrigin, parse_network};
 
 use super::files::{self, OpenError, StoreFiles, create_private_dir, create_private_file};
-use super::rows::{apply_change, read_user};
+use super::rows::{apply_change, read_meta, read_user, write_meta};
 use super::{Change, Store, StoreError, StoreFault, UserRecord, decode};
 
 /// Schema versions, applied in order at start; `PRAGMA user_version` records
@@ -475,34 +475,15 @@ impl Store for SqliteStore {
     }
 
     fn set_meta(&self, name: &str, value: Option<&str>) -> Result<(), StoreError> {
-        self.write(|conn| {
-            match value {
-                Some(value) => conn.execute(
-                    "INSERT INTO meta (name, value) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-                    params![name, value],
-                ),
-                None => conn.execute("DELETE FROM meta WHERE name = ?1", [name]),
-            }
-            .map(drop)
-            .map_err(db)
-        })
+        self.write(|conn| write_meta(conn, name, value, true))
     }
 
     fn init_meta(&self, name: &str, value: &str) -> Result<String, StoreError> {
         self.write(|conn| {
-            conn.execute(
-                "INSERT INTO meta (name, value) VALUES (?1, ?2) ON CONFLICT(name) DO NOTHING",
-                params![name, value],
-            )
-            .map_err(db)?;
+            write_meta(conn, name, Some(value), false)?;
             read_meta(conn, name)?.ok_or_else(|| StoreError::Database(format!("setting {name} vanished")))
         })
     }
-}
-
-fn read_meta(conn: &Connection, name: &str) -> Result<Option<String>, StoreError> {
-    use rusqlite::OptionalExtension;
-    conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| r.get(0)).optional().map_err(db)
 }
 
 #[cfg(test)]

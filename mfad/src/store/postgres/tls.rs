@@ -14,7 +14,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::{SettingsError, setting};
+use super::settings::{SettingsError, setting};
 
 /// A checked TLS configuration.
 pub struct Connector(ClientConfig);
