@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{Key as Key_, XChaCha20Poly1305, XNonce};
 use sha2::Digest;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use zeroize::Zeroizing;
 
 const KEY_LEN: usize = 32;
@@ -80,8 +82,10 @@ impl Key {
 pub struct Vault {
     keys: Vec<Key>,
     /// Index in `keys` of the key that seals.
-    sealing: usize,
-    pepper: crate::recovery::Pepper,
+    sealing: AtomicUsize,
+    /// The store's recovery-code pepper once read from it (see
+    /// [`crate::keys::bind`]); until then the first key's.
+    pepper: OnceLock<crate::recovery::Pepper>,
 }
 
 impl std::fmt::Debug for Vault {
@@ -93,17 +97,21 @@ impl std::fmt::Debug for Vault {
 impl Vault {
     pub fn from_key(key: &[u8; KEY_LEN]) -> Self {
         let key = Key::new(key);
-        let pepper = key.derived_pepper.clone();
-        Vault { keys: vec![key], sealing: 0, pepper }
+        Vault { keys: vec![key], sealing: AtomicUsize::new(0), pepper: OnceLock::new() }
     }
 
     /// The key of recovery-code hashes.
     pub fn pepper(&self) -> &crate::recovery::Pepper {
-        &self.pepper
+        self.pepper.get().unwrap_or(&self.keys[0].derived_pepper)
     }
 
-    pub fn set_pepper(&mut self, pepper: crate::recovery::Pepper) {
-        self.pepper = pepper;
+    /// Use the store's pepper from now on (set once).
+    pub fn set_pepper(&self, pepper: crate::recovery::Pepper) {
+        let _ = self.pepper.set(pepper);
+    }
+
+    fn sealing(&self) -> &Key {
+        &self.keys[self.sealing.load(Ordering::Relaxed).min(self.keys.len() - 1)]
     }
 
     /// The pepper a store first sealed with key `id` uses, if it is ours.
@@ -140,14 +148,14 @@ impl Vault {
     }
 
     pub fn sealing_key(&self) -> &KeyId {
-        &self.keys[self.sealing].id
+        &self.sealing().id
     }
 
     /// Seal with key `id` from now on; false when it is not held.
-    pub fn seal_with(&mut self, id: &KeyId) -> bool {
+    pub fn seal_with(&self, id: &KeyId) -> bool {
         match self.keys.iter().position(|k| k.id == *id) {
             Some(i) => {
-                self.sealing = i;
+                self.sealing.store(i, Ordering::Relaxed);
                 true
             }
             None => false,
@@ -156,7 +164,7 @@ impl Vault {
 
     /// nonce || ciphertext, bound to `user`, with the sealing key.
     pub fn seal(&self, user: &str, secret: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        self.seal_using(&self.keys[self.sealing].id, user, secret)
+        self.seal_using(&self.sealing().id, user, secret)
     }
 
     /// [`Vault::seal`] with key `id`.
@@ -184,7 +192,7 @@ impl Vault {
         let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
         let aad = [AAD_PREFIX, user.as_bytes()].concat();
         // The sealing key first: it opens all but records left from a rotation.
-        let order = std::iter::once(&self.keys[self.sealing]).chain(self.keys.iter());
+        let order = std::iter::once(self.sealing()).chain(self.keys.iter());
         for key in order {
             if let Ok(secret) = key.cipher.decrypt(XNonce::from_slice(nonce), Payload { msg: ciphertext, aad: &aad }) {
                 return Ok((Zeroizing::new(secret), &key.id));

@@ -13,11 +13,12 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::audit::{Audit, Severity};
 use crate::clock::SystemClock;
 use crate::crypto::Vault;
+use crate::keys::{KeyError, Keyed};
 use crate::nss::{DeadlineDirectory, LOOKUP_DEADLINE, SystemDirectory};
 use crate::server;
 use crate::service::Daemon;
 use crate::store::postgres::Settings;
-use crate::store::{PostgresStore, SqliteStore, Store};
+use crate::store::{PostgresStore, SqliteStore, Store, StoreError};
 
 #[derive(Debug, Parser)]
 #[command(name = "mfad", version, about = "Two-factor authentication daemon for PAM logins")]
@@ -146,25 +147,39 @@ fn run(args: Args) -> Result<()> {
         println!("{}: configuration is valid", args.config.display());
         return Ok(());
     }
-    let (store, vault) = open_store(&config, args.init_store)?;
+    // Once, at start, a daemon may come up without its database; a command
+    // that works on the store needs it.
+    let lazily = args.command.is_none() && !args.init_store;
+    let (store, mut vault) = open_store(&config, args.init_store, lazily)?;
     if args.init_store {
         println!("{}: created an empty store", config.store.path.display());
         return Ok(());
     }
     match args.command {
         Some(Command::MigrateStore { from, replace }) => {
-            let copied = crate::maintenance::migrate_store(&vault, &*store, &from, replace)?;
-            println!("{copied}");
+            crate::keys::bind(&vault, &*store).context("cannot use the store's keys")?;
+            println!("{}", crate::maintenance::migrate_store(&vault, &*store, &from, replace)?);
             return Ok(());
         }
         Some(Command::Rekey { new_key }) => {
-            let mut vault = vault;
+            crate::keys::bind(&vault, &*store).context("cannot use the store's keys")?;
             println!("{}", crate::maintenance::rekey(&mut vault, &*store, &new_key)?);
             return Ok(());
         }
         None => {}
     }
     let audit = Audit::new(args.syslog_socket.clone());
+    let vault = Arc::new(vault);
+    let store = Arc::new(Keyed::new(store, vault.clone()));
+    match store.bind_now() {
+        Ok(()) => {}
+        // The fleet's database is down: serve what needs no store, answer
+        // the rest `unavailable`, check the keys once it is back.
+        Err(KeyError::Store(err @ StoreError::Unusable { .. })) => {
+            audit.event(Severity::Warning, &format!("{err}; the keys are checked once it answers"));
+        }
+        Err(err) => return Err(err).context("cannot use the store's keys"),
+    }
     let socket = config.socket.clone();
     let daemon = Arc::new(Daemon::new(
         config,
@@ -204,9 +219,10 @@ fn run(args: Args) -> Result<()> {
     })
 }
 
-/// The store the configuration names, and the keys bound to it (see
-/// [`crate::keys::bind`]).
-fn open_store(config: &Config, init_store: bool) -> Result<(Arc<dyn Store>, Vault)> {
+/// The store the configuration names (a PostgreSQL one, `lazily`: also
+/// while its database is down), and the keys of this host, not yet checked
+/// against it (see [`crate::keys::bind`]).
+fn open_store(config: &Config, init_store: bool, lazily: bool) -> Result<(Arc<dyn Store>, Vault)> {
     let key = &config.store.key_file;
     let store: Arc<dyn Store> = match config.store.backend {
         StoreBackend::Sqlite => {
@@ -224,14 +240,14 @@ fn open_store(config: &Config, init_store: bool) -> Result<(Arc<dyn Store>, Vaul
                 anyhow::bail!("--init-store is for a SQLite store; the PostgreSQL store's schema is created at start");
             }
             let settings = Settings::from_config(&config.store)?;
-            Arc::new(PostgresStore::open(settings).context("cannot open the store")?)
+            let opened = if lazily { PostgresStore::open_lazily(settings) } else { PostgresStore::open(settings) };
+            Arc::new(opened.context("cannot open the store")?)
         }
     };
     let mut vault = Vault::load_or_create(key)?;
     for path in &config.store.accepted_key_files {
         vault.accept_key_file(path).with_context(|| format!("[store] accepted_key_files: {}", path.display()))?;
     }
-    crate::keys::bind(&mut vault, &*store).context("cannot use the store's keys")?;
     Ok((store, vault))
 }
 

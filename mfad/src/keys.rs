@@ -8,9 +8,15 @@
 //! key: hosts that hold it seal with it, and a rekey cut short is resumed
 //! by running it again.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use ipnet::IpNet;
+use mfa_shared::bypass::BypassRule;
+
 use crate::crypto::{CryptoError, KeyId, Vault};
 use crate::recovery::Pepper;
-use crate::store::{Change, Store, StoreError};
+use crate::store::{Change, Store, StoreError, UserRecord};
 
 pub const KEY_ID: &str = "key_id";
 pub const REKEY_TO: &str = "rekey_to";
@@ -48,7 +54,7 @@ fn ids(vault: &Vault) -> String {
 /// if it has none yet (a new store, or one from before keys were recorded);
 /// the vault seals with the rekey's target if it holds it, else with the
 /// store's key, and is refused when it holds neither. Then the pepper.
-pub fn bind(vault: &mut Vault, store: &dyn Store) -> Result<(), KeyError> {
+pub fn bind(vault: &Vault, store: &dyn Store) -> Result<(), KeyError> {
     let first = vault.key_ids().into_iter().next().ok_or(KeyError::PepperDamaged)?;
     let store_key = KeyId(store.init_meta(KEY_ID, &first.0)?);
     match sealing_key(vault, store)? {
@@ -110,7 +116,7 @@ pub struct Rekeyed {
 /// is re-sealed in its own transaction, so a rekey cut short loses nothing
 /// and is finished by running it again; hosts running meanwhile open
 /// records sealed with either key.
-pub fn rekey(vault: &mut Vault, store: &dyn Store, new: &KeyId) -> Result<Rekeyed, KeyError> {
+pub fn rekey(vault: &Vault, store: &dyn Store, new: &KeyId) -> Result<Rekeyed, KeyError> {
     if let Some(other) = store.get_meta(REKEY_TO)?.map(KeyId).filter(|target| target != new) {
         return Err(KeyError::OtherRekey(other));
     }
@@ -165,4 +171,98 @@ fn reseal(vault: &Vault, user: &str, sealed: &[u8], new: &KeyId) -> Result<Optio
         return Ok(None);
     }
     vault.seal(user, &secret).map(Some)
+}
+
+/// A store whose keys are checked ([`bind`]) before it is used: at start
+/// when it answers, else at the first request once it does (a host that
+/// starts while the fleet's database is down serves what needs no store,
+/// answers the rest `unavailable`, and checks its key when the database is
+/// back). A host with the wrong key is then refused every request.
+pub struct Keyed {
+    store: Arc<dyn Store>,
+    vault: Arc<Vault>,
+    bound: AtomicBool,
+    /// Why this host may not use the store, once known.
+    refused: Mutex<Option<String>>,
+}
+
+impl Keyed {
+    pub fn new(store: Arc<dyn Store>, vault: Arc<Vault>) -> Keyed {
+        Keyed { store, vault, bound: AtomicBool::new(false), refused: Mutex::new(None) }
+    }
+
+    /// Check the keys now (at start).
+    pub fn bind_now(&self) -> Result<(), KeyError> {
+        bind(&self.vault, &*self.store)?;
+        self.bound.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    fn ready(&self) -> Result<&dyn Store, StoreError> {
+        if self.bound.load(Ordering::Acquire) {
+            return Ok(&*self.store);
+        }
+        let mut refused = self.refused.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(why) = refused.as_ref() {
+            return Err(StoreError::WrongKey(why.clone()));
+        }
+        if self.bound.load(Ordering::Acquire) {
+            return Ok(&*self.store);
+        }
+        match self.bind_now() {
+            Ok(()) => Ok(&*self.store),
+            Err(KeyError::Store(err)) => Err(err),
+            Err(err) => {
+                let why = format!("this host may not use the store: {err}");
+                *refused = Some(why.clone());
+                Err(StoreError::WrongKey(why))
+            }
+        }
+    }
+}
+
+impl Store for Keyed {
+    fn get_user(&self, user: &str) -> Result<Option<UserRecord>, StoreError> {
+        self.ready()?.get_user(user)
+    }
+
+    fn update_user(&self, user: &str, change: &mut dyn FnMut(Option<&UserRecord>) -> Change) -> Result<(), StoreError> {
+        self.ready()?.update_user(user, change)
+    }
+
+    fn update_users(
+        &self,
+        users: &[String],
+        change: &mut dyn FnMut(&str, Option<&UserRecord>) -> Change,
+    ) -> Result<(), StoreError> {
+        self.ready()?.update_users(users, change)
+    }
+
+    fn list_users(&self, after: Option<&str>, limit: usize) -> Result<Vec<UserRecord>, StoreError> {
+        self.ready()?.list_users(after, limit)
+    }
+
+    fn add_ip_rule(&self, network: IpNet, bypass_2fa: bool, expires_at: Option<u64>) -> Result<i64, StoreError> {
+        self.ready()?.add_ip_rule(network, bypass_2fa, expires_at)
+    }
+
+    fn list_ip_rules(&self) -> Result<Vec<BypassRule>, StoreError> {
+        self.ready()?.list_ip_rules()
+    }
+
+    fn remove_ip_rule(&self, id: i64) -> Result<bool, StoreError> {
+        self.ready()?.remove_ip_rule(id)
+    }
+
+    fn get_meta(&self, name: &str) -> Result<Option<String>, StoreError> {
+        self.ready()?.get_meta(name)
+    }
+
+    fn set_meta(&self, name: &str, value: Option<&str>) -> Result<(), StoreError> {
+        self.ready()?.set_meta(name, value)
+    }
+
+    fn init_meta(&self, name: &str, value: &str) -> Result<String, StoreError> {
+        self.ready()?.init_meta(name, value)
+    }
 }

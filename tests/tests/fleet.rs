@@ -984,32 +984,48 @@ fn a_server_certificate_from_another_ca_is_named_as_the_reason() {
 
 // ---- more on outages -------------------------------------------------------------------------
 
-/// A host that starts (a reboot, an upgrade) during an outage cannot check
-/// its key against the store: it refuses to start, naming the database and
-/// not promising to reconnect (its service manager restarts it, and the
-/// module's failmode applies meanwhile, as for any daemon that is down),
-/// and starts once the database is back.
+/// SPEC 15: while the database is unreachable mfad still decides what needs
+/// no store (a config bypass rule, `enabled = false`) and reconnects by
+/// itself. A host that starts (a reboot, a package upgrade) during an
+/// outage does the same, and checks its key once the database answers: a
+/// host with another key is then refused every request.
 #[test]
-fn a_host_started_while_the_database_is_down_is_refused_and_starts_once_it_is_back() {
+fn a_host_started_while_the_database_is_down_answers_unavailable_and_heals() {
     let pg = PgCluster::start();
+    let extra =
+        format!("{ALWAYS}\n[bypass]\nenabled = true\n[[bypass.rule]]\ncidr = \"127.0.0.88\"\nbypass_2fa = true");
     let url = pg.new_database();
     let keys = tempfile::Builder::new().prefix("mfad-fleet-keys-").tempdir().unwrap();
     let key = new_key(keys.path(), "fleet.key");
-    let a = Host::fleet(ALWAYS, &url, &key, "");
+    let other = new_key(keys.path(), "other.key");
+    let a = Host::fleet(&extra, &url, &key, "");
     let secret = a.enroll("fl_cold", "hotp");
 
     pg.stop();
-    let refusal = start_refused(ALWAYS, &fleet_section(&url, &key, ""));
-    assert!(refusal.contains("cannot reach the database") && refusal.contains(&dbname(&url)), "{refusal}");
-    assert!(!refusal.contains("reconnects by itself"), "{refusal}");
-
-    pg.start_again();
-    let c = OwnDaemon::start(ALWAYS, &fleet_section(&url, &key, "")).unwrap_or_else(|refusal| panic!("{refusal}"));
+    let started = |key: &Path| {
+        OwnDaemon::start(&extra, &fleet_section(&url, key, "")).unwrap_or_else(|refusal| {
+            panic!(
+                "a host started during a database outage must come up and answer `unavailable`; it refused: {refusal}"
+            )
+        })
+    };
+    let c = started(&key);
+    let wrong = started(&other);
+    let out = c.mfactl(&["user", "show", "fl_cold"]);
+    assert_eq!(out.status.code(), Some(7), "{}", said(&out));
     let pam = PamServices::new();
     let login = service_name("mfacold");
-    pam.add(&login, &[c.module_line("required", "")]);
+    pam.add(&login, &[c.module_line("required", ""), "auth required pam_permit.so".into()]);
+    let l = attempt(&mut pam.pamtester(&login, "fl_cold", &[("rhost", "127.0.0.88")]), "");
+    assert!(l.ok && !l.asked, "a config bypass rule needs no store:\n{}", l.said);
+
+    pg.start_again();
+    assert!(within_15s(|| c.mfactl(&["user", "show", "fl_cold"]).status.success()), "no reconnect within 15 s");
     let l = attempt(&mut pam.pamtester(&login, "fl_cold", &[("rhost", "127.0.0.5")]), &line(&hotp(&secret, 1)));
     assert!(l.ok && l.asked, "{}", l.said);
+    // The host with another key reaches the database too, and is refused.
+    let out = wrong.mfactl(&["user", "show", "fl_cold"]);
+    assert!(!out.status.success() && said(&out).contains("may not use the store"), "{}", said(&out));
 }
 
 /// SPEC 14: mfad answers every first request within a deadline shorter than

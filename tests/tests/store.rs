@@ -306,18 +306,18 @@ fn key(byte: u8) -> [u8; 32] {
 
 fn the_store_takes_the_first_key_and_refuses_another(backend: &dyn Backend) {
     let store = backend.open();
-    let mut vault = Vault::from_key(&key(1));
-    keys::bind(&mut vault, &*store).unwrap();
+    let vault = Vault::from_key(&key(1));
+    keys::bind(&vault, &*store).unwrap();
     let id = vault.key_ids()[0].clone();
     assert_eq!(store.get_meta(KEY_ID).unwrap(), Some(id.0.clone()));
     let pepper = vault.pepper().clone();
     // The same key again (another host, a restart): the same pepper.
-    let mut again = Vault::from_key(&key(1));
-    keys::bind(&mut again, &*store).unwrap();
+    let again = Vault::from_key(&key(1));
+    keys::bind(&again, &*store).unwrap();
     assert!(again.pepper() == &pepper);
     // Another key: refused, saying which key the store has.
-    let mut other = Vault::from_key(&key(2));
-    let err = keys::bind(&mut other, &*store).unwrap_err();
+    let other = Vault::from_key(&key(2));
+    let err = keys::bind(&other, &*store).unwrap_err();
     assert!(matches!(err, KeyError::WrongKey { .. }), "{err}");
     assert!(err.to_string().contains(&id.0), "{err}");
 }
@@ -331,8 +331,8 @@ fn rekey_reseals_every_secret_and_keeps_recovery_codes(backend: &dyn Backend) {
         let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&new_key).unwrap();
         std::io::Write::write_all(&mut file, &key(9)).unwrap();
     }
-    let mut old = Vault::from_key(&key(1));
-    keys::bind(&mut old, &*store).unwrap();
+    let old = Vault::from_key(&key(1));
+    keys::bind(&old, &*store).unwrap();
     let pepper = old.pepper().clone();
     for user in ["u1", "u2", "u3"] {
         let sealed = old.seal(user, b"12345678901234567890").unwrap();
@@ -354,15 +354,15 @@ fn rekey_reseals_every_secret_and_keeps_recovery_codes(backend: &dyn Backend) {
             .unwrap();
     }
     let mut both = Vault::from_key(&key(1));
-    keys::bind(&mut both, &*store).unwrap();
+    keys::bind(&both, &*store).unwrap();
     let new = both.accept_key_file(&new_key).unwrap();
-    let done = keys::rekey(&mut both, &*store, &new).unwrap();
+    let done = keys::rekey(&both, &*store, &new).unwrap();
     assert_eq!((done.resealed, done.records), (3, 3));
     // Run again (as after an interruption): nothing left to do.
-    assert_eq!(keys::rekey(&mut both, &*store, &new).unwrap().resealed, 0);
+    assert_eq!(keys::rekey(&both, &*store, &new).unwrap().resealed, 0);
     // A host with only the new key opens everything, with the same pepper.
-    let mut only_new = Vault::from_key(&key(9));
-    keys::bind(&mut only_new, &*store).unwrap();
+    let only_new = Vault::from_key(&key(9));
+    keys::bind(&only_new, &*store).unwrap();
     assert!(only_new.pepper() == &pepper, "recovery codes stay valid");
     for user in ["u1", "u2", "u3"] {
         let record = store.get_user(user).unwrap().unwrap();
@@ -370,7 +370,7 @@ fn rekey_reseals_every_secret_and_keeps_recovery_codes(backend: &dyn Backend) {
         assert_eq!(&secret[..], b"12345678901234567890");
     }
     // A host with only the old key is refused.
-    assert!(keys::bind(&mut Vault::from_key(&key(1)), &*store).is_err());
+    assert!(keys::bind(&Vault::from_key(&key(1)), &*store).is_err());
 }
 
 /// Twenty hosts starting at once on a new database: one migrates, the

@@ -80,7 +80,7 @@ fn fixture_with(directory: Arc<dyn Directory>, edit: impl FnOnce(&mut Config)) -
         config,
         None,
         Arc::new(SqliteStore::open_in_memory().unwrap()),
-        Vault::from_key(&[7u8; 32]),
+        Arc::new(Vault::from_key(&[7u8; 32])),
         clock.clone(),
         directory,
         Audit::new(audit_path),

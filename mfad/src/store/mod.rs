@@ -27,6 +27,9 @@ pub use sqlite::SqliteStore;
 pub enum StoreError {
     #[error("database error: {0}")]
     Database(String),
+    /// This host's keys do not open the store (see [`crate::keys`]).
+    #[error("{0}")]
+    WrongKey(String),
     /// Too much in progress (every database connection in use): the
     /// client is told to try again, never let through.
     #[error("store busy: {0}")]
@@ -46,6 +49,8 @@ impl StoreError {
         match self {
             StoreError::Database(_) => "a database error".to_string(),
             StoreError::Busy(_) => "too many requests in progress; try again shortly".to_string(),
+            // Key ids only: nothing secret.
+            StoreError::WrongKey(why) => why.clone(),
             StoreError::Corrupt { .. } => "a stored record is corrupt".to_string(),
             StoreError::Unusable { fault, .. } => fault.to_string(),
         }

@@ -29,6 +29,7 @@
 //! again, after a short backoff while attempts keep failing.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime, TimeoutType};
@@ -63,6 +64,9 @@ pub struct PostgresStore {
     /// module's own timeout would turn a slow database into silence.
     deadline: Duration,
     backoff: Mutex<Backoff>,
+    /// The schema was brought up to date (at start, or at the first
+    /// contact after a start without the database).
+    migrated: AtomicBool,
 }
 
 #[derive(Default)]
@@ -70,6 +74,8 @@ struct Backoff {
     /// No new connection is attempted before this.
     retry_at: Option<Instant>,
     delay: Duration,
+    /// Why the last attempt failed, repeated until the next one.
+    cause: String,
 }
 
 /// The store may be dropped inside mfad's own runtime (at shutdown), where
@@ -122,6 +128,27 @@ impl PostgresStore {
     /// Connect, and bring the schema up to date (under an advisory lock, so
     /// that hosts starting at once migrate once).
     pub fn open(settings: Settings) -> Result<PostgresStore, StoreError> {
+        let store = Self::new(settings)?;
+        match store.run(async |_| Ok(())) {
+            Ok(()) => Ok(store),
+            Err(StoreError::Unusable { location, cause, .. }) => {
+                Err(StoreError::Database(format!("cannot reach the {location}: {cause}")))
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// [`PostgresStore::open`], or, while the database cannot be reached, a
+    /// store that connects (and migrates) at its first use once it can.
+    pub fn open_lazily(settings: Settings) -> Result<PostgresStore, StoreError> {
+        let store = Self::new(settings)?;
+        match store.run(async |_| Ok(())) {
+            Ok(()) | Err(StoreError::Unusable { .. }) => Ok(store),
+            Err(err) => Err(err),
+        }
+    }
+
+    fn new(settings: Settings) -> Result<PostgresStore, StoreError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("mfad-postgres")
@@ -150,16 +177,9 @@ impl PostgresStore {
             location: settings.location,
             deadline: settings.connect_timeout,
             backoff: Mutex::new(Backoff::default()),
+            migrated: AtomicBool::new(false),
         };
-        match store.run(async |client| schema::migrate(client, &store.location).await) {
-            Ok(()) => Ok(store),
-            // At start there is nothing to answer: mfad exits, and its
-            // service manager starts it again.
-            Err(StoreError::Unusable { location, cause, .. }) => {
-                Err(StoreError::Database(format!("cannot reach the {location}: {cause}")))
-            }
-            Err(err) => Err(err),
-        }
+        Ok(store)
     }
 
     fn unreachable(&self, cause: impl Into<String>) -> StoreError {
@@ -171,9 +191,12 @@ impl PostgresStore {
     /// requests in between are answered at once.
     async fn client(&self) -> Result<Object, StoreError> {
         let now = Instant::now();
-        if let Some(retry_at) = self.backoff().retry_at.filter(|at| now < *at) {
-            let wait = retry_at - now;
-            return Err(self.unreachable(format!("reconnecting; next attempt in {} ms", wait.as_millis())));
+        let waiting = {
+            let backoff = self.backoff();
+            backoff.retry_at.filter(|at| now < *at).map(|at| (at - now, backoff.cause.clone()))
+        };
+        if let Some((wait, cause)) = waiting {
+            return Err(self.unreachable(format!("{cause}; next attempt in {} ms", wait.as_millis())));
         }
         match self.pool.get().await {
             Ok(client) => {
@@ -192,10 +215,11 @@ impl PostgresStore {
                     )),
                     other => self.unreachable(other.to_string()),
                 };
-                if matches!(err, StoreError::Unusable { .. }) {
+                if let StoreError::Unusable { cause, .. } = &err {
                     let mut backoff = self.backoff();
                     backoff.delay = (backoff.delay * 2).clamp(FIRST_BACKOFF, MAX_BACKOFF);
                     backoff.retry_at = Some(Instant::now() + backoff.delay);
+                    backoff.cause.clone_from(cause);
                 }
                 Err(err)
             }
@@ -206,10 +230,19 @@ impl PostgresStore {
         self.backoff.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Run `op` once the schema is up to date (see [`PostgresStore::run_once`]).
+    fn run<R>(&self, op: impl AsyncFnOnce(&mut Object) -> Result<R, StoreError>) -> Result<R, StoreError> {
+        if !self.migrated.load(Ordering::Acquire) {
+            self.run_once(async |client| schema::migrate(client, &self.location).await)?;
+            self.migrated.store(true, Ordering::Release);
+        }
+        self.run_once(op)
+    }
+
     /// Run `op` on a pooled connection, the whole within the deadline. A
     /// connection that failed or timed out mid-operation is closed rather
     /// than returned to the pool (it may hold an open transaction).
-    fn run<R>(&self, op: impl AsyncFnOnce(&mut Object) -> Result<R, StoreError>) -> Result<R, StoreError> {
+    fn run_once<R>(&self, op: impl AsyncFnOnce(&mut Object) -> Result<R, StoreError>) -> Result<R, StoreError> {
         let Some(runtime) = &self.runtime else {
             return Err(self.unreachable("the store is closing"));
         };
