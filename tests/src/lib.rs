@@ -97,6 +97,20 @@ pub fn password(user: &str) -> String {
 
 /// Run `cmd` with `input` on stdin; returns its output.
 pub fn run_with_input(cmd: &mut Command, input: &str) -> Output {
+    // libpam-wrapper picks its directory `/tmp/pam.X` by looking for a free
+    // name and then creating it: two clients starting at once can collide,
+    // and the loser runs on the machine's own PAM stacks (see pam_client).
+    // Such a run touched none of ours; it is made again.
+    for _ in 0..20 {
+        let out = run_once_with_input(cmd, input);
+        if !String::from_utf8_lossy(&out.stderr).contains("pwrap_init: Failed to create pam_wrapper config dir") {
+            return out;
+        }
+    }
+    panic!("libpam-wrapper did not set itself up in 20 tries: {cmd:?}");
+}
+
+fn run_once_with_input(cmd: &mut Command, input: &str) -> Output {
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -64,7 +64,37 @@ impl ConversationHandler for Conversation {
     }
 }
 
+/// Under libpam-wrapper (PAM_WRAPPER=1), whether it set itself up. It
+/// picks its directory `/tmp/pam.X` by looking for a free name and then
+/// creating it, so two clients starting at once can collide; the loser runs
+/// without the wrapper, on the machine's own PAM stacks. Such a client
+/// starts itself again rather than authenticate against the wrong stack.
+fn reexec_unless_wrapped() {
+    if std::env::var_os("PAM_WRAPPER").is_none_or(|v| v != "1") {
+        return;
+    }
+    // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name; the symbol,
+    // when present, is libpam-wrapper's `bool pam_wrapper_enabled(void)`.
+    let enabled = unsafe {
+        let symbol = libc::dlsym(libc::RTLD_DEFAULT, c"pam_wrapper_enabled".as_ptr());
+        !symbol.is_null() && std::mem::transmute::<*mut libc::c_void, extern "C" fn() -> bool>(symbol)()
+    };
+    let tries: u32 = std::env::var("PAM_CLIENT_WRAPPER_TRIES").ok().and_then(|t| t.parse().ok()).unwrap_or(0);
+    if enabled || tries >= 20 {
+        assert!(enabled, "libpam-wrapper did not set itself up in 20 tries");
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    eprintln!("pam_client: libpam-wrapper did not set itself up; starting again");
+    let err = std::process::Command::new("/proc/self/exe")
+        .args(std::env::args_os().skip(1))
+        .env("PAM_CLIENT_WRAPPER_TRIES", (tries + 1).to_string())
+        .exec();
+    panic!("cannot start again: {err}");
+}
+
 fn main() -> ExitCode {
+    reexec_unless_wrapped();
     let mut args = std::env::args().skip(1);
     let (mut service, mut user, mut rhost, mut ruser, mut tty, mut answers) =
         (None, None, None, None, None, Vec::new());
