@@ -26,7 +26,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== tests"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}" 2>&1 | tee "$log"
+cargo test --workspace --locked --no-fail-fast -- --test-threads="${TEST_THREADS:-4}" 2>&1 | tee "$log"
 echo "== fuzz"
 bash tests/fuzz.sh
 # One closing line for the whole run (cargo's last line is a crate's

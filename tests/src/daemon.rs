@@ -68,7 +68,7 @@ impl Mfad {
         let lines = audit.clone();
         std::thread::spawn(move || {
             let mut buf = vec![0u8; 8192];
-            while let Ok(n) = sink.recv(&mut buf) {
+            while let Ok(n) = recv_retrying(&sink, &mut buf) {
                 let (vec, cond) = &*lines;
                 vec.lock().unwrap().push(String::from_utf8_lossy(&buf[..n]).into_owned());
                 cond.notify_all();
@@ -120,7 +120,7 @@ impl Mfad {
             .unwrap();
         self.child = Some(child);
         let mut buf = [0u8; 64];
-        let n = notify.recv(&mut buf).expect("mfad did not become ready");
+        let n = recv_retrying(&notify, &mut buf).expect("mfad did not become ready");
         assert!(std::str::from_utf8(&buf[..n]).unwrap().contains("READY=1"));
     }
 

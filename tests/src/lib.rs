@@ -127,3 +127,15 @@ fn run_once_with_input(cmd: &mut Command, input: &str) -> Output {
     let _ = writer.join();
     out
 }
+
+/// `socket.recv`, again after an interruption: Linux may fail a blocking
+/// receive with EINTR once the process was stopped and continued, even
+/// without a signal handler.
+pub fn recv_retrying(socket: &std::os::unix::net::UnixDatagram, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match socket.recv(buf) {
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}

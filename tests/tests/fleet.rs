@@ -315,7 +315,7 @@ impl OwnDaemon {
         let lines = audit.clone();
         std::thread::spawn(move || {
             let mut buf = vec![0u8; 8192];
-            while let Ok(n) = sink.recv(&mut buf) {
+            while let Ok(n) = recv_retrying(&sink, &mut buf) {
                 lines.lock().unwrap().push(String::from_utf8_lossy(&buf[..n]).into_owned());
             }
         });
@@ -335,7 +335,7 @@ impl OwnDaemon {
         let deadline = Instant::now() + Duration::from_secs(15);
         let mut buf = [0u8; 64];
         loop {
-            if let Ok(n) = notify.recv(&mut buf)
+            if let Ok(n) = recv_retrying(&notify, &mut buf)
                 && String::from_utf8_lossy(&buf[..n]).contains("READY=1")
             {
                 return Ok(own);

@@ -14,6 +14,8 @@ pub(crate) struct Worker {
     pub(crate) lines: BufReader<ChildStdout>,
     /// See `repeated_codes`.
     pub(crate) repeated_codes: usize,
+    /// Index of its service in `Options::services`.
+    pub(crate) service: usize,
 }
 
 impl Worker {
@@ -38,9 +40,10 @@ pub(crate) fn spawn_workers(o: &Options) -> Vec<Worker> {
                 _ => &o.users[i % o.users.len()],
             };
             let (secret, first) = o.secrets.get(user).cloned().unwrap_or_default();
+            let service = i % o.services.len();
             let mut child = Command::new(&exe)
                 .arg("__worker")
-                .args([&o.service, user, &secret, &first.to_string(), &o.iterations.to_string()])
+                .args([&o.services[service], user, &secret, &first.to_string(), &o.iterations.to_string()])
                 .args([o.mode.name(), o.rhost.as_deref().unwrap_or("")])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
@@ -48,7 +51,7 @@ pub(crate) fn spawn_workers(o: &Options) -> Vec<Worker> {
                 .expect("cannot spawn a worker");
             let go = child.stdin.take().unwrap();
             let lines = BufReader::new(child.stdout.take().unwrap());
-            let mut worker = Worker { child, go, lines, repeated_codes: 0 };
+            let mut worker = Worker { child, go, lines, repeated_codes: 0, service };
             let line = worker.line();
             let repeats = line.strip_prefix("ready ").unwrap_or_else(|| panic!("worker said {line:?}"));
             worker.repeated_codes = repeats.parse().unwrap();
@@ -97,6 +100,14 @@ pub(crate) struct Tally {
     pub(crate) failed: usize,
     /// Of every pam_authenticate call, in nanoseconds.
     pub(crate) latencies: Vec<u64>,
+    /// Successes by service index (acceptances, in a contested run).
+    pub(crate) ok_by_service: Vec<usize>,
+}
+
+impl Tally {
+    pub(crate) fn new(services: usize) -> Tally {
+        Tally { ok_by_service: vec![0; services], ..Tally::default() }
+    }
 }
 
 /// Loop and no-code modes: one start for all, then each worker's `done`
@@ -108,6 +119,7 @@ pub(crate) fn collect_loop(workers: &mut [Worker], tally: &mut Tally) -> f64 {
     for w in workers {
         let fields = numbers(&w.line(), "done ");
         tally.ok += fields[0] as usize;
+        tally.ok_by_service[w.service] += fields[0] as usize;
         tally.failed += fields[1] as usize;
         first_start = first_start.min(fields[2]);
         last_end = last_end.max(fields[3]);
@@ -140,7 +152,12 @@ pub(crate) fn collect_contested(workers: &mut [Worker], rounds: usize, tally: &m
             tally.latencies.push(f[1]);
             (first, last) = (first.min(f[2]), last.max(f[2]));
             accepted += usize::from(won);
-            if won { tally.ok += 1 } else { tally.failed += 1 }
+            if won {
+                tally.ok += 1;
+                tally.ok_by_service[w.service] += 1;
+            } else {
+                tally.failed += 1;
+            }
         }
         distribution[accepted] += 1;
         spreads.push(last - first);
@@ -188,7 +205,7 @@ pub(crate) fn coordinate(o: &Options) -> serde_json::Value {
     let mut doc = serde_json::json!({
         "scenario": o.scenario,
         "module": o.module,
-        "service": o.service,
+        "service": o.services.join(","),
         "mode": o.mode.name(),
         "procs": o.procs,
         "iterations": o.iterations,
@@ -198,7 +215,7 @@ pub(crate) fn coordinate(o: &Options) -> serde_json::Value {
             _ => workers.iter().map(|w| w.repeated_codes).sum(),
         },
     });
-    let mut tally = Tally::default();
+    let mut tally = Tally::new(o.services.len());
     let wall_s = match o.mode {
         Mode::Loop | Mode::NoCode => collect_loop(&mut workers, &mut tally),
         Mode::Contested => {
@@ -209,6 +226,12 @@ pub(crate) fn coordinate(o: &Options) -> serde_json::Value {
         }
     };
     reap(workers);
+    if o.services.len() > 1 {
+        // Which daemon each success (each round's acceptance) went through.
+        let by: serde_json::Map<String, serde_json::Value> =
+            o.services.iter().zip(&tally.ok_by_service).map(|(s, n)| (s.clone(), (*n).into())).collect();
+        doc["successes_by_service"] = by.into();
+    }
     add_tally_fields(&mut doc, tally, wall_s);
     doc
 }

@@ -5,7 +5,7 @@
 //! so the harness trusts no code of ours. Prints one JSON line.
 //!
 //! ```text
-//! pam_bench --service S (--users u1,u2 | --user-file F) --secret-file F
+//! pam_bench --service S[,S2] (--users u1,u2 | --user-file F) --secret-file F
 //!           [--iterations N] [--procs P] [--contested | --no-code]
 //!           [--rhost HOST] [--scenario TEXT] [--module TEXT]
 //! ```
@@ -18,6 +18,9 @@
 //!   code" per round is reported.
 //! - `--no-code`: a login that asks no code; the round trip is measured and
 //!   any prompt counts as a failure.
+//! - several services (`--service A,B` or repeated): worker i uses service
+//!   i mod n (e.g. one PAM service per daemon of a fleet), all still
+//!   released together.
 //!
 //! The JSON line: scenario, module, service, mode, procs, iterations,
 //! successes, failures, median_us and p99_us (of every pam_authenticate call),
@@ -25,7 +28,10 @@
 //! first worker's start to the last one's end), repeated_codes (see
 //! `repeated_codes`); contested runs add rounds, rounds_exactly_one,
 //! accepted_per_round ({accepted: rounds}), max_accepted_in_a_round and
-//! start_spread_{median,max}_us (how far apart a round's calls began).
+//! start_spread_{median,max}_us (how far apart a round's calls began);
+//! with several services, `service` is their comma-separated list and
+//! successes_by_service ({service: successes}, acceptances when contested)
+//! says which service each went through.
 //!
 //! Refuses to run unless libpam-wrapper is in effect (PAM_WRAPPER=1,
 //! PAM_WRAPPER_SERVICE_DIR, LD_PRELOAD=...libpam_wrapper.so), so it never

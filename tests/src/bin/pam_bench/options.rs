@@ -44,9 +44,11 @@ impl Mode {
     args_override_self = true
 )]
 pub(crate) struct Cli {
-    /// The PAM service (a file in PAM_WRAPPER_SERVICE_DIR)
-    #[arg(long, value_name = "S")]
-    pub(crate) service: String,
+    /// The PAM service (a file in PAM_WRAPPER_SERVICE_DIR). Several
+    /// (comma-separated or repeated) spread the workers: worker i takes
+    /// service i mod n, e.g. one service per daemon of a fleet
+    #[arg(long, value_name = "S1,S2", required = true)]
+    pub(crate) service: Vec<String>,
     /// Users, comma-separated; repeated options add up (worker i takes user i)
     #[arg(long, value_name = "U1,U2")]
     pub(crate) users: Vec<String>,
@@ -88,7 +90,8 @@ pub(crate) fn at_least_one(text: &str) -> Result<usize, String> {
 }
 
 pub(crate) struct Options {
-    pub(crate) service: String,
+    /// Worker i uses services[i % services.len()].
+    pub(crate) services: Vec<String>,
     pub(crate) users: Vec<String>,
     /// user -> (base32 secret, first counter)
     pub(crate) secrets: BTreeMap<String, (String, u64)>,
@@ -167,8 +170,13 @@ pub(crate) fn parse_options() -> Options {
     {
         fail(ErrorKind::InvalidValue, format!("no secret for user {user} (--secret-file)"));
     }
-    let Cli { service, iterations, procs, rhost, scenario, module, .. } = cli;
-    Options { service, users, secrets, iterations, procs, mode, rhost, scenario, module }
+    let services: Vec<String> =
+        cli.service.iter().flat_map(|list| list.split(',')).filter(|s| !s.is_empty()).map(String::from).collect();
+    if services.is_empty() {
+        fail(ErrorKind::InvalidValue, "no service: give --service S".into());
+    }
+    let Cli { iterations, procs, rhost, scenario, module, .. } = cli;
+    Options { services, users, secrets, iterations, procs, mode, rhost, scenario, module }
 }
 
 /// The libpam-wrapper environment must be in effect: never the machine's stacks.
