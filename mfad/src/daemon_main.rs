@@ -53,6 +53,10 @@ enum Command {
         /// Overwrite accounts the destination has already.
         #[arg(long)]
         replace: bool,
+        /// Copy accounts whose recovery codes the destination cannot check
+        /// (a host's store rekeyed to the fleet's key) without those codes.
+        #[arg(long)]
+        drop_recovery_codes: bool,
     },
     /// Re-seal every secret in the store with the key in FILE, then exit.
     /// Resumable: run it again if it was interrupted. Every host must hold
@@ -156,9 +160,10 @@ fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     match args.command {
-        Some(Command::MigrateStore { from, replace }) => {
+        Some(Command::MigrateStore { from, replace, drop_recovery_codes }) => {
             crate::keys::bind(&vault, &*store).context("cannot use the store's keys")?;
-            println!("{}", crate::maintenance::migrate_store(&vault, &*store, &from, replace)?);
+            let how = crate::maintenance::Migration { replace, drop_recovery_codes };
+            println!("{}", crate::maintenance::migrate_store(&vault, &*store, &from, how)?);
             return Ok(());
         }
         Some(Command::Rekey { new_key }) => {

@@ -22,7 +22,7 @@ pub struct LoginRequest {
     /// The account whose code is asked: PAM_RUSER for elevation when set,
     /// else PAM_USER.
     pub person: String,
-    /// `rhost`, or `local:TTY` for a local login.
+    /// `rhost`, or `local:HOST:TTY` for a local login.
     pub source: String,
     pub elevation: bool,
     /// The PAM items came from a non-root caller (a PAM application of a

@@ -473,7 +473,8 @@ fn control_characters_and_oversized_items_are_refused() {
         assert!(!text.contains("pwned") && !text.contains("\\u001b"), "mfactl {args:?}: {text}");
     }
     let status = mfad.json(&["user", "show", &user.name]);
-    assert_eq!(status["last_source"], format!("local:{}", "t".repeat(256)), "{status}");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(status["last_source"], format!("local:{}:{}", host.trim(), "t".repeat(256)), "{status}");
 }
 
 /// An item too long for one frame (over 1 MiB: a legacy service that sets

@@ -808,14 +808,35 @@ fn a_hosts_sqlite_store_moves_into_the_fleet() {
     a.login_ok("fl_mig_3", &hotp(&m3, 1), "fl_mig_3 after --replace");
     b.login_ok("fl_mig_fleet", &hotp(&f, 2), "the fleet's own user is untouched");
 
-    // A store sealed with another key is refused, nothing copied.
+    // Another host, with a key of its own: refused, nothing copied.
     let mut stranger = Mfad::start(ALWAYS);
-    stranger.enroll("fl_mig_stranger", "hotp");
+    let s = stranger.enroll("fl_mig_stranger", "hotp");
     stranger.stop();
-    let out = a.mfad_command(&["migrate-store", "--from", stranger.store.to_str().unwrap()]);
+    let stranger_store = stranger.store.to_str().unwrap().to_string();
+    let out = a.mfad_command(&["migrate-store", "--from", &stranger_store]);
     assert!(!out.status.success(), "a store sealed with another key: {}", said(&out));
     assert!(said(&out).contains("sealed with key"), "{}", said(&out));
     assert_eq!(b.show("fl_mig_stranger")["state"], "not_enrolled");
+    // Its store re-sealed with the fleet's key: its recovery codes are still
+    // hashed under its former key, which the fleet cannot check; they move
+    // only when dropped.
+    let rekey = run(Command::new(bin("mfad")).arg("--config").arg(&stranger.config_path).args([
+        "rekey",
+        "--new-key",
+        key.to_str().unwrap(),
+    ]));
+    assert!(rekey.status.success(), "rekey of the host's store: {}", said(&rekey));
+    let out = a.mfad_command(&["migrate-store", "--from", &stranger_store]);
+    assert!(!out.status.success() && said(&out).contains("--drop-recovery-codes"), "{}", said(&out));
+    assert_eq!(b.show("fl_mig_stranger")["state"], "not_enrolled");
+    let out = a.mfad_command(&["migrate-store", "--from", &stranger_store, "--drop-recovery-codes"]);
+    assert!(
+        out.status.success() && stdout(&out).contains("recovery codes of 1 accounts were dropped"),
+        "{}",
+        said(&out)
+    );
+    b.login_ok("fl_mig_stranger", &hotp(&s, 1), "the other host's user, through the fleet");
+    assert_eq!(b.show("fl_mig_stranger")["recovery_codes_left"], 0);
 }
 
 // ---- 9. key rotation --------------------------------------------------------------------------

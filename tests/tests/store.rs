@@ -433,3 +433,27 @@ fn postgres_a_pool_with_every_connection_in_use_is_busy_not_unreachable() {
     assert!(matches!(err, mfad::store::StoreError::Busy(_)), "{err}");
     assert!(store.get_user("busy").unwrap().is_none(), "free again");
 }
+
+/// After the schema was created (by its owner), a role with no more than
+/// the rights on its rows can run mfad: no DDL at a start that has nothing
+/// to migrate.
+#[test]
+fn postgres_a_role_with_row_rights_only_runs_after_the_first_start() {
+    let cluster = PgCluster::shared();
+    let url = cluster.new_database();
+    drop(Postgres(url.clone()).open());
+    let role = format!("mfad_rows_{}", std::process::id());
+    cluster.psql(
+        &url,
+        &format!(
+            "CREATE ROLE {role} LOGIN; REVOKE CREATE ON SCHEMA public FROM PUBLIC; \
+             GRANT SELECT, INSERT, UPDATE, DELETE ON users, ip_rules, meta, mfad_schema TO {role}; \
+             GRANT USAGE ON SEQUENCE ip_rules_id_seq TO {role}"
+        ),
+    );
+    let as_role = url.replace("user=mfad", &format!("user={role}"));
+    let store = PostgresStore::open(settings(&as_role)).unwrap();
+    store.update_user("r", &mut |_| with_failures("r", 1)).unwrap();
+    store.add_ip_rule(parse_network("10.1.0.0/16").unwrap(), true, None).unwrap();
+    assert_eq!(store.get_user("r").unwrap().unwrap().failures, 1);
+}

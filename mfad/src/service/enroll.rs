@@ -69,7 +69,7 @@ impl Daemon {
         let config = &at.config;
         let params = OtpParams { otp_type, algorithm: config.algorithm, digits: config.digits, period: config.period };
         let secret = zeroize::Zeroizing::new(otp::generate_secret().map_err(no_random_bytes)?);
-        let sealed = self.seal(user, &secret)?;
+        let sealed = self.seal(&self.sealing_key()?, user, &secret)?;
         let device = Device {
             otp_type,
             algorithm: params.algorithm,

@@ -9,12 +9,14 @@ use mfa_shared::otp;
 use mfa_shared::protocol::{ImportRefusal, ImportUser, OtpType, Response, is_valid_user_name};
 
 use super::{Daemon, Peer, Reply, Snapshot};
+use crate::crypto::KeyId;
 use crate::recovery;
 use crate::store::{Change, Device, UserRecord};
 
 impl Daemon {
     pub(super) fn import_users(&self, at: &Snapshot, peer: &Peer, users: Vec<ImportUser>, replace: bool) -> Reply {
         self.require_admin(at, peer)?;
+        let key = self.sealing_key()?;
         let mut refused = Vec::new();
         let mut records: HashMap<String, UserRecord> = HashMap::with_capacity(users.len());
         for mut import in users {
@@ -29,7 +31,7 @@ impl Daemon {
                     continue;
                 }
             }
-            match self.imported_record(&at.config, &import, at.now) {
+            match self.imported_record(&at.config, &import, &key, at.now) {
                 Ok(record) => {
                     records.insert(import.user.clone(), record);
                 }
@@ -58,7 +60,13 @@ impl Daemon {
     }
 
     /// The record an import creates: the secret sealed, defaults filled in.
-    fn imported_record(&self, config: &Config, import: &ImportUser, now: u64) -> Result<UserRecord, String> {
+    fn imported_record(
+        &self,
+        config: &Config,
+        import: &ImportUser,
+        key: &KeyId,
+        now: u64,
+    ) -> Result<UserRecord, String> {
         if !is_valid_user_name(&import.user) {
             return Err("invalid user name".into());
         }
@@ -73,7 +81,7 @@ impl Daemon {
         if !(6..=8).contains(&digits) || !(1..=3600).contains(&period) {
             return Err("digits must be 6-8 and period 1-3600 seconds".into());
         }
-        let sealed = self.seal(&import.user, &secret).map_err(|refusal| refusal.message)?;
+        let sealed = self.seal(key, &import.user, &secret).map_err(|refusal| refusal.message)?;
         let recovery_hashes = import
             .recovery_codes
             .iter()

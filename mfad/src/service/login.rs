@@ -187,7 +187,9 @@ impl Daemon {
                 // A name from reverse DNS is never trusted (see policy).
                 Err(_) => format!("{HOST_NAME_SOURCE}{rhost}"),
             },
-            None => format!("local:{}", tty.as_deref().unwrap_or("")),
+            // A console is this host's: with a fleet's shared store, tty1
+            // trusted on one host must not be trusted on every other.
+            None => format!("local:{}:{}", self.host_name, tty.as_deref().unwrap_or("")),
         };
         let login = LoginRequest { service, person: person.account, source, elevation, local_claim: peer.uid != 0 };
         Ok(Ok(Session {

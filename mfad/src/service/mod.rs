@@ -34,7 +34,7 @@ use mfa_shared::protocol::{AuthStep, ErrorKind, Message, Outcome, Request, Respo
 use crate::audit::{Audit, Severity};
 use crate::ceiling::Ceiling;
 use crate::clock::Clock;
-use crate::crypto::Vault;
+use crate::crypto::{KeyId, Vault};
 use crate::nss::Directory;
 use crate::store::{Change, Store, StoreError, UserRecord};
 
@@ -227,13 +227,17 @@ impl Daemon {
         out.ok_or_else(|| refuse(ErrorKind::Internal, "internal error in mfad: update did not run"))
     }
 
-    /// `secret` sealed for `user` with the store's key as it is now (see
+    /// The key to seal new secrets with: the store's as it is now (see
     /// [`crate::keys::sealing_key`]).
-    fn seal(&self, user: &str, secret: &[u8]) -> Result<Vec<u8>, Refusal> {
+    fn sealing_key(&self) -> Result<KeyId, Refusal> {
         let key = self.stored(crate::keys::sealing_key(&self.vault, &*self.store))?;
-        let key = key.unwrap_or_else(|| self.vault.sealing_key().clone());
+        Ok(key.unwrap_or_else(|| self.vault.sealing_key().clone()))
+    }
+
+    /// `secret` sealed for `user` with `key`.
+    fn seal(&self, key: &KeyId, user: &str, secret: &[u8]) -> Result<Vec<u8>, Refusal> {
         self.vault
-            .seal_using(&key, user, secret)
+            .seal_using(key, user, secret)
             .map_err(|e| refuse(ErrorKind::Internal, format!("cannot seal the secret: {e}")))
     }
 

@@ -34,7 +34,12 @@ pub(super) async fn migrate(client: &mut Object, location: &str) -> Result<(), S
     let db = |err: tokio_postgres::Error| pg_error(location, &err);
     let tx = client.transaction().await.map_err(db)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(db)?;
-    tx.batch_execute("CREATE TABLE IF NOT EXISTS mfad_schema (version integer NOT NULL)").await.map_err(db)?;
+    // Created once: a role without CREATE on the schema may run mfad after
+    // the first start (see the README's fleet section).
+    let exists: bool = tx.query_one("SELECT to_regclass('mfad_schema') IS NOT NULL", &[]).await.map_err(db)?.get(0);
+    if !exists {
+        tx.batch_execute("CREATE TABLE mfad_schema (version integer NOT NULL)").await.map_err(db)?;
+    }
     let version: i32 = match tx.query_opt("SELECT version FROM mfad_schema", &[]).await.map_err(db)? {
         Some(row) => row.get(0),
         None => {
