@@ -6,11 +6,17 @@ usage: report.py RESULTS.jsonl
 Lines are pam_bench's output (scenario, module, successes, failures,
 median_us, p99_us, throughput_per_s, ...), plus {"kind": "machine", ...},
 {"kind": "rss", ...} and {"kind": "skipped", ...} lines written by run.sh.
+The fleet rows are mfad on a PostgreSQL store: module "pam_mfa (ours),
+PostgreSQL" through one daemon, "..., 2 hosts" through two daemons on one
+database (such a row has successes_by_service, one PAM service per daemon).
+They carry the scenario label of the SQLite rows they are compared with.
 """
 import json
 import sys
 
 OURS, GA, OATH = "pam_mfa (ours)", "google-authenticator", "pam_oath"
+OURS_PG = "pam_mfa (ours), PostgreSQL"
+OURS_FLEET = "pam_mfa (ours), PostgreSQL, 2 hosts"
 
 SEQ = "(a) sequential, 1 user"
 
@@ -66,7 +72,8 @@ def main() -> None:
         out.append(
             f"Run {machine.get('date')} on {machine.get('nproc')} x {machine.get('cpu')}, "
             f"kernel {machine.get('kernel')}, {machine.get('os')}; scratch on {machine.get('fs')}; "
-            f"commit {machine.get('commit')}; {machine.get('peers')}; sizes: {machine.get('sizes')}; "
+            f"commit {machine.get('commit')}; {machine.get('peers')}; PostgreSQL {machine.get('postgres', '-')}; "
+            f"sizes: {machine.get('sizes')}; "
             f"load average {machine.get('load_start')} at the start, {machine.get('load_end')} at the end; "
             f"the scenarios took {machine.get('elapsed_s')} s."
         )
@@ -102,6 +109,23 @@ def main() -> None:
         )
     out.append("")
 
+    # The PostgreSQL rows against ours on SQLite, same scenario, same run.
+    pg_rows = [r for r in rows if r["module"] in (OURS_PG, OURS_FLEET) and (r["scenario"], OURS) in by]
+    if pg_rows:
+        out.append("Fleet rows against ours on SQLite (the same scenario in this run; median: below 1 is "
+                   "faster than SQLite, throughput: above 1 is more logins per second):")
+        out.append("")
+        out.append("| scenario | module | median vs SQLite | p99 vs SQLite | throughput vs SQLite |")
+        out.append("|---|---|---:|---:|---:|")
+        for r in pg_rows:
+            q = by[(r["scenario"], OURS)]
+            out.append(
+                f"| {r['scenario']} | {r['module']} | {fmt(ratio(r['median_us'], q['median_us']), 2)} | "
+                f"{fmt(ratio(r['p99_us'], q['p99_us']), 2)} | "
+                f"{fmt(ratio(r['throughput_per_s'], q['throughput_per_s']), 2)} |"
+            )
+        out.append("")
+
     contested = [r for r in rows if r.get("mode") == "contested"]
     if contested:
         out.append("Contested code: rounds by how many of the processes had the same code accepted "
@@ -112,7 +136,11 @@ def main() -> None:
         out.append("|---|---:|---:|---:|---|---:|---:|")
         for r in contested:
             dist = ", ".join(f"{k}: {v}" for k, v in sorted(r["accepted_per_round"].items(), key=lambda kv: int(kv[0])))
-            out.append(f"| {r['module']} | {r['procs']} | {fmt(r['rounds'])} | {fmt(r['rounds_exactly_one'])} | {dist} "
+            procs = r["procs"]
+            daemons = r.get("successes_by_service")
+            if daemons:
+                procs = f"{procs} ({' + '.join([str(procs // len(daemons))] * len(daemons))})"
+            out.append(f"| {r['module']} | {procs} | {fmt(r['rounds'])} | {fmt(r['rounds_exactly_one'])} | {dist} "
                        f"| {fmt(r.get('start_spread_median_us'))} | {fmt(r.get('start_spread_max_us'))} |")
         out.append("")
 
@@ -122,6 +150,15 @@ def main() -> None:
         for r in rss:
             users = f"{r['users']:,} user" + ("" if r["users"] == 1 else "s")
             out.append(f"| {users} | {r['import_s']} | {r['vmrss_kb'] / 1024:.1f} | {r['vmhwm_kb'] / 1024:.1f} |")
+        out.append("")
+
+    # Through which daemon the logins of a two-daemon row went.
+    split = [r for r in rows if r.get("successes_by_service")]
+    for r in split:
+        by_daemon = ", ".join(f"{svc}: {fmt(n)}" for svc, n in r["successes_by_service"].items())
+        what = "rounds won" if r.get("mode") == "contested" else "accepted logins"
+        out.append(f"- {r['scenario']}, {r['module']}: {what} by PAM service (one per daemon): {by_daemon}.")
+    if split:
         out.append("")
 
     # Failures outside the contested scenario, with what may explain them.
@@ -178,6 +215,36 @@ def main() -> None:
     out.append("Issue #5 targets:")
     out.append("")
     for ok, text in targets:
+        mark = "not measured" if ok is None else ("MET" if ok else "NOT MET")
+        out.append(f"- {mark}: {text}")
+
+    # Fleet targets: PostgreSQL against SQLite, both from this run.
+    fleet = []
+    c = row(contested_label(32), OURS_FLEET)
+    if c:
+        ok = c["rounds_exactly_one"] == c["rounds"]
+        fleet.append((ok, f"contested across 2 hosts (2 x 16 procs): exactly one acceptance in "
+                          f"{c['rounds_exactly_one']} of {c['rounds']} rounds"))
+    else:
+        fleet.append((None, "contested across 2 hosts: exactly one acceptance every round: not measured"))
+    f, t = row(throughput_label(32), OURS_FLEET), row(throughput_label(32), OURS)
+    if f and t:
+        q = f["throughput_per_s"] / t["throughput_per_s"]
+        fleet.append((q >= 1.0, f"fleet throughput (2 daemons x 16 clients) >= single-host SQLite 32 clients: "
+                                f"{q:.2f}x ({f['throughput_per_s']:.0f} vs {t['throughput_per_s']:.0f} /s)"))
+    else:
+        fleet.append((None, "fleet throughput (2 daemons) >= single-host SQLite 32 clients: not measured"))
+    p, a = row(SEQ, OURS_PG), row(SEQ, OURS)
+    if p and a:
+        q = p["median_us"] / a["median_us"]
+        fleet.append((q <= 2.0, f"PostgreSQL sequential median <= 2x SQLite's: {q:.2f}x "
+                                f"({p['median_us']:.1f} vs {a['median_us']:.1f} µs)"))
+    else:
+        fleet.append((None, "PostgreSQL sequential median <= 2x SQLite's: not measured"))
+    out.append("")
+    out.append("Fleet targets (PostgreSQL store, against SQLite in the same run):")
+    out.append("")
+    for ok, text in fleet:
         mark = "not measured" if ok is None else ("MET" if ok else "NOT MET")
         out.append(f"- {mark}: {text}")
     print("\n".join(out))

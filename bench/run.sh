@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
 # Benchmark: pam_mfa + mfad side by side with google-authenticator-libpam and
-# pam_oath, through one PAM client (tests/src/bin/pam_bench.rs: a loop of
+# pam_oath, through one PAM client (tests/src/bin/pam_bench/: a loop of
 # pam_authenticate answering each prompt with the next HOTP code from
 # oathtool), in one run on one machine. Prints one table plus the ratios
 # ours / google-authenticator and the issue #5 targets met or not.
+# Then the fleet: mfad on PostgreSQL (a scratch cluster of this run's own),
+# one daemon and two daemons on one database, and the fleet targets.
 #
 #   bench/run.sh [--quick] [--keep]      # as root, on Debian 12
 #
-#   --quick  small sizes (a smoke run of about a minute)
+#   --quick  small sizes (a smoke run of a few minutes)
 #   --keep   keep the scratch directory (results.jsonl, logs, stores)
 #
 # Everything lives in a scratch directory (BENCH_DIR, default /var/tmp: on
 # disk, so fsync costs what it costs): mfad's config and store, the three PAM
 # services (read through libpam-wrapper: the machine's /etc/pam.d is never
-# touched), google-authenticator's per-user files and pam_oath's users file.
+# touched), google-authenticator's per-user files and pam_oath's users file,
+# and the PostgreSQL cluster (initdb as postgres, Unix socket only, stopped
+# at exit).
 # If /dev/log does not exist, a sink is bound there for the run (and removed
 # afterwards), so modules that call syslog(3) do not fall back to the console.
 set -euo pipefail
@@ -25,7 +29,7 @@ for arg in "$@"; do
   case $arg in
     --quick) QUICK=1 ;;
     --keep) KEEP=1 ;;
-    -h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown option: $arg (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -46,7 +50,7 @@ fi
 oath_scale_calls() { if (($1 >= 100000)); then echo 200; elif (($1 >= 10000)); then echo 500; else echo "$SCALE_CALLS"; fi; }
 
 # ---------------------------------------------------------------- packages and build
-packages=(libpam-google-authenticator libpam-oath oathtool libpam-wrapper libpam0g-dev libclang-dev python3)
+packages=(libpam-google-authenticator libpam-oath oathtool libpam-wrapper libpam0g-dev libclang-dev python3 postgresql)
 . "$ROOT/tests/ensure-packages.sh"
 ensure_packages "${packages[@]}"
 
@@ -62,10 +66,12 @@ chmod 755 "$SCRATCH"
 RESULTS=$SCRATCH/results.jsonl
 PIDS=()       # processes this script started, ended by id at exit
 OUR_DEVLOG=0  # 1 when this run bound /dev/log
+PG_STARTED=0  # 1 while this run's PostgreSQL cluster runs
 cleanup() {
   local pid
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if ((PG_STARTED)); then pg_stop || true; fi
   if ((OUR_DEVLOG)) && [[ -S /dev/log ]]; then rm -f /dev/log; fi
   if ((KEEP)); then echo "== scratch kept in $SCRATCH"; else rm -rf "$SCRATCH"; fi
 }
@@ -100,10 +106,40 @@ python3 bench/log_sink.py "${sinks[@]}" &
 PIDS+=($!)
 for s in "${sinks[@]}"; do wait_for_socket "$s"; done
 
+# ---------------------------------------------------------------- PostgreSQL
+# The fleet's database: a scratch cluster of this run's own (TESTING.md,
+# "PostgreSQL for tests"), in the scratch directory (on disk), reached over a
+# Unix socket only, with the server's defaults for durability (fsync on,
+# synchronous_commit on; mfad also sets synchronous_commit = on itself).
+PG_BINDIR=${PG_BINDIR:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
+PG=$SCRATCH/pg PG_PORT=55432
+pg_ctl() { runuser -u postgres -- "$PG_BINDIR/pg_ctl" -D "$PG/data" "$@"; }
+pg_stop() { pg_ctl -m fast -w -t 60 stop >/dev/null && PG_STARTED=0; }
+pg_start() {
+  mkdir -p "$PG" && chown postgres "$PG"
+  runuser -u postgres -- "$PG_BINDIR/initdb" -D "$PG/data" -A trust -U mfad -E UTF8 --locale=C \
+    --no-sync --no-instructions >"$PG/initdb.out" 2>&1 || { cat "$PG/initdb.out" >&2; return 1; }
+  cat >>"$PG/data/postgresql.conf" <<EOF
+# bench/run.sh
+listen_addresses = ''
+unix_socket_directories = '$PG'
+port = $PG_PORT
+fsync = on
+synchronous_commit = on
+EOF
+  pg_ctl -l "$PG/log" -w -t 60 start >/dev/null || { tail -20 "$PG/log" >&2; return 1; }
+  PG_STARTED=1
+  "$PG_BINDIR/psql" -X -q -h "$PG" -p "$PG_PORT" -U mfad -d postgres -c 'CREATE DATABASE mfa'
+}
+PG_URL="host=$PG port=$PG_PORT user=mfad dbname=mfa"
+
 # ---------------------------------------------------------------- mfad
-# start_mfad DIR: a daemon with its config and store in DIR; sets MFAD_PID.
+# start_mfad DIR [STORE]: a daemon with its config in DIR; its [store] section
+# is STORE, by default a SQLite store and key file in DIR. Sets MFAD_PID.
 start_mfad() {
-  local dir=$1
+  local dir=$1 store=${2:-}
+  [[ -n $store ]] || store="path = \"$dir/mfad.db\"
+key_file = \"$dir/secret.key\""
   mkdir -p "$dir"
   cat >"$dir/mfad.toml" <<EOF
 enabled = true
@@ -119,13 +155,12 @@ max_tries = 1
 max_failures = 1000000
 
 [store]
-path = "$dir/mfad.db"
-key_file = "$dir/secret.key"
+$store
 EOF
   "$BIN/mfad" --config "$dir/mfad.toml" --syslog-socket "$SCRATCH/mfad-log" >"$dir/mfad.out" 2>&1 &
   MFAD_PID=$!
   PIDS+=("$MFAD_PID")
-  wait_for_socket "$dir/mfad.sock"
+  wait_for_socket "$dir/mfad.sock" || { cat "$dir/mfad.out" >&2; return 1; }
 }
 stop_mfad() {
   kill -TERM "$1"
@@ -148,14 +183,22 @@ service mfa-nocode "auth required $BIN/libpam_mfa.so socket=$MAIN/mfad.sock" "au
 service permit "auth required pam_permit.so"
 service other "auth required pam_deny.so"
 
-# enroll USER: the same fresh secret for all three modules, next counter 1.
+# enroll_at SOCKET USER: USER enrolled (HOTP, confirmed with the code at
+# counter 0) through the mfad at SOCKET, next counter 1; sets SECRET.
 SECRETS=$SCRATCH/secrets
+enroll_at() {
+  local socket=$1 user=$2
+  SECRET=$("$BIN/mfactl" --socket "$socket" --json user setup "$user" --type hotp |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["secret"])')
+  "$BIN/mfactl" --socket "$socket" user setup "$user" --confirm "$(oathtool -b --hotp -c 0 "$SECRET")" >/dev/null
+  echo "$user $SECRET 1" >>"$SECRETS"
+}
+# enroll USER: the same fresh secret for all three modules, next counter 1.
 touch "$SCRATCH/users.oath" && chmod 600 "$SCRATCH/users.oath"
 enroll() {
   local user=$1 secret
-  secret=$(mfactl --json user setup "$user" --type hotp | python3 -c 'import json, sys; print(json.load(sys.stdin)["secret"])')
-  mfactl user setup "$user" --confirm "$(oathtool -b --hotp -c 0 "$secret")" >/dev/null
-  echo "$user $secret 1" >>"$SECRETS"
+  enroll_at "$MAIN/mfad.sock" "$user"
+  secret=$SECRET
   # google-authenticator: HOTP_COUNTER is the next counter accepted.
   printf '%s\n" HOTP_COUNTER 1\n" WINDOW_SIZE 10\n' "$secret" >"$SCRATCH/ga/$user"
   chmod 600 "$SCRATCH/ga/$user"
@@ -180,7 +223,8 @@ run() {
     "$(python3 -c 'import json, sys
 d = json.loads(sys.argv[1])
 print("ok {successes} fail {failures} median {median_us} us p99 {p99_us} us {throughput_per_s}/s".format(**d),
-      "accepted per round {}".format(d["accepted_per_round"]) if "accepted_per_round" in d else "")' "$line")"
+      "accepted per round {}".format(d["accepted_per_round"]) if "accepted_per_round" in d else "",
+      "by service {}".format(d["successes_by_service"]) if "successes_by_service" in d else "")' "$line")"
 }
 three() { # three LABEL ARGS...: the same run on ours, google-authenticator, pam_oath
   local label=$1
@@ -195,6 +239,42 @@ enroll seq1
 for p in 1 8 32; do for ((i = 1; i <= p; i++)); do enroll "tp${p}_$i"; done; done
 for p in 2 8 32; do enroll "con$p"; done
 
+# ---------------------------------------------------------------- the fleet
+# Two "hosts" on this machine: two mfad processes with their own configs and
+# sockets, the same database and the same key file; one PAM service each.
+# Host A alone serves the one-daemon PostgreSQL rows. Users are enrolled
+# through host A only: host B sees them because nothing is kept per host.
+# The fleet rows run right after the SQLite rows they are compared with, so
+# that both meet the machine in the same state.
+OURS_PG="pam_mfa (ours), PostgreSQL" OURS_FLEET="pam_mfa (ours), PostgreSQL, 2 hosts"
+FLEET=0
+FLEET_A=$SCRATCH/fleet-a FLEET_B=$SCRATCH/fleet-b
+fleet_store="backend = \"postgres\"
+url = \"$PG_URL\"
+key_file = \"$SCRATCH/fleet.key\""
+echo "== PostgreSQL: scratch cluster and two mfad on one database"
+if [[ -z $PG_BINDIR ]]; then
+  echo "   skipped: no /usr/lib/postgresql/*/bin"
+  json_line kind skipped what "the fleet rows (PostgreSQL)" reason "PostgreSQL is not installed" >>"$RESULTS"
+elif ! pg_start; then
+  echo "   skipped: the PostgreSQL cluster did not start (above)"
+  json_line kind skipped what "the fleet rows (PostgreSQL)" reason "the scratch PostgreSQL cluster did not start" >>"$RESULTS"
+elif ! { start_mfad "$FLEET_A" "$fleet_store" && start_mfad "$FLEET_B" "$fleet_store"; }; then
+  echo "   skipped: mfad on PostgreSQL did not start (above)"
+  json_line kind skipped what "the fleet rows (PostgreSQL)" reason "mfad on PostgreSQL did not start" >>"$RESULTS"
+else
+  FLEET=1
+  PG_VERSION=$("$PG_BINDIR/postgres" --version | sed 's/^postgres (PostgreSQL) //')
+  service mfa-pg-a "auth required $BIN/libpam_mfa.so socket=$FLEET_A/mfad.sock"
+  service mfa-pg-b "auth required $BIN/libpam_mfa.so socket=$FLEET_B/mfad.sock"
+  enroll_at "$FLEET_A/mfad.sock" pgseq1
+  for ((i = 1; i <= 32; i++)); do enroll_at "$FLEET_A/mfad.sock" "pgtp32_$i"; done
+  for ((i = 1; i <= 32; i++)); do enroll_at "$FLEET_A/mfad.sock" "fleet_$i"; done
+  enroll_at "$FLEET_A/mfad.sock" fleetcon
+fi
+# fleet LABEL MODULE SERVICES ARGS...: a run on the fleet, when it started.
+fleet() { if ((FLEET)); then run "$@"; fi; }
+
 # ---------------------------------------------------------------- machine
 # Written at the end, with the load average before and after (a busy machine
 # shows here).
@@ -205,6 +285,7 @@ machine_line() {
     fs "$(df --output=source,fstype "$SCRATCH" | tail -1 | tr -s ' ')" \
     commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo '+changes')" \
     peers "libpam-google-authenticator $(dpkg-query -W -f='${Version}' libpam-google-authenticator), libpam-oath $(dpkg-query -W -f='${Version}' libpam-oath)" \
+    postgres "${PG_VERSION:-not run}" \
     sizes "$([[ $QUICK == 1 ]] && echo quick || echo full): sequential $SEQ_CALLS calls, throughput ${TP_CALLS[1]}/${TP_CALLS[8]}/${TP_CALLS[32]} calls per client, contested $ROUNDS rounds, no-code $NOCODE_CALLS calls" \
     load_start "$LOAD_START" load_end "$(cut -d' ' -f1-3 /proc/loadavg)" elapsed_s "$SECONDS"
 }
@@ -214,6 +295,7 @@ SECONDS=0
 # ---------------------------------------------------------------- scenarios
 echo "== (a) sequential durable verification, 1 user, $SEQ_CALLS calls"
 three "(a) sequential, 1 user" --users seq1 --secret-file "$SECRETS" --iterations "$SEQ_CALLS"
+fleet "(a) sequential, 1 user" "$OURS_PG" mfa-pg-a --users pgseq1 --secret-file "$SECRETS" --iterations "$SEQ_CALLS"
 
 echo "== (b) throughput, concurrent clients on distinct users"
 for p in 1 8 32; do
@@ -222,6 +304,11 @@ for p in 1 8 32; do
   three "(b) throughput, $p client$plural" --users "$users" --secret-file "$SECRETS" \
     --procs "$p" --iterations "${TP_CALLS[$p]}"
 done
+fleet "(b) throughput, 32 clients" "$OURS_PG" mfa-pg-a \
+  --users "$(printf 'pgtp32_%s,' {1..32})" --secret-file "$SECRETS" --procs 32 --iterations "${TP_CALLS[32]}"
+# Worker i goes through host A when i is even, B when odd: 16 clients on each.
+fleet "(b) throughput, 32 clients" "$OURS_FLEET" mfa-pg-a,mfa-pg-b \
+  --users "$(printf 'fleet_%s,' {1..32})" --secret-file "$SECRETS" --procs 32 --iterations "${TP_CALLS[32]}"
 
 echo "== (c) scale"
 label_users() { python3 -c 'import sys; n = int(sys.argv[1]); print(f"(c) scale, {n:,} user" + ("" if n == 1 else "s"))' "$1"; }
@@ -265,6 +352,9 @@ echo "== (d) contested code: the same code from P processes at once, $ROUNDS rou
 for p in 2 8 32; do
   three "(d) contested, $p procs" --users "con$p" --secret-file "$SECRETS" --procs "$p" --contested --iterations "$ROUNDS"
 done
+# The same code from 32 processes at once, 16 through each host.
+fleet "(d) contested, 32 procs" "$OURS_FLEET" mfa-pg-a,mfa-pg-b \
+  --users fleetcon --secret-file "$SECRETS" --procs 32 --contested --iterations "$ROUNDS"
 
 echo "== (f) round trip of a login that needs no code (user not enrolled)"
 run "(f) no-code round trip" "$OURS" mfa-nocode --users not_enrolled --no-code --iterations "$NOCODE_CALLS"
