@@ -175,16 +175,7 @@ fn run(args: Args) -> Result<()> {
     }
     let audit = Audit::new(args.syslog_socket.clone());
     let vault = Arc::new(vault);
-    let store = Arc::new(Keyed::new(store, vault.clone()));
-    match store.bind_now() {
-        Ok(()) => {}
-        // The fleet's database is down: serve what needs no store, answer
-        // the rest `unavailable`, check the keys once it is back.
-        Err(KeyError::Store(err @ StoreError::Unusable { .. })) => {
-            audit.event(Severity::Warning, &format!("{err}; the keys are checked once it answers"));
-        }
-        Err(err) => return Err(err).context("cannot use the store's keys"),
-    }
+    let store = keyed_store(store, vault.clone(), &audit)?;
     let socket = config.socket.clone();
     let daemon = Arc::new(Daemon::new(
         config,
@@ -222,6 +213,22 @@ fn run(args: Args) -> Result<()> {
         daemon.audit.event(Severity::Info, "stopped");
         Ok(())
     })
+}
+
+/// `store` behind a check of this host's keys, made now if the store
+/// answers.
+fn keyed_store(store: Arc<dyn Store>, vault: Arc<Vault>, audit: &Audit) -> Result<Arc<Keyed>> {
+    let store = Arc::new(Keyed::new(store, vault));
+    match store.bind_now() {
+        Ok(()) => Ok(store),
+        // The fleet's database is down: serve what needs no store, answer
+        // the rest `unavailable`, check the keys once it is back.
+        Err(KeyError::Store(err @ StoreError::Unusable { .. })) => {
+            audit.event(Severity::Warning, &format!("{err}; the keys are checked once it answers"));
+            Ok(store)
+        }
+        Err(err) => Err(err).context("cannot use the store's keys"),
+    }
 }
 
 /// The store the configuration names (a PostgreSQL one, `lazily`: also

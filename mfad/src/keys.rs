@@ -226,14 +226,18 @@ impl Store for Keyed {
         self.ready()?.get_user(user)
     }
 
-    fn update_user(&self, user: &str, change: &mut dyn FnMut(Option<&UserRecord>) -> Change) -> Result<(), StoreError> {
+    fn update_user(
+        &self,
+        user: &str,
+        change: &mut (dyn FnMut(Option<&UserRecord>) -> Change + Send),
+    ) -> Result<(), StoreError> {
         self.ready()?.update_user(user, change)
     }
 
     fn update_users(
         &self,
         users: &[String],
-        change: &mut dyn FnMut(&str, Option<&UserRecord>) -> Change,
+        change: &mut (dyn FnMut(&str, Option<&UserRecord>) -> Change + Send),
     ) -> Result<(), StoreError> {
         self.ready()?.update_users(users, change)
     }

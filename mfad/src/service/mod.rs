@@ -215,7 +215,11 @@ impl Daemon {
 
     /// Run `f` on the user's record (a fresh one if none) inside one store
     /// transaction; `f` returns whether to write and its result.
-    fn with_record<R>(&self, user: &str, mut f: impl FnMut(&mut UserRecord) -> (bool, R)) -> Result<R, Refusal> {
+    fn with_record<R: Send>(
+        &self,
+        user: &str,
+        mut f: impl FnMut(&mut UserRecord) -> (bool, R) + Send,
+    ) -> Result<R, Refusal> {
         let mut out = None;
         let updated = self.store.update_user(user, &mut |current| {
             let mut record = current.cloned().unwrap_or_else(|| UserRecord::new(user));

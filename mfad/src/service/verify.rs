@@ -140,7 +140,7 @@ impl Daemon {
         user: &str,
         code: &Code,
         what: &str,
-        mut on_success: impl FnMut(&mut UserRecord),
+        mut on_success: impl FnMut(&mut UserRecord) + Send,
     ) -> Result<(), Refusal> {
         let check = self.with_record(user, |record| {
             let check = self.check_code(at, record, code, None, Recovery::NotAllowed);

@@ -12,6 +12,7 @@ mod files;
 pub mod postgres;
 mod rows;
 pub mod sqlite;
+mod writer;
 
 use ipnet::IpNet;
 use mfa_shared::bypass::BypassRule;
@@ -217,14 +218,18 @@ pub trait Store: Send + Sync {
     /// Atomic read-modify-write of one user's record. `change` may be called
     /// more than once if the backend retries; it must not have side effects
     /// other than computing its answer.
-    fn update_user(&self, user: &str, change: &mut dyn FnMut(Option<&UserRecord>) -> Change) -> Result<(), StoreError>;
+    fn update_user(
+        &self,
+        user: &str,
+        change: &mut (dyn FnMut(Option<&UserRecord>) -> Change + Send),
+    ) -> Result<(), StoreError>;
 
     /// [`Store::update_user`] for many users in one durable write (bulk
     /// import): `change` is called once per name.
     fn update_users(
         &self,
         users: &[String],
-        change: &mut dyn FnMut(&str, Option<&UserRecord>) -> Change,
+        change: &mut (dyn FnMut(&str, Option<&UserRecord>) -> Change + Send),
     ) -> Result<(), StoreError>;
 
     /// Up to `limit` records with names after `after` (from the first when

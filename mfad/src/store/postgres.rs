@@ -328,7 +328,11 @@ impl Store for PostgresStore {
         })
     }
 
-    fn update_user(&self, user: &str, change: &mut dyn FnMut(Option<&UserRecord>) -> Change) -> Result<(), StoreError> {
+    fn update_user(
+        &self,
+        user: &str,
+        change: &mut (dyn FnMut(Option<&UserRecord>) -> Change + Send),
+    ) -> Result<(), StoreError> {
         self.run(async |client| {
             let tx = client.transaction().await.map_err(|e| self.db(e))?;
             let (current, inserted) = lock_user(&tx, user, &self.location).await?;
@@ -347,7 +351,7 @@ impl Store for PostgresStore {
     fn update_users(
         &self,
         users: &[String],
-        change: &mut dyn FnMut(&str, Option<&UserRecord>) -> Change,
+        change: &mut (dyn FnMut(&str, Option<&UserRecord>) -> Change + Send),
     ) -> Result<(), StoreError> {
         // Locked in name order, so two bulk updates cannot deadlock.
         let mut names: Vec<&String> = users.iter().collect();

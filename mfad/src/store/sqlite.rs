@@ -1,13 +1,10 @@
 //! The default store: one SQLite file in WAL mode, fsynced on every commit
 //! (a verification is acknowledged only once its state change is on disk).
 
-use std::collections::VecDeque;
 use std::fs;
 use std::io;
-use std::panic::AssertUnwindSafe;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::config::DbConfig;
@@ -18,6 +15,7 @@ use mfa_shared::bypass::{BypassRule, RuleOrigin, parse_network};
 
 use super::files::{self, OpenError, StoreFiles, create_private_dir, create_private_file};
 use super::rows::{apply_change, read_meta, read_user, write_meta};
+use super::writer::Writer;
 use super::{Change, Store, StoreError, StoreFault, UserRecord, decode};
 
 /// Schema versions, applied in order at start; `PRAGMA user_version` records
@@ -39,11 +37,10 @@ const MIGRATIONS: &[&str] = &[
      ) WITHOUT ROWID;",
 ];
 
-/// SQLite behind one connection, with group commit: concurrent updates are
-/// applied one after another (each in its own savepoint, so per-user
-/// read-modify-write stays serial) into one open transaction, and the last
-/// of them to arrive commits it with a single fsync. Every caller returns
-/// only once the transaction holding its change is on disk.
+/// SQLite behind two connections. Writes go to the writer thread (see
+/// [`super::writer`]), which owns one connection and commits the changes
+/// waiting for it in one transaction, one fsync for all of them; every
+/// caller returns only once the transaction holding its change is on disk.
 ///
 /// Reads of a file-backed store go through a second connection: WAL gives it
 /// the last committed state, so nothing is read from a batch that has not
@@ -54,48 +51,22 @@ const MIGRATIONS: &[&str] = &[
 /// system say (full, read-only, deleted, overwritten), so a request fails
 /// closed with a reason, and succeeds again once the cause is gone.
 pub struct SqliteStore {
-    state: Mutex<State>,
+    writer: Writer,
     /// None for an in-memory store.
-    files: Option<StoreFiles>,
+    files: Option<Arc<StoreFiles>>,
     /// The read-only connection; None for an in-memory store (a second
     /// `:memory:` connection would be a different, empty database), which
     /// reads through the writer.
     reader: Option<Mutex<Connection>>,
-    /// Which batches have finished; waiters sleep on it without touching
-    /// the connection's lock, so a commit does not wake a convoy on it.
-    finished: Mutex<Finished>,
-    committed: Condvar,
-    /// Writers that have announced themselves but not applied yet; while
-    /// there are any, the current batch waits for them instead of committing.
-    arriving: AtomicUsize,
 }
 
-struct State {
-    conn: Connection,
-    /// Id of the open write transaction, if any.
-    open: Option<u64>,
-    next_batch: u64,
-}
-
-#[derive(Default)]
-struct Finished {
-    /// Every batch below this id has finished (committed or failed).
-    below: u64,
-    /// Recent batches whose commit failed, with the error.
-    failed: VecDeque<(u64, StoreError)>,
-}
-
-/// SQLite checkpoints the WAL into the store file when the last connection
-/// closes. Into a file that is no longer the store (overwritten, replaced)
-/// that would write valid pages, header included, over whatever is there,
-/// and the next start could take the result for a store: not then.
+/// The reader checkpoints nothing into a file that is no longer the store
+/// (the writer thread sees to its own connection).
 impl Drop for SqliteStore {
     fn drop(&mut self) {
         if self.verify().is_ok() {
             return;
         }
-        let state = self.state.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let _ = state.conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true);
         if let Some(reader) = &mut self.reader {
             let reader = reader.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
             let _ = reader.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true);
@@ -106,24 +77,6 @@ impl Drop for SqliteStore {
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SqliteStore")
-    }
-}
-
-/// A writer counted in `arriving` from its announcement until dropped, so
-/// that no way out of a write (an error, a panic) leaves the batch waiting
-/// for a writer that is gone.
-struct Arrival<'a>(&'a AtomicUsize);
-
-impl<'a> Arrival<'a> {
-    fn announce(arriving: &'a AtomicUsize) -> Self {
-        arriving.fetch_add(1, Ordering::SeqCst);
-        Arrival(arriving)
-    }
-}
-
-impl Drop for Arrival<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -194,14 +147,15 @@ impl SqliteStore {
         if conn.is_readonly(DatabaseName::Main).map_err(|e| fail(db(e)))? {
             return Err(OpenError::ReadOnly(path.to_path_buf()));
         }
-        let mut store = Self::setup(conn).map_err(fail)?;
+        let conn = Self::setup(conn).map_err(fail)?;
         // Opened after the writer has set WAL mode and migrated the schema.
         let reader = Connection::open_with_flags(path, flags).map_err(|e| fail(db(e)))?;
         reader.busy_timeout(Duration::from_secs(10)).map_err(|e| fail(db(e)))?;
         reader.pragma_update(None, "query_only", true).map_err(|e| fail(db(e)))?;
-        store.reader = Some(Mutex::new(reader));
-        store.files = Some(StoreFiles::pin(path, file)?);
-        Ok(store)
+        let files = Arc::new(StoreFiles::pin(path, file)?);
+        let writer = Writer::start(conn, Some(files.clone()))
+            .map_err(|source| OpenError::Io { path: path.to_path_buf(), source })?;
+        Ok(SqliteStore { writer, files: Some(files), reader: Some(Mutex::new(reader)) })
     }
 
     /// `err` explained by the store's files (see [`StoreFiles::explain`]).
@@ -217,16 +171,19 @@ impl SqliteStore {
 
     /// Whether the store's files are still the ones opened, intact.
     fn verify(&self) -> Result<(), StoreError> {
-        self.files.as_ref().map_or(Ok(()), StoreFiles::verify)
+        self.files.as_ref().map_or(Ok(()), |files| files.verify())
     }
 
     pub fn open_in_memory() -> Result<Self, StoreError> {
-        Self::setup(Connection::open_in_memory().map_err(db)?)
+        let conn = Self::setup(Connection::open_in_memory().map_err(db)?)?;
+        let writer =
+            Writer::start(conn, None).map_err(|err| StoreError::Database(format!("cannot start the writer: {err}")))?;
+        Ok(SqliteStore { writer, files: None, reader: None })
     }
 
     /// Run `read` on the reader connection, or on the writer's for an
     /// in-memory store.
-    fn read<R>(&self, read: impl FnOnce(&Connection) -> Result<R, StoreError>) -> Result<R, StoreError> {
+    fn read<R: Send>(&self, read: impl FnOnce(&Connection) -> Result<R, StoreError> + Send) -> Result<R, StoreError> {
         // SQLite would answer from its cache, or from a deleted file.
         self.verify()?;
         let result = match &self.reader {
@@ -235,12 +192,13 @@ impl SqliteStore {
                 let conn = reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
                 read(&conn)
             }
-            None => read(&self.lock().conn),
+            None => self.writer.read(read),
         };
         result.map_err(|err| self.explain(err))
     }
 
-    fn setup(mut conn: Connection) -> Result<Self, StoreError> {
+    /// WAL, synchronous=FULL, the schema migrated: the writer's connection.
+    fn setup(mut conn: Connection) -> Result<Connection, StoreError> {
         conn.busy_timeout(Duration::from_secs(10)).map_err(db)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
         // FULL: in WAL mode NORMAL may lose the last commits on power loss,
@@ -259,127 +217,12 @@ impl SqliteStore {
             tx.pragma_update(None, "user_version", i + 1).map_err(db)?;
             tx.commit().map_err(db)?;
         }
-        Ok(SqliteStore {
-            state: Mutex::new(State { conn, open: None, next_batch: 0 }),
-            files: None,
-            finished: Mutex::new(Finished::default()),
-            reader: None,
-            committed: Condvar::new(),
-            arriving: AtomicUsize::new(0),
-        })
-    }
-
-    /// The writer's state. A panic while it was held (outside `apply`, which
-    /// catches its own) may have left a batch half applied: that batch is
-    /// rolled back and failed, so the store goes on rather than refusing
-    /// every later write.
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| {
-            self.state.clear_poison();
-            let mut state = poisoned.into_inner();
-            if let Some(batch) = state.open.take() {
-                let _ = state.conn.execute_batch("ROLLBACK");
-                let err = StoreError::Database("a store update panicked; its batch was rolled back".to_string());
-                self.finish(batch, Some(err));
-            }
-            state
-        })
-    }
-
-    fn finished(&self) -> MutexGuard<'_, Finished> {
-        // Finished is consistent between any two statements.
-        self.finished.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        Ok(conn)
     }
 
     /// Run `apply` as one durable write (see the type's doc).
-    fn write<R>(&self, apply: impl FnOnce(&Connection) -> Result<R, StoreError>) -> Result<R, StoreError> {
-        let arrival = Arrival::announce(&self.arriving);
-        let mut state = self.lock();
-        let applied = self.apply_in_batch(&mut state, apply);
-        drop(arrival);
-        // The last writer to arrive commits for everyone in the batch; the
-        // others wait for it without holding the connection's lock.
-        if self.arriving.load(Ordering::SeqCst) == 0 {
-            self.commit(&mut state);
-        }
-        drop(state);
-        let (batch, result) = applied.map_err(|err| self.explain(err))?;
-        let mut finished = self.finished();
-        while finished.below <= batch {
-            finished = self.committed.wait(finished).unwrap_or_else(|poisoned| poisoned.into_inner());
-        }
-        match finished.failed.iter().find(|(id, _)| *id == batch) {
-            Some((_, err)) => Err(err.clone()),
-            None => result.map_err(|err| self.explain(err)),
-        }
-    }
-
-    /// Open a batch if none is, and apply one change in a savepoint of it.
-    fn apply_in_batch<R>(
-        &self,
-        state: &mut State,
-        apply: impl FnOnce(&Connection) -> Result<R, StoreError>,
-    ) -> Result<(u64, Result<R, StoreError>), StoreError> {
-        let batch = match state.open {
-            // SQLite rolls a transaction back by itself after some errors
-            // (a full disk, an I/O error); a savepoint now would be a
-            // transaction of its own, committed at its release and outside
-            // the batch. The change fails with the batch instead.
-            Some(batch) if state.conn.is_autocommit() => {
-                let err = StoreError::Database("the batch was rolled back after an error".to_string());
-                return Ok((batch, Err(err)));
-            }
-            Some(batch) => batch,
-            None => {
-                self.verify()?;
-                // IMMEDIATE takes the write lock before reading, so another
-                // process sharing the file cannot interleave with our batch.
-                state.conn.execute_batch("BEGIN IMMEDIATE").map_err(db)?;
-                let batch = state.next_batch;
-                state.next_batch += 1;
-                state.open = Some(batch);
-                batch
-            }
-        };
-        state.conn.execute_batch("SAVEPOINT one_write").map_err(db)?;
-        // A panic in `apply` (a bug in a caller's change) must not unwind
-        // past the savepoint: the change is rolled back like a failed one
-        // and the batch goes on for the writers that share it.
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| apply(&state.conn)))
-            .unwrap_or_else(|_| Err(StoreError::Database("a store update panicked; it was rolled back".to_string())));
-        let end = if result.is_ok() { "RELEASE one_write" } else { "ROLLBACK TO one_write; RELEASE one_write" };
-        state.conn.execute_batch(end).map_err(db)?;
-        Ok((batch, result))
-    }
-
-    fn commit(&self, state: &mut State) {
-        let Some(batch) = state.open.take() else {
-            return;
-        };
-        // The last look before the batch becomes durable: into the file
-        // that is the store, or not at all.
-        let failure = match self.verify() {
-            Err(err) => Some(err),
-            Ok(()) => state.conn.execute_batch("COMMIT").err().map(|err| self.explain(db(err))),
-        };
-        if failure.is_some() && !state.conn.is_autocommit() {
-            let _ = state.conn.execute_batch("ROLLBACK");
-        }
-        self.finish(batch, failure);
-    }
-
-    /// Record that `batch` committed (`failure` None) or failed, and wake
-    /// its writers.
-    fn finish(&self, batch: u64, failure: Option<StoreError>) {
-        let mut finished = self.finished();
-        if let Some(err) = failure {
-            finished.failed.push_back((batch, err));
-            if finished.failed.len() > 64 {
-                finished.failed.pop_front();
-            }
-        }
-        finished.below = batch + 1;
-        self.committed.notify_all();
+    fn write<R: Send>(&self, apply: impl FnOnce(&Connection) -> Result<R, StoreError> + Send) -> Result<R, StoreError> {
+        self.writer.write(apply).map_err(|err| self.explain(err))
     }
 }
 
@@ -388,7 +231,11 @@ impl Store for SqliteStore {
         self.read(|conn| read_user(conn, user))
     }
 
-    fn update_user(&self, user: &str, change: &mut dyn FnMut(Option<&UserRecord>) -> Change) -> Result<(), StoreError> {
+    fn update_user(
+        &self,
+        user: &str,
+        change: &mut (dyn FnMut(Option<&UserRecord>) -> Change + Send),
+    ) -> Result<(), StoreError> {
         self.write(|conn| {
             let current = read_user(conn, user)?;
             apply_change(conn, user, change(current.as_ref()))
@@ -398,7 +245,7 @@ impl Store for SqliteStore {
     fn update_users(
         &self,
         users: &[String],
-        change: &mut dyn FnMut(&str, Option<&UserRecord>) -> Change,
+        change: &mut (dyn FnMut(&str, Option<&UserRecord>) -> Change + Send),
     ) -> Result<(), StoreError> {
         self.write(|conn| {
             for user in users {
@@ -582,27 +429,30 @@ mod tests {
     #[test]
     fn reads_do_not_see_a_batch_before_it_commits() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("r.db")).unwrap();
+        let store = std::sync::Arc::new(SqliteStore::open(&dir.path().join("r.db")).unwrap());
         store.update_user("a", &mut |_| with_failures("a", 1)).unwrap();
-        // Apply changes into an open batch, as a writer does before the
-        // batch's last writer commits it.
-        {
-            let mut state = store.lock();
-            let (batch, applied) = store
-                .apply_in_batch(&mut state, |conn| {
-                    apply_change(conn, "a", with_failures("a", 2))?;
-                    apply_change(conn, "b", with_failures("b", 0))?;
-                    conn.execute("INSERT INTO ip_rules (cidr, bypass_2fa) VALUES ('10.0.0.0/8', 1)", []).map_err(db)
-                })
-                .unwrap();
-            applied.unwrap();
-            assert_eq!(state.open, Some(batch));
-        }
+        // A change applied into the open batch, held there until the reads
+        // below are done.
+        let (applied, was_applied) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let writing = store.clone();
+        let writer = std::thread::spawn(move || {
+            writing.write(move |conn| {
+                apply_change(conn, "a", with_failures("a", 2))?;
+                apply_change(conn, "b", with_failures("b", 0))?;
+                conn.execute("INSERT INTO ip_rules (cidr, bypass_2fa) VALUES ('10.0.0.0/8', 1)", []).map_err(db)?;
+                applied.send(()).unwrap();
+                released.recv().unwrap();
+                Ok(())
+            })
+        });
+        was_applied.recv().unwrap();
         assert_eq!(store.get_user("a").unwrap().unwrap().failures, 1, "the committed state");
         assert!(store.get_user("b").unwrap().is_none());
         assert_eq!(store.list_users(None, 10).unwrap().len(), 1);
         assert!(store.list_ip_rules().unwrap().is_empty());
-        store.commit(&mut store.lock());
+        release.send(()).unwrap();
+        writer.join().unwrap().unwrap();
         assert_eq!(store.get_user("a").unwrap().unwrap().failures, 2);
         assert!(store.get_user("b").unwrap().is_some());
         assert_eq!(store.list_users(None, 10).unwrap().len(), 2);
@@ -828,40 +678,38 @@ mod tests {
     }
 
     #[test]
-    fn a_panic_in_a_batch_does_not_strand_the_writers_waiting_on_it() {
+    fn a_panic_in_a_batch_does_not_strand_the_writers_sharing_it() {
         let dir = tempfile::tempdir().unwrap();
         let store = std::sync::Arc::new(SqliteStore::open(&dir.path().join("b.db")).unwrap());
-        // Writer A applies its change, then lets writer B announce itself
-        // before returning: A leaves the commit to B, which panics.
-        let (b_go, b_ready) = std::sync::mpsc::channel::<()>();
-        let b_store = store.clone();
-        let b = std::thread::spawn(move || {
-            b_ready.recv().unwrap();
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                b_store.update_user("b", &mut |_| panic!("a bug in B's change"))
-            }))
-        });
-        let a_store = store.clone();
-        let a = within_10s(move || {
-            let arriving = &a_store.arriving;
-            a_store.update_user("a", &mut |_| {
-                b_go.send(()).unwrap();
-                // Wait (bounded) until B has announced itself.
-                for _ in 0..1_000_000 {
-                    if arriving.load(Ordering::SeqCst) >= 2 {
-                        break;
-                    }
-                    std::thread::yield_now();
-                }
-                assert!(arriving.load(Ordering::SeqCst) >= 2, "B never arrived");
-                with_failures("a", 7)
+        // Writers arriving together share batches; every other one panics.
+        let start = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let writers: Vec<_> = (0..8u32)
+            .map(|i| {
+                let (store, start) = (store.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    let user = format!("u{i}");
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        store.update_user(&user, &mut |_| {
+                            assert!(i % 2 == 0, "a bug in writer {i}'s change");
+                            with_failures(&user, i)
+                        })
+                    }))
+                })
             })
-        });
-        assert!(a.is_some(), "writer A hung waiting for a batch whose committer panicked");
-        let _ = b.join();
+            .collect();
+        let results: Vec<_> = writers.into_iter().map(|w| within_10s(move || w.join().unwrap())).collect();
+        for (i, result) in results.iter().enumerate() {
+            let result = result.as_ref().expect("a writer hung");
+            assert_eq!(matches!(result, Ok(Ok(()))), i % 2 == 0, "writer {i}: {result:?}");
+        }
+        for i in (0..8).step_by(2) {
+            assert_eq!(store.get_user(&format!("u{i}")).unwrap().unwrap().failures, i);
+        }
+        assert!(store.get_user("u1").unwrap().is_none(), "a panicked change was rolled back");
         let after = store.clone();
         let done = within_10s(move || after.update_user("c", &mut |_| with_failures("c", 1)));
-        assert!(matches!(done, Some(Ok(()))), "an update after the panic: {done:?}");
+        assert!(matches!(done, Some(Ok(()))), "an update after the panics: {done:?}");
     }
 
     #[test]
