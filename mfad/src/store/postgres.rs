@@ -101,7 +101,7 @@ fn pg_error(location: &str, err: &tokio_postgres::Error) -> StoreError {
     let unreachable = match err.code() {
         None => true,
         Some(code) => {
-            let class = &code.code()[..2];
+            let class = code.code().get(..2).unwrap_or("");
             class == "08" // connection exception
                 || class == "53" // insufficient resources (too many connections)
                 || class == "57" // operator intervention (shutdown, cannot connect now)
