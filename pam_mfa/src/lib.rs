@@ -42,7 +42,8 @@ pam::pam_hooks!(PamMfa);
 
 impl PamHooks for PamMfa {
     fn sm_authenticate(pamh: &mut PamHandle, args: Vec<&CStr>, flags: PamFlag) -> PamResultCode {
-        let args: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        // Borrowed, not copied, when valid UTF-8 (always, in practice).
+        let args: Vec<_> = args.iter().map(|a| a.to_string_lossy()).collect();
         let (options, warnings) = Options::parse(&args);
 
         // pam_get_user first (it may prompt); the other items borrow the handle.
@@ -54,18 +55,17 @@ impl PamHooks for PamMfa {
                 return code;
             }
         };
-        let service = item::<Service>(pamh);
-        let mut log = Syslog::new(service.as_deref().unwrap_or("?"));
-        for warning in &warnings {
-            log.log(LogLevel::Warning, warning);
-        }
-        let Some(service) = service else {
+        let Some(service) = item::<Service>(pamh) else {
+            let mut log = Syslog::new("?");
+            log_warnings(&mut log, &warnings);
             log.log(LogLevel::Error, "the application set no PAM service name");
             return PamResultCode::PAM_SERVICE_ERR;
         };
         let login =
             Login { service, user, ruser: item::<RUser>(pamh), rhost: item::<RHost>(pamh), tty: item::<Tty>(pamh) };
         let ctx = Context { options, login, silent: flags & PAM_SILENT != 0 };
+        let mut log = Syslog::new(&ctx.login.service);
+        log_warnings(&mut log, &warnings);
 
         let conv = pamh.get_item::<Conv>().ok().flatten();
         let mut prompter = PamPrompter::new(conv);
@@ -94,6 +94,13 @@ impl PamHooks for PamMfa {
 
     fn sm_close_session(_pamh: &mut PamHandle, _args: Vec<&CStr>, _flags: PamFlag) -> PamResultCode {
         PamResultCode::PAM_IGNORE
+    }
+}
+
+/// One line for each module argument that was ignored.
+fn log_warnings(log: &mut Syslog<'_>, warnings: &[String]) {
+    for warning in warnings {
+        log.log(LogLevel::Warning, warning);
     }
 }
 

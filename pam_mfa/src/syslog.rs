@@ -6,22 +6,26 @@
 //! out under the host's identity, facility authpriv, prefixed with
 //! `pam_mfa(SERVICE:auth):`, so a line reads
 //! `sshd[812]: pam_mfa(sshd:auth): user "alice" service "sshd": ...`.
+//!
+//! A login that logs nothing costs nothing here: glibc opens its socket to
+//! `/dev/log` (and reads the time zone) on the first line the process
+//! logs, and the line is put together only when there is one.
 
 use std::ffi::CString;
 
 use crate::conversation::{Log, LogLevel};
 
-pub struct Syslog {
-    prefix: String,
+pub struct Syslog<'a> {
+    service: &'a str,
 }
 
-impl Syslog {
-    pub fn new(service: &str) -> Self {
-        Syslog { prefix: format!("pam_mfa({service}:auth): ") }
+impl<'a> Syslog<'a> {
+    pub fn new(service: &'a str) -> Self {
+        Syslog { service }
     }
 }
 
-impl Log for Syslog {
+impl Log for Syslog<'_> {
     fn log(&mut self, level: LogLevel, message: &str) {
         let priority = match level {
             LogLevel::Debug => libc::LOG_DEBUG,
@@ -29,7 +33,8 @@ impl Log for Syslog {
             LogLevel::Warning => libc::LOG_WARNING,
             LogLevel::Error => libc::LOG_ERR,
         };
-        let line: String = format!("{}{}", self.prefix, message).chars().filter(|c| *c != '\0').collect();
+        let line: String =
+            format!("pam_mfa({}:auth): {message}", self.service).chars().filter(|c| *c != '\0').collect();
         let Ok(line) = CString::new(line) else { return };
         // SAFETY: both pointers are valid NUL-terminated strings for the
         // duration of the call, and "%s" consumes exactly one of them, so a

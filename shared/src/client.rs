@@ -1,10 +1,20 @@
 //! A blocking client for mfad, used by mfactl and the PAM module.
 //!
 //! Every socket call has a timeout, so a hung daemon can never hang a login.
+//!
+//! It runs inside every login, so it makes as few system calls as it can:
+//! one socket, two setsockopt (the timeouts, set once for the connect and
+//! every later read and write), one connect, one getsockopt for the peer's
+//! uid when asked, then per request one send and, as mfad writes each
+//! response whole, usually one read for its header and body together.
 
+use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use zeroize::Zeroizing;
 
 use crate::frame::{self, FrameError};
 use crate::protocol::{ErrorKind, PROTOCOL_VERSION, Request, RequestFrame, Response, ResponseFrame};
@@ -38,10 +48,25 @@ impl From<FrameError> for ClientError {
     }
 }
 
+/// Room asked of each read: a login step (a prompt and its messages) fits,
+/// header and body, in one read; a larger frame (an inline set-up's QR
+/// code, a page of mfactl's user list) takes more.
+const READ_SIZE: usize = 4096;
+
 /// One connection to mfad; several requests may be sent over it in turn.
-#[derive(Debug)]
 pub struct Client {
     stream: UnixStream,
+    /// Bytes received and not yet decoded: the rest of a frame, or (never
+    /// from mfad, which answers each request with one frame) the start of
+    /// the next. Responses may hold a code, a key or recovery codes: the
+    /// buffer is wiped when it grows and when the client is dropped.
+    received: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("stream", &self.stream).field("buffered", &self.received.len()).finish()
+    }
 }
 
 impl Client {
@@ -50,7 +75,11 @@ impl Client {
     pub fn connect(path: &Path, timeout: Duration) -> Result<Self, ClientError> {
         let stream = connect_with_timeout(path, timeout)
             .map_err(|source| ClientError::Connect { path: path.to_path_buf(), source })?;
-        Ok(Client { stream })
+        Ok(Client::from_stream(stream))
+    }
+
+    fn from_stream(stream: UnixStream) -> Self {
+        Client { stream, received: Zeroizing::new(Vec::new()) }
     }
 
     /// The uid of the process serving the socket (SO_PEERCRED), so a
@@ -80,8 +109,9 @@ impl Client {
     /// returned as `Ok(Response::Error{..})`; use [`Client::call`] to turn it
     /// into an `Err`.
     pub fn request(&mut self, request: Request) -> Result<Response, ClientError> {
+        // One write: the frame is encoded whole.
         frame::write_frame(&mut self.stream, &RequestFrame::new(request))?;
-        let reply: ResponseFrame = frame::read_frame(&mut self.stream)?;
+        let reply: ResponseFrame = read_frame(&mut self.stream, &mut self.received)?;
         if reply.version != PROTOCOL_VERSION {
             return Err(ClientError::Version(reply.version));
         }
@@ -98,6 +128,50 @@ impl Client {
     }
 }
 
+/// Read one frame from `stream`, `received` holding what earlier reads
+/// brought past the previous frame. Unlike [`frame::read_frame`], which
+/// reads the header and then the body, each read asks for all the room
+/// there is, so a frame written whole usually takes one read. The same
+/// checks apply: the length is checked before the body is waited for or
+/// allocated, every read is bounded by the socket's timeout, and an end of
+/// stream inside a frame is [`FrameError::Closed`].
+fn read_frame<R: Read, T: DeserializeOwned>(
+    stream: &mut R,
+    received: &mut Zeroizing<Vec<u8>>,
+) -> Result<T, FrameError> {
+    fill(stream, received, 4)?;
+    let header = [received[0], received[1], received[2], received[3]];
+    let end = 4 + frame::body_len(header)?;
+    fill(stream, received, end)?;
+    let message = frame::decode(&received[4..end]);
+    received.drain(..end);
+    message
+}
+
+/// Read until at least `want` bytes are buffered.
+fn fill<R: Read>(stream: &mut R, received: &mut Zeroizing<Vec<u8>>, want: usize) -> Result<(), FrameError> {
+    while received.len() < want {
+        let have = received.len();
+        let room = (want - have).max(READ_SIZE);
+        if received.capacity() < have + room {
+            // Grown by hand: a reallocation would free the old buffer unwiped.
+            let mut bigger = Zeroizing::new(Vec::with_capacity(have + room));
+            bigger.extend_from_slice(received);
+            *received = bigger;
+        }
+        received.resize(have + room, 0);
+        let read = stream.read(&mut received[have..]);
+        received.truncate(have + read.as_ref().map_or(0, |n| *n));
+        match read {
+            Ok(0) => return Err(FrameError::Closed),
+            Ok(_) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(())
+}
+
 /// `UnixStream::connect` has no timeout, and a connect to a listener whose
 /// backlog is full blocks. Linux bounds that wait by the socket's send
 /// timeout, so the timeouts (kept for every later read and write) are set
@@ -109,4 +183,163 @@ fn connect_with_timeout(path: &Path, timeout: Duration) -> std::io::Result<UnixS
     socket.set_read_timeout(Some(timeout))?;
     socket.connect(&SockAddr::unix(path)?)?;
     Ok(socket.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn frame_bytes(message: &str) -> Vec<u8> {
+        frame::encode(&ResponseFrame::new(Response::Ok { message: Some(message.to_string()) })).unwrap()
+    }
+
+    fn message(frame: Result<ResponseFrame, FrameError>) -> String {
+        match frame.unwrap().response {
+            Response::Ok { message: Some(message) } => message,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// A stream that hands out at most `piece` bytes a read, and counts reads.
+    struct Pieces<'a> {
+        bytes: &'a [u8],
+        piece: usize,
+        reads: usize,
+    }
+
+    impl<'a> Pieces<'a> {
+        fn new(bytes: &'a [u8], piece: usize) -> Self {
+            Pieces { bytes, piece, reads: 0 }
+        }
+
+        fn frame(&mut self, received: &mut Zeroizing<Vec<u8>>) -> Result<ResponseFrame, FrameError> {
+            read_frame(self, received)
+        }
+    }
+
+    impl Read for Pieces<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.reads += 1;
+            let n = buf.len().min(self.piece).min(self.bytes.len());
+            buf[..n].copy_from_slice(&self.bytes[..n]);
+            self.bytes = &self.bytes[n..];
+            Ok(n)
+        }
+    }
+
+    /// A client on one end of a socket pair, reads bounded by `timeout`.
+    fn pair(timeout: Duration) -> (Client, UnixStream) {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        ours.set_read_timeout(Some(timeout)).unwrap();
+        (Client::from_stream(ours), theirs)
+    }
+
+    #[test]
+    fn a_request_gets_its_response() {
+        let (mut client, mut daemon) = pair(Duration::from_secs(10));
+        let server = std::thread::spawn(move || {
+            let request: RequestFrame = frame::read_frame(&mut daemon).unwrap();
+            assert_eq!(request.request, Request::ListUsers { after: None });
+            daemon.write_all(&frame_bytes("hello")).unwrap();
+        });
+        let response = client.request(Request::ListUsers { after: None }).unwrap();
+        server.join().unwrap();
+        assert_eq!(response, Response::Ok { message: Some("hello".to_string()) });
+        assert!(client.received.is_empty());
+    }
+
+    #[test]
+    fn a_frame_sent_whole_takes_one_read() {
+        let bytes = frame_bytes("one read");
+        let mut stream = Pieces::new(&bytes, usize::MAX);
+        let mut received = Zeroizing::new(Vec::new());
+        assert_eq!(message(stream.frame(&mut received)), "one read");
+        assert_eq!(stream.reads, 1);
+        assert!(received.is_empty());
+    }
+
+    #[test]
+    fn a_frame_in_pieces_is_put_together() {
+        let bytes = frame_bytes("split into pieces");
+        for piece in [1, 2, 3, 5, 7] {
+            let mut stream = Pieces::new(&bytes, piece);
+            let mut received = Zeroizing::new(Vec::new());
+            assert_eq!(message(stream.frame(&mut received)), "split into pieces", "pieces of {piece}");
+            assert_eq!(stream.reads, bytes.len().div_ceil(piece), "pieces of {piece}");
+        }
+    }
+
+    #[test]
+    fn bytes_past_a_frame_are_kept_for_the_next() {
+        let mut bytes = frame_bytes("first");
+        bytes.extend_from_slice(&frame_bytes("second"));
+        let mut stream = Pieces::new(&bytes, usize::MAX);
+        let mut received = Zeroizing::new(Vec::new());
+        assert_eq!(message(stream.frame(&mut received)), "first");
+        assert_eq!(message(stream.frame(&mut received)), "second");
+        assert_eq!(stream.reads, 1);
+        assert!(received.is_empty());
+    }
+
+    #[test]
+    fn a_frame_larger_than_one_read() {
+        let text = "x".repeat(5 * READ_SIZE);
+        let bytes = frame_bytes(&text);
+        let mut stream = Pieces::new(&bytes, usize::MAX);
+        let mut received = Zeroizing::new(Vec::new());
+        assert_eq!(message(stream.frame(&mut received)), text);
+        // The first read brings the header and READ_SIZE bytes, the second the rest.
+        assert_eq!(stream.reads, 2);
+    }
+
+    #[test]
+    fn an_end_of_stream_inside_a_frame_is_closed() {
+        let bytes = frame_bytes("cut");
+        for cut in [0, 2, 4, 10, bytes.len() - 1] {
+            let mut stream = Pieces::new(&bytes[..cut], 3);
+            let err = stream.frame(&mut Zeroizing::new(Vec::new())).unwrap_err();
+            assert!(matches!(err, FrameError::Closed), "cut at {cut}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn an_oversized_header_is_refused_before_the_body() {
+        // No body follows: the length alone is refused, nothing more is read.
+        let bytes = (frame::MAX_FRAME + 1).to_be_bytes();
+        let mut stream = Pieces::new(&bytes, usize::MAX);
+        let err = stream.frame(&mut Zeroizing::new(Vec::new())).unwrap_err();
+        assert!(matches!(err, FrameError::TooBig(len) if len == frame::MAX_FRAME + 1), "{err:?}");
+        assert_eq!(stream.reads, 1);
+    }
+
+    #[test]
+    fn malformed_json_is_reported() {
+        let mut bytes = 5u32.to_be_bytes().to_vec();
+        bytes.extend_from_slice(b"{nope");
+        let err = Pieces::new(&bytes, usize::MAX).frame(&mut Zeroizing::new(Vec::new())).unwrap_err();
+        assert!(matches!(err, FrameError::Malformed(_)), "{err:?}");
+    }
+
+    #[test]
+    fn a_daemon_that_stops_mid_frame_times_out() {
+        let (mut client, mut daemon) = pair(Duration::from_millis(200));
+        daemon.write_all(&frame_bytes("never finished")[..8]).unwrap();
+        let err = client.request(Request::ListUsers { after: None }).unwrap_err();
+        assert!(matches!(err, ClientError::TimedOut), "{err:?}");
+        drop(daemon);
+    }
+
+    #[test]
+    fn debug_output_shows_no_received_bytes() {
+        let (mut client, mut daemon) = pair(Duration::from_secs(10));
+        let mut bytes = frame_bytes("first");
+        bytes.extend_from_slice(&frame_bytes("secret"));
+        daemon.write_all(&bytes).unwrap();
+        let _ = message(read_frame(&mut client.stream, &mut client.received));
+        assert!(!client.received.is_empty());
+        let shown = format!("{client:?}");
+        assert!(!shown.contains("secret") && !shown.contains("115, 101, 99"), "{shown}");
+    }
 }
