@@ -6,11 +6,20 @@
 # ours / google-authenticator and the issue #5 targets met or not.
 # Then the fleet: mfad on PostgreSQL (a scratch cluster of this run's own),
 # one daemon and two daemons on one database, and the fleet targets.
+# First, and again at the end, it measures the floor under a login on this
+# machine and the scratch file system: one fdatasync of a small write, one
+# SQLite WAL commit of one row (mfad's pragmas), one Unix socket round trip
+# (bench_floor, floor_sqlite.py); the report gives our figures against them.
 #
-#   bench/run.sh [--quick] [--keep]      # as root, on Debian 12
+#   bench/run.sh [--quick] [--keep] [--profile]   # as root, on Debian 12
 #
-#   --quick  small sizes (a smoke run of a few minutes)
-#   --keep   keep the scratch directory (results.jsonl, logs, stores)
+#   --quick    small sizes (a smoke run of a few minutes)
+#   --keep     keep the scratch directory (results.jsonl, logs, stores)
+#   --profile  instead of the scenarios (same setup, no PostgreSQL): perf
+#              record of mfad (DWARF call stacks) during a sequential run
+#              and a 32-client run, strace of one login; writes
+#              bench/profile-*.txt and bench/strace-login.txt (this is what
+#              bench/profile.sh runs)
 #
 # Everything lives in a scratch directory (BENCH_DIR, default /var/tmp: on
 # disk, so fsync costs what it costs): mfad's config and store, the three PAM
@@ -24,12 +33,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-QUICK=0 KEEP=0
+QUICK=0 KEEP=0 PROFILE=0
 for arg in "$@"; do
   case $arg in
     --quick) QUICK=1 ;;
     --keep) KEEP=1 ;;
-    -h | --help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --profile) PROFILE=1 ;;
+    -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "unknown option: $arg (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -41,16 +51,19 @@ if ((QUICK)); then
   SEQ_CALLS=200 ROUNDS=50 NOCODE_CALLS=500 SCALE_CALLS=200
   TP_CALLS=([1]=200 [8]=50 [32]=25)
   SCALE_OURS=(1 10000) SCALE_OATH=(1 1000 10000)
+  FLOOR_SYNC=500 FLOOR_RTT=5000 PROFILE_SEQ_CALLS=500
 else
   SEQ_CALLS=2000 ROUNDS=1000 NOCODE_CALLS=5000 SCALE_CALLS=2000
   TP_CALLS=([1]=2000 [8]=500 [32]=250)
   SCALE_OURS=(1 10000 1000000) SCALE_OATH=(1 1000 100000)
+  FLOOR_SYNC=2000 FLOOR_RTT=20000 PROFILE_SEQ_CALLS=5000
 fi
 # pam_oath rewrites its whole users file on every login: fewer calls on big files.
 oath_scale_calls() { if (($1 >= 100000)); then echo 200; elif (($1 >= 10000)); then echo 500; else echo "$SCALE_CALLS"; fi; }
 
 # ---------------------------------------------------------------- packages and build
 packages=(libpam-google-authenticator libpam-oath oathtool libpam-wrapper libpam0g-dev libclang-dev python3 postgresql)
+if ((PROFILE)); then packages+=(linux-perf strace pamtester); fi
 . "$ROOT/tests/ensure-packages.sh"
 ensure_packages "${packages[@]}"
 
@@ -89,6 +102,28 @@ json_line() {
   python3 -c 'import json, sys
 a = sys.argv[1:]
 print(json.dumps({k: int(v) if v.isdigit() else v for k, v in zip(a[::2], a[1::2])}))' "$@"
+}
+
+# ---------------------------------------------------------------- the floor
+# measure_floors WHEN: the floor under a login on this machine, in the
+# scratch directory (the stores' file system): bench_floor (fdatasync of a
+# small write, a Unix socket round trip) and floor_sqlite.py (one SQLite WAL
+# commit with mfad's pragmas); JSON lines tagged "when", kept in results.jsonl.
+measure_floors() {
+  local when=$1 lines
+  if ! lines=$("$BIN/bench_floor" "$SCRATCH" --sync-iterations "$FLOOR_SYNC" --rtt-iterations "$FLOOR_RTT" &&
+    python3 bench/floor_sqlite.py "$SCRATCH" "$FLOOR_SYNC"); then
+    echo "   FAILED (the message above)"
+    json_line kind skipped what "the floor ($when)" reason "bench_floor or floor_sqlite.py failed" >>"$RESULTS"
+    return 0
+  fi
+  python3 -c 'import json, sys
+for line in sys.argv[2].splitlines():
+    d = json.loads(line)
+    d["when"] = sys.argv[1]
+    print(json.dumps(d))
+    print("   {floor:<16} median {median_us:>8.1f} us  p99 {p99_us:>8.1f} us  ({what})".format(**d), file=sys.stderr)
+' "$when" "$lines" 2>&1 >>"$RESULTS"
 }
 
 # ---------------------------------------------------------------- syslog sinks
@@ -169,6 +204,7 @@ stop_mfad() {
 
 MAIN=$SCRATCH/mfad
 start_mfad "$MAIN"
+MAIN_PID=$MFAD_PID
 mfactl() { "$BIN/mfactl" --socket "$MAIN/mfad.sock" "$@"; }
 
 # ---------------------------------------------------------------- PAM services
@@ -239,6 +275,13 @@ enroll seq1
 for p in 1 8 32; do for ((i = 1; i <= p; i++)); do enroll "tp${p}_$i"; done; done
 for p in 2 8 32; do enroll "con$p"; done
 
+# ---------------------------------------------------------------- --profile
+# The profiles instead of the scenarios (bench/profile.sh), then the end.
+if ((PROFILE)); then
+  . "$ROOT/bench/profile.sh"
+  exit 0
+fi
+
 # ---------------------------------------------------------------- the fleet
 # Two "hosts" on this machine: two mfad processes with their own configs and
 # sockets, the same database and the same key file; one PAM service each.
@@ -293,6 +336,9 @@ STARTED_AT=$(date -u '+%Y-%m-%d %H:%M UTC') LOAD_START=$(cut -d' ' -f1-3 /proc/l
 SECONDS=0
 
 # ---------------------------------------------------------------- scenarios
+echo "== the floor, at the start: $FLOOR_SYNC syncs and SQLite commits, $FLOOR_RTT socket round trips"
+measure_floors start
+
 echo "== (a) sequential durable verification, 1 user, $SEQ_CALLS calls"
 three "(a) sequential, 1 user" --users seq1 --secret-file "$SECRETS" --iterations "$SEQ_CALLS"
 fleet "(a) sequential, 1 user" "$OURS_PG" mfa-pg-a --users pgseq1 --secret-file "$SECRETS" --iterations "$SEQ_CALLS"
@@ -359,6 +405,9 @@ fleet "(d) contested, 32 procs" "$OURS_FLEET" mfa-pg-a,mfa-pg-b \
 echo "== (f) round trip of a login that needs no code (user not enrolled)"
 run "(f) no-code round trip" "$OURS" mfa-nocode --users not_enrolled --no-code --iterations "$NOCODE_CALLS"
 run "(f) no-code round trip" "$PERMIT" permit --users not_enrolled --no-code --iterations "$NOCODE_CALLS"
+
+echo "== the floor, at the end"
+measure_floors end
 
 machine_line >>"$RESULTS"
 echo

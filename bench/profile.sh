@@ -1,0 +1,215 @@
+#!/usr/bin/env bash
+# Where mfad's time goes: a profile of mfad during a sequential run and
+# during a 32-client run, and the system calls of one login.
+#
+#   bash bench/profile.sh [--quick] [--keep]    # as root, on Debian 12
+#
+# Runs bench/run.sh --profile: the benchmark's setup (release build, scratch
+# directory, mfad on SQLite with the benchmark's config, the PAM services
+# under libpam-wrapper, the users enrolled), then this file instead of the
+# scenarios. It writes, each with the commands that made it at the top:
+#   bench/profile-sequential.txt  perf record of mfad (call stacks by DWARF
+#                                 unwinding) during PROFILE_SEQ_CALLS logins of
+#                                 one user, one after another (5,000; --quick 500)
+#   bench/profile-32clients.txt   the same during the 32-client throughput run
+#                                 (32 x 250 logins; --quick 32 x 25)
+#                                 Each run is made first without perf, for its
+#                                 latency and mfad's CPU time per login (from
+#                                 /proc) undisturbed, then under perf.
+#   bench/strace-login.txt        strace -c -f of one login from the PAM
+#                                 client's side (pamtester), the module's own
+#                                 system calls in a login, and mfad's system
+#                                 calls (strace -f -p) for a verified login
+#                                 and for one that needs no code; made first,
+#                                 while mfad has only its starting threads
+# Each profile holds `perf report --stdio --no-children` (top 40 symbols) and
+# mfad's CPU time per login by activity (bench/profile_buckets.py).
+#
+# perf record -g would unwind by frame pointers, which neither the release
+# build nor Rust's standard library keeps: user-space stacks would stop at
+# their first frame. --call-graph dwarf (which implies -g) unwinds them.
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then exec bash "$(dirname "$0")/run.sh" --profile "$@"; fi
+
+# ---------------------------------------------------------------- sourced by run.sh --profile
+PROF=$SCRATCH/profile
+mkdir -p "$PROF"
+COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo '+changes')"
+# The first lines of every file written here.
+about() {
+  echo "# made by bench/profile.sh (bench/run.sh --profile) on $(date -u '+%Y-%m-%d %H:%M UTC'), commit $COMMIT"
+  echo "# machine: $(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), kernel $(uname -r);" \
+    "scratch on $(df --output=source,fstype "$SCRATCH" | tail -1 | tr -s ' '); load average $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "# mfad: $SCRATCH/mfad/mfad.toml as in bench/run.sh (SQLite, WAL, synchronous=FULL; HOTP, max_tries 1)"
+}
+
+# mfad's CPU time so far (user + system, all its threads, the exited ones
+# included), in µs.
+mfad_cpu_us() {
+  awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) * 1000000 / hz }' "/proc/$MAIN_PID/stat"
+}
+
+# profile NAME PER_USER LABEL PAM_BENCH_ARGS...: the pam_bench run (its
+# users at the counters of $SECRETS, PER_USER logins each) once without perf
+# and once more (the next codes) under perf record of mfad (all its threads,
+# those started during the run included); then bench/profile-NAME.txt.
+profile() {
+  local name=$1 per_user=$2 label=$3 data=$PROF/$1.data perf_pid plain profiled cpu0 cpu1 cpu2
+  shift 3
+  local next=$PROF/secrets-$name
+  awk -v n="$per_user" '{ print $1, $2, $3 + n }' "$SECRETS" >"$next"
+  local record=(perf record --call-graph dwarf -F 4000 -p "$MAIN_PID" -o "$data")
+  local report=(perf report -i "$data" --stdio --no-children --sort dso,sym -g none --percent-limit 0.4)
+  local script=(perf script -i "$data" -F comm,tid,period,ip,sym)
+  echo "== profile: $label"
+  cpu0=$(mfad_cpu_us)
+  run "$label" "$OURS" mfa --secret-file "$SECRETS" "$@"
+  plain=$(tail -1 "$RESULTS")
+  cpu1=$(mfad_cpu_us)
+  "${record[@]}" >"$PROF/$name.record.log" 2>&1 &
+  perf_pid=$!
+  PIDS+=("$perf_pid")
+  sleep 2 # perf has attached to every thread
+  cpu1=$(mfad_cpu_us)
+  run "$label" "$OURS" mfa --secret-file "$next" "$@"
+  profiled=$(tail -1 "$RESULTS")
+  cpu2=$(mfad_cpu_us)
+  kill -INT "$perf_pid"
+  wait "$perf_pid" || true
+  local logins
+  logins=$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["successes"] + json.loads(sys.argv[1])["failures"])' "$profiled")
+  {
+    about
+    echo "# while: pam_bench --service mfa --secret-file SECRETS $* (under libpam-wrapper, as run.sh runs it)"
+    echo "# without perf, pam_bench said: $plain"
+    echo "#   mfad's CPU (/proc/MFAD_PID/stat, user + system): $(python3 -c 'import json, sys; print(round((float(sys.argv[2]) - float(sys.argv[1])) / (json.loads(sys.argv[3])["successes"] + json.loads(sys.argv[3])["failures"]), 1))' "$cpu0" "$cpu1" "$plain") µs per login"
+    echo "# under perf (the next codes), pam_bench said: $profiled"
+    echo "#   mfad's CPU under perf: $(python3 -c 'import sys; print(round((float(sys.argv[2]) - float(sys.argv[1])) / int(sys.argv[3]), 1))' "$cpu1" "$cpu2" "$logins") µs per login (perf's sampling and stack copies included)"
+    echo "#"
+    echo "# \$ ${record[*]}" | sed "s|$SCRATCH|SCRATCH|g; s|-p $MAIN_PID|-p MFAD_PID|"
+    echo "# \$ ${report[*]} | grep -v '^#' | grep -v '^\$' | head -40" | sed "s|$SCRATCH|SCRATCH|g"
+    echo "# (the sampled time is on-CPU time only; waits for the disk or for a request are not in it)"
+    echo
+    "${report[@]}" 2>/dev/null | grep -m1 '^# Samples'
+    "${report[@]}" 2>/dev/null | grep -v '^#' | grep -v '^$' | head -40 | cut -c1-160
+    echo
+    echo "# mfad's CPU time by activity, from the same samples' call stacks:"
+    echo "# \$ ${script[*]} | python3 bench/profile_buckets.py $logins" | sed "s|$SCRATCH|SCRATCH|g"
+    echo
+    "${script[@]}" 2>/dev/null | python3 "$ROOT/bench/profile_buckets.py" "$logins"
+  } >"$ROOT/bench/profile-$name.txt"
+  echo "   wrote bench/profile-$name.txt"
+}
+
+# ---------------------------------------------------------------- strace of one login
+# First, while mfad has only the threads it starts with (the 32-client run
+# leaves idle pool threads behind for a while). A user of its own, at
+# counter 1; pamtester reads the code from stdin.
+echo "== strace: one login"
+enroll_at "$MAIN/mfad.sock" strace1
+CODE=$(oathtool -b --hotp -c 1 "$SECRET")
+# strace_mfad NAME: mfad's side (strace -f -p, every thread) from now on,
+# into $PROF/NAME.strace; end_strace_mfad detaches it.
+strace_mfad() {
+  strace -f -tt -T -p "$MAIN_PID" -o "$PROF/$1.strace" 2>"$PROF/$1.strace.log" &
+  strace_pid=$!
+  PIDS+=("$strace_pid")
+  sleep 2 # attached to every thread
+}
+end_strace_mfad() {
+  sleep 1
+  kill -INT "$strace_pid"
+  wait "$strace_pid" || true
+}
+# mfad_login NAME: the calls of $PROF/NAME.strace from the accept of the
+# login's connection to its close, then their count by name.
+mfad_login() {
+  python3 - "$PROF/$1.strace" "$SCRATCH" >"$PROF/$1.login" <<'EOF'
+import re, sys
+lines = open(sys.argv[1]).read().splitlines()
+start = next((i for i, l in enumerate(lines) if re.search(r"accept4\(.*\) = \d+", l)), None)
+if start is None:
+    sys.exit()
+fd = re.search(r"\) = (\d+)", lines[start]).group(1)
+end = next((i for i in range(start, len(lines)) if re.search(rf"close\({fd}\)", lines[i])), len(lines) - 1)
+for l in lines[start:end + 1]:
+    if "restart_syscall" not in l and "+++ exited" not in l:
+        print(l.replace(sys.argv[2], "SCRATCH")[:200])
+EOF
+  cat "$PROF/$1.login"
+  echo
+  echo "# mfad's system calls in that login, by name (a call interrupted by another thread's line counts once):"
+  sed -E 's/^[0-9]+ +[0-9:.]+ +//; s/\(.*//' "$PROF/$1.login" | grep -v -e '^<\.\.\.' -e '^---' |
+    sort | uniq -c | sort -rn | awk '{ printf "%s %s; ", $1, $2 } END { print "" }'
+  echo "# threads that made them: $(awk '{ print $1 }' "$PROF/$1.login" | sort -u | wc -l);" \
+    "calls that wake another thread (futex FUTEX_WAKE, eventfd write): $(grep -c -e 'FUTEX_WAKE' -e 'write([0-9]*, "\\1\\0\\0\\0\\0\\0\\0\\0", 8)' "$PROF/$1.login");" \
+    "threads started: $(grep -c 'clone3(' "$PROF/$1.login")"
+}
+
+strace_mfad mfad
+strace -c -f -o "$PROF/client.count" \
+  env PAM_WRAPPER=1 PAM_WRAPPER_SERVICE_DIR="$SVC" LD_PRELOAD="$WRAPPER" pamtester mfa strace1 authenticate \
+  <<<"$CODE" >"$PROF/pamtester.out" 2>&1 || true
+end_strace_mfad
+# A login that needs no code (user not enrolled), mfad's side.
+strace_mfad nocode
+env PAM_WRAPPER=1 PAM_WRAPPER_SERVICE_DIR="$SVC" LD_PRELOAD="$WRAPPER" pamtester mfa-nocode not_enrolled authenticate \
+  </dev/null >"$PROF/pamtester-nocode.out" 2>&1 || true
+end_strace_mfad
+# The same login again (next code), traced call by call: the module's part.
+CODE=$(oathtool -b --hotp -c 2 "$SECRET")
+strace -f -tt -T -o "$PROF/client.strace" \
+  env PAM_WRAPPER=1 PAM_WRAPPER_SERVICE_DIR="$SVC" LD_PRELOAD="$WRAPPER" pamtester mfa strace1 authenticate \
+  <<<"$CODE" >"$PROF/pamtester2.out" 2>&1 || true
+{
+  about
+  echo "# One login of user strace1 (HOTP, counter 1) through the mfa service: pamtester reads the code from stdin."
+  echo "# pamtester said: $(tr '\n' ' ' <"$PROF/pamtester.out")(the second login: $(tr '\n' ' ' <"$PROF/pamtester2.out"))"
+  echo
+  echo "## 1. The PAM client's side, whole process (pamtester start, libpam-wrapper, pam_start, one pam_authenticate, pam_end)"
+  echo "# \$ strace -c -f -o OUT env PAM_WRAPPER=1 PAM_WRAPPER_SERVICE_DIR=SCRATCH/pam.d LD_PRELOAD=libpam_wrapper.so pamtester mfa strace1 authenticate <<<CODE"
+  echo
+  cat "$PROF/client.count"
+  echo
+  echo "## 2. The module's own system calls in that login (a second login, code at counter 2, traced call by call:"
+  echo "##    from its socket to mfad until that socket is closed; -T times include strace's own slowdown)"
+  echo "# \$ strace -f -tt -T -o OUT env ... pamtester mfa strace1 authenticate <<<CODE"
+  echo
+  python3 - "$PROF/client.strace" "$MAIN/mfad.sock" <<'EOF'
+import re, sys
+lines = open(sys.argv[1]).read().splitlines()
+sock = sys.argv[2]
+# The socket the module connects to mfad with: from its socket() to its close().
+start = next((i for i, l in enumerate(lines) if "connect(" in l and sock in l), None)
+if start is None:
+    print("(no connect to mfad's socket in the trace)")
+    sys.exit()
+fd = re.search(r"connect\((\d+),", lines[start]).group(1)
+begin = start
+while begin > 0 and not re.search(r"socket\(AF_UNIX", lines[begin]):
+    begin -= 1
+end = next((i for i in range(start, len(lines)) if re.search(rf"close\({fd}\)", lines[i])), len(lines) - 1)
+print(f"{end - begin + 1} system calls from socket() to close({fd}):")
+for l in lines[begin:end + 1]:
+    print(re.sub(r"^\d+ +", "", l)[:200].replace(sock, "SCRATCH/mfad/mfad.sock"))
+EOF
+  echo
+  echo "## 3. mfad's side of the first login: every thread, call by call, from the accept (-T: time in the call;"
+  echo "##    a wait (epoll_wait, futex) lasts until the next event)"
+  echo "# \$ strace -f -tt -T -p MFAD_PID -o OUT   (attached before the login, detached after;"
+  echo "#   shown from the accept4 of the login's connection to its close)"
+  echo
+  mfad_login mfad
+  echo
+  echo "## 4. mfad's side of a login that needs no code (user not_enrolled, service mfa-nocode), the same way"
+  echo "# pamtester said: $(tr '\n' ' ' <"$PROF/pamtester-nocode.out")"
+  echo "# \$ strace -f -tt -T -p MFAD_PID -o OUT   while: pamtester mfa-nocode not_enrolled authenticate"
+  echo
+  mfad_login nocode
+} >"$ROOT/bench/strace-login.txt"
+echo "   wrote bench/strace-login.txt"
+
+# ---------------------------------------------------------------- the profiles
+profile sequential "$PROFILE_SEQ_CALLS" "(a) sequential, 1 user" \
+  --users seq1 --iterations "$PROFILE_SEQ_CALLS"
+profile 32clients "${TP_CALLS[32]}" "(b) throughput, 32 clients" \
+  --users "$(printf 'tp32_%s,' {1..32})" --procs 32 --iterations "${TP_CALLS[32]}"
