@@ -241,7 +241,7 @@ def main() -> None:
     if skipped:
         out.append("")
 
-    # Issue #5 targets.
+    # The single-host targets.
     def row(scenario, module):
         return by.get((scenario, module))
 
@@ -298,7 +298,7 @@ def main() -> None:
             ok = c["rounds_exactly_one"] == c["rounds"]
             targets.append((ok, f"contested, {p} procs: exactly one acceptance in "
                                 f"{c['rounds_exactly_one']} of {c['rounds']} rounds"))
-    out.append("Issue #5 targets:")
+    out.append("Targets:")
     out.append("")
     for ok, text in targets:
         mark = "not measured" if ok is None else ("MET" if ok else "NOT MET")

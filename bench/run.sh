@@ -3,7 +3,7 @@
 # pam_oath, through one PAM client (tests/src/bin/pam_bench/: a loop of
 # pam_authenticate answering each prompt with the next HOTP code from
 # oathtool), in one run on one machine. Prints one table plus the ratios
-# ours / google-authenticator and the issue #5 targets met or not.
+# ours / google-authenticator and the targets met or not.
 # Then the fleet: mfad on PostgreSQL (a scratch cluster of this run's own),
 # one daemon and two daemons on one database, and the fleet targets.
 # First, and again at the end, it measures the floor under a login on this
