@@ -320,9 +320,29 @@ fn a_store_open_to_others_or_owned_by_another_user_is_refused_at_start() {
 struct Stopped(i32);
 
 impl Stopped {
+    /// SIGSTOP, then wait until every thread of `pid` is stopped: kill()
+    /// returns before the threads have stopped, and a thread that has not
+    /// yet may still answer a request.
     fn stop(pid: i32) -> Stopped {
         unsafe { libc::kill(pid, libc::SIGSTOP) };
-        Stopped(pid)
+        let stopped = Stopped(pid);
+        let all_stopped = || {
+            std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().all(|task| {
+                let stat = std::fs::read_to_string(task.unwrap().path().join("stat")).unwrap_or_default();
+                // The state follows the command name in parentheses.
+                stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
+            })
+        };
+        // Bounded by a deadline, not a count: a loaded machine may take a
+        // while to schedule every thread into its stop.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if all_stopped() {
+                return stopped;
+            }
+            std::thread::yield_now();
+        }
+        panic!("mfad (pid {pid}) did not stop within 10 s of SIGSTOP");
     }
 }
 
