@@ -28,6 +28,15 @@ OURS_FLEET = "pam_mfa (ours), PostgreSQL, 2 hosts"
 SEQ = "(a) sequential, 1 user"
 
 
+
+def target_lines(title, targets):
+    """A title, then one line per (met, text): met is True, False or None."""
+    lines = [title, ""]
+    for ok, text in targets:
+        mark = "not measured" if ok is None else ("MET" if ok else "NOT MET")
+        lines.append(f"- {mark}: {text}")
+    return lines
+
 def throughput_label(p):
     return f"(b) throughput, {p} client" + ("" if p == 1 else "s")
 
@@ -298,11 +307,7 @@ def main() -> None:
             ok = c["rounds_exactly_one"] == c["rounds"]
             targets.append((ok, f"contested, {p} procs: exactly one acceptance in "
                                 f"{c['rounds_exactly_one']} of {c['rounds']} rounds"))
-    out.append("Targets:")
-    out.append("")
-    for ok, text in targets:
-        mark = "not measured" if ok is None else ("MET" if ok else "NOT MET")
-        out.append(f"- {mark}: {text}")
+    out.extend(target_lines("Targets:", targets))
 
     # Fleet targets: PostgreSQL against SQLite, both from this run.
     fleet = []
@@ -328,11 +333,7 @@ def main() -> None:
     else:
         fleet.append((None, "PostgreSQL sequential median <= 2x SQLite's: not measured"))
     out.append("")
-    out.append("Fleet targets (PostgreSQL store, against SQLite in the same run):")
-    out.append("")
-    for ok, text in fleet:
-        mark = "not measured" if ok is None else ("MET" if ok else "NOT MET")
-        out.append(f"- {mark}: {text}")
+    out.extend(target_lines("Fleet targets (PostgreSQL store, against SQLite in the same run):", fleet))
     print("\n".join(out))
 
 

@@ -127,27 +127,7 @@ impl Mfad {
     /// Run mfad on this config expecting it to refuse to start (within
     /// 10 s; one that starts is killed and fails the test); its stderr.
     pub fn launch_refused(&self) -> String {
-        let child = Command::new(bin("mfad"))
-            .arg("--config")
-            .arg(&self.config_path)
-            .arg("--syslog-socket")
-            .arg(self.dir.path().join("log"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let pid = child.id() as i32;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait_with_output());
-        });
-        let Ok(out) = rx.recv_timeout(Duration::from_secs(10)) else {
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            panic!("mfad started instead of refusing to");
-        };
-        let out = out.unwrap();
-        assert!(!out.status.success(), "mfad exited 0 instead of refusing: {}", stderr(&out));
-        stderr(&out)
+        refused_start(&self.config_path, &self.dir.path().join("log"))
     }
 
     pub fn pid(&self) -> i32 {
@@ -260,4 +240,36 @@ impl Mfad {
     pub fn module_line(&self, control: &str, options: &str) -> String {
         format!("auth {control} {} socket={} {options}", pam_module().display(), self.socket.display())
     }
+}
+
+/// Run mfad on `config` expecting it to refuse to start (within 15 s; one
+/// that starts is killed and fails the test); its stderr.
+pub fn refused_start(config: &Path, syslog_socket: &Path) -> String {
+    let child = Command::new(bin("mfad"))
+        .arg("--config")
+        .arg(config)
+        .arg("--syslog-socket")
+        .arg(syslog_socket)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_within(child, Duration::from_secs(15), "mfad started instead of refusing to");
+    assert!(!out.status.success(), "mfad exited 0 instead of refusing: {}", stderr(&out));
+    stderr(&out)
+}
+
+/// The output of `child` once it has exited, within `limit`; else it is
+/// killed and the test fails with `what`.
+pub fn wait_within(child: Child, limit: Duration, what: &str) -> Output {
+    let pid = child.id() as i32;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let Ok(out) = rx.recv_timeout(limit) else {
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        panic!("{what}");
+    };
+    out.unwrap()
 }

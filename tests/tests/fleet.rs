@@ -270,27 +270,7 @@ fn start_refused(extra: &str, section: &str) -> String {
     let dir = tempfile::Builder::new().prefix("mfad-refused-").tempdir().unwrap();
     let config = dir.path().join("mfad.toml");
     std::fs::write(&config, Mfad::config_text_with_section(dir.path(), extra, section)).unwrap();
-    let child = Command::new(bin("mfad"))
-        .arg("--config")
-        .arg(&config)
-        .arg("--syslog-socket")
-        .arg(dir.path().join("no-log"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id() as i32;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let Ok(out) = rx.recv_timeout(Duration::from_secs(15)) else {
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-        panic!("mfad started instead of refusing to");
-    };
-    let out = out.unwrap();
-    assert!(!out.status.success(), "mfad exited 0 instead of refusing: {}", said(&out));
-    stderr(&out)
+    refused_start(&config, &dir.path().join("no-log"))
 }
 
 /// An mfad of the test's own (not [`Mfad`], whose start waits 30 s for a
@@ -369,16 +349,7 @@ impl OwnDaemon {
     fn terminate(mut self) -> (std::process::ExitStatus, String) {
         let child = self.child.take().unwrap();
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let pid = child.id() as i32;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait_with_output());
-        });
-        let Ok(out) = rx.recv_timeout(Duration::from_secs(15)) else {
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            panic!("mfad did not stop within 15 s of SIGTERM");
-        };
-        let out = out.unwrap();
+        let out = wait_within(child, Duration::from_secs(15), "mfad did not stop within 15 s of SIGTERM");
         (out.status, stderr(&out))
     }
 }
