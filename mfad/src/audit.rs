@@ -188,11 +188,12 @@ impl AuditOutcome {
         }
     }
 
-    /// A code accepted or a wrong code counted: never dropped by the per-uid
+    /// A code accepted (at login or completing a set-up) or a wrong code
+    /// counted: never dropped by the per-uid
     /// ceiling (a flood must not hide guessing), and bounded anyway, by the
     /// replay rule and the lockout.
     pub fn always_logged(self) -> bool {
-        matches!(self, AuditOutcome::Success | AuditOutcome::Failure)
+        matches!(self, AuditOutcome::Success | AuditOutcome::Failure | AuditOutcome::Enrolled)
     }
 
     /// Routine outcomes are info; everything an administrator may want to

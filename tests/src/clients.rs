@@ -10,7 +10,7 @@ impl PamServices {
     /// The `pam_client` binary for `service`/`user` under libpam-wrapper,
     /// with PAM_RHOST / PAM_RUSER from `items` (`rhost`, `ruser`).
     pub fn pam_client(&self, service: &str, user: &str, items: &[(&str, &str)]) -> Command {
-        let mut cmd = Command::new(bin("pam_client"));
+        let mut cmd = Command::new(for_every_user("pam_client"));
         cmd.env("PAM_WRAPPER", "1")
             .env("PAM_WRAPPER_SERVICE_DIR", self.dir.path())
             .env("LD_PRELOAD", pam_wrapper_lib())

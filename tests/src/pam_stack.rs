@@ -6,9 +6,40 @@ use std::process::Command;
 
 use crate::*;
 
-/// The PAM module as cargo built it.
+/// The PAM module as cargo built it, from a directory every user can read.
 pub fn pam_module() -> PathBuf {
-    bin("libpam_mfa.so")
+    for_every_user("libpam_mfa.so")
+}
+
+/// A copy of the built file `name` in a directory every user may read: the
+/// checkout (and so cargo's target directory) may be private to root, and
+/// clients run as test users load the module and run `pam_client`. One
+/// directory per test process, removed when it exits.
+pub fn for_every_user(name: &str) -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    extern "C" fn remove_dir() {
+        if let Some(dir) = DIR.get() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+    let dir = DIR.get_or_init(|| {
+        let dir = tempfile::Builder::new().prefix("e2e-bin-").tempdir().unwrap().keep();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // SAFETY: registers a plain `extern "C" fn` that never unwinds.
+        unsafe { libc::atexit(remove_dir) };
+        dir
+    });
+    let copy = dir.join(name);
+    static COPYING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = COPYING.lock().unwrap_or_else(|p| p.into_inner());
+    if !copy.exists() {
+        // Copied under another name, then renamed: never seen half written.
+        let partial = dir.join(format!(".{name}.partial"));
+        std::fs::copy(bin(name), &partial).unwrap();
+        std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::rename(&partial, &copy).unwrap();
+    }
+    copy
 }
 
 /// libpam-wrapper, which lets a client read PAM stacks from a directory of
