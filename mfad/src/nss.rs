@@ -1,9 +1,9 @@
 //! Users and groups the standard way (NSS), so LDAP/SSSD accounts work.
 
 use std::ffi::CString;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::unistd::{Group, Uid, User};
@@ -99,13 +99,79 @@ pub const LOOKUP_DEADLINE: Duration = Duration::from_secs(2);
 /// threads. Lookups that answer in time never count.
 const MAX_OVERDUE_LOOKUPS: usize = 16;
 
+/// Lookup threads kept waiting for the next lookup. Starting a thread per
+/// lookup cost about 5 % of mfad's time per login; a burst may start more,
+/// and those beyond this end when their lookup does.
+const MAX_IDLE_LOOKUP_THREADS: usize = 4;
+
+/// A lookup runs, then answers its caller with the reply it returns: the
+/// thread counts itself idle in between, so that a caller's next lookup
+/// finds it.
+type Lookup = Box<dyn FnOnce(&dyn Directory) -> Reply + Send>;
+type Reply = Box<dyn FnOnce() + Send>;
+
 /// A directory whose every lookup answers within a deadline: it runs on a
-/// thread of its own, and one that outlasts the deadline is an error (the
-/// thread finishes on its own when the directory answers).
+/// lookup thread, and one that outlasts the deadline is an error (the
+/// thread finishes on its own when the directory answers). A lookup never
+/// waits for a thread that is busy: it takes an idle one or starts one.
 pub struct DeadlineDirectory {
     inner: Arc<dyn Directory>,
     deadline: Duration,
     overdue: Arc<AtomicUsize>,
+    threads: Arc<LookupThreads>,
+    /// Dropped with the directory, which ends its idle threads.
+    sender: mpsc::Sender<Lookup>,
+}
+
+/// The idle lookup threads: each waits on `queue`; `idle` counts those
+/// not yet claimed by a caller, so a queued lookup always has its thread.
+struct LookupThreads {
+    queue: Mutex<mpsc::Receiver<Lookup>>,
+    idle: AtomicUsize,
+}
+
+impl LookupThreads {
+    /// Run `lookup` on an idle thread, or on a new one when none is idle.
+    fn run(
+        self: &Arc<Self>,
+        sender: &mpsc::Sender<Lookup>,
+        inner: Arc<dyn Directory>,
+        lookup: Lookup,
+    ) -> Result<(), ()> {
+        if self.idle.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            // The claimed thread is in (or on its way to) `next`.
+            return sender.send(lookup).map_err(drop);
+        }
+        let threads = self.clone();
+        std::thread::Builder::new()
+            .name("nss-lookup".into())
+            .spawn(move || {
+                let mut lookup = lookup;
+                loop {
+                    let reply = lookup(inner.as_ref());
+                    let stays = threads.offer_idle();
+                    reply();
+                    match stays.then(|| threads.next()).flatten() {
+                        Some(next) => lookup = next,
+                        None => return,
+                    }
+                }
+            })
+            .map(drop)
+            .map_err(drop)
+    }
+
+    /// Count this thread as idle unless enough already are.
+    fn offer_idle(&self) -> bool {
+        self.idle
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < MAX_IDLE_LOOKUP_THREADS).then_some(n + 1))
+            .is_ok()
+    }
+
+    fn next(&self) -> Option<Lookup> {
+        let queue = self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        queue.recv().ok()
+    }
 }
 
 /// Where one lookup is: running, done, or given up on (overdue).
@@ -115,7 +181,9 @@ const OVERDUE: u8 = 2;
 
 impl DeadlineDirectory {
     pub fn new(inner: Arc<dyn Directory>, deadline: Duration) -> Self {
-        DeadlineDirectory { inner, deadline, overdue: Arc::new(AtomicUsize::new(0)) }
+        let (sender, queue) = mpsc::channel();
+        let threads = Arc::new(LookupThreads { queue: Mutex::new(queue), idle: AtomicUsize::new(0) });
+        DeadlineDirectory { inner, deadline, overdue: Arc::new(AtomicUsize::new(0)), threads, sender }
     }
 
     fn bounded<T: Send + 'static>(
@@ -126,17 +194,19 @@ impl DeadlineDirectory {
             return Err("the user directory is not answering (earlier lookups are still pending)".into());
         }
         let (tx, rx) = mpsc::sync_channel(1);
-        let inner = self.inner.clone();
         let overdue = self.overdue.clone();
         let state = Arc::new(AtomicU8::new(RUNNING));
         let finished = state.clone();
-        let spawned = std::thread::Builder::new().name("nss-lookup".into()).spawn(move || {
-            let _ = tx.send(lookup(inner.as_ref()));
-            if finished.swap(DONE, Ordering::SeqCst) == OVERDUE {
-                overdue.fetch_sub(1, Ordering::SeqCst);
-            }
+        let job: Lookup = Box::new(move |directory| {
+            let answer = lookup(directory);
+            Box::new(move || {
+                let _ = tx.send(answer);
+                if finished.swap(DONE, Ordering::SeqCst) == OVERDUE {
+                    overdue.fetch_sub(1, Ordering::SeqCst);
+                }
+            })
         });
-        if spawned.is_err() {
+        if self.threads.run(&self.sender, self.inner.clone(), job).is_err() {
             return Err("cannot start a directory lookup".into());
         }
         rx.recv_timeout(self.deadline).unwrap_or_else(|_| {
@@ -209,6 +279,35 @@ mod tests {
             })
             .collect();
         assert!(threads.into_iter().all(|t| t.join().unwrap() == Some(0)));
+    }
+
+    /// Answers every lookup and notes which thread ran it.
+    #[derive(Default)]
+    struct Recording(std::sync::Mutex<std::collections::HashSet<std::thread::ThreadId>>);
+
+    impl Directory for Recording {
+        fn groups_of(&self, _: &str) -> Result<Vec<String>, String> {
+            Ok(Vec::new())
+        }
+        fn account(&self, _: &str) -> Result<Option<Account>, String> {
+            self.0.lock().unwrap().insert(std::thread::current().id());
+            Ok(None)
+        }
+        fn name_of_uid(&self, _: u32) -> Result<Option<String>, String> {
+            Ok(None)
+        }
+    }
+
+    #[test]
+    fn sequential_lookups_reuse_one_thread() {
+        let recording = Arc::new(Recording::default());
+        let directory = DeadlineDirectory::new(recording.clone(), LOOKUP_DEADLINE);
+        for _ in 0..100 {
+            assert_eq!(directory.account("alice").unwrap(), None);
+        }
+        let threads = recording.0.lock().unwrap();
+        assert_eq!(threads.len(), 1);
+        assert!(!threads.contains(&std::thread::current().id()));
     }
 
     #[test]
