@@ -11,6 +11,7 @@
 //! everything else is counted under [`OTHER`].
 
 pub mod exposition;
+pub mod publish;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
