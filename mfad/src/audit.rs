@@ -1,12 +1,21 @@
-//! The audit trail: one syslog line (facility authpriv) per decision.
+//! The audit trail: one line (facility authpriv) per event, in the
+//! `event=NAME key=value ...` grammar of [`line`], the event names being
+//! those of [`AuditOutcome`].
 //!
-//! Lines are sent as datagrams to /dev/log (or a socket given for tests).
-//! When there is no syslog socket the line goes to stderr, so the daemon
-//! keeps working and nothing is lost. The writer is our own rather than the
-//! `syslog` crate's because it must never block: a stalled log daemon would
-//! otherwise stall every login. Callers never pass codes or secrets;
-//! values that come from clients are stripped of control characters so a
-//! crafted user name cannot forge a line.
+//! Where journald's socket exists (`/run/systemd/journal/socket`, or one
+//! given for tests) each event goes there with structured fields (see
+//! [`journal`] and [`Audit::with_journal`]): `MESSAGE` is the line, and
+//! journald hands it on to syslog as it does every message. Otherwise the
+//! line goes as a syslog datagram to /dev/log (or a socket given for
+//! tests); when there is no syslog socket either it goes to stderr, so the
+//! daemon keeps working and nothing is lost. The writer is our own rather
+//! than the `syslog` crate's because it must never block: a stalled log
+//! daemon would otherwise stall every login. Callers never pass codes or
+//! secrets; values that come from clients are quoted and escaped so a
+//! crafted user name cannot forge a line or a field.
+
+pub mod journal;
+pub mod line;
 
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
@@ -15,6 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::ceiling::Ceiling;
 use crate::clock::{Clock, SystemClock};
+use line::Line;
 
 /// Audit lines one non-root uid may cause per second; the rest are counted
 /// and summarised (see [`Audit::summarize_suppressed`]).
@@ -31,6 +41,8 @@ pub enum Severity {
 
 pub struct Audit {
     socket_path: PathBuf,
+    /// journald's native socket, used while it accepts entries.
+    journal_path: Option<PathBuf>,
     socket: Option<UnixDatagram>,
     pid: u32,
     clock: Arc<dyn Clock>,
@@ -50,6 +62,7 @@ impl Audit {
         let socket = UnixDatagram::unbound().ok().filter(|s| s.set_nonblocking(true).is_ok());
         Audit {
             socket_path,
+            journal_path: None,
             socket,
             pid: std::process::id(),
             clock,
@@ -58,11 +71,18 @@ impl Audit {
         }
     }
 
+    /// Send events to journald's native socket at `path` while it accepts
+    /// them (syslog otherwise).
+    pub fn with_journal(mut self, path: PathBuf) -> Self {
+        self.journal_path = Some(path);
+        self
+    }
+
     /// Log an event caused by `uid` (a refused connection or frame), within
     /// that uid's allowance of lines.
     pub fn event_from(&self, uid: u32, severity: Severity, text: &str) {
         if self.per_uid.admit(uid, self.clock.now()) {
-            self.event(severity, &format!("uid {uid}: {text}"));
+            self.daemon_event(severity, &format!("uid {uid}: {text}"), Some(uid));
         }
     }
 
@@ -81,7 +101,18 @@ impl Audit {
 
     /// Log a free-form daemon event (start, reload, errors).
     pub fn event(&self, severity: Severity, text: &str) {
-        self.send(severity, &clean(text));
+        self.daemon_event(severity, text, None);
+    }
+
+    fn daemon_event(&self, severity: Severity, text: &str, peer_uid: Option<u32>) {
+        let event = AuditOutcome::Daemon;
+        let mut line = Line::new(event.name());
+        let mut fields = journal::Entry::default();
+        if let Some(uid) = peer_uid {
+            line = line.field("peer_uid", &uid.to_string());
+            fields = fields.field("MFA_PEER_UID", &uid.to_string());
+        }
+        self.send(severity, event, &line.text("message", text), fields);
     }
 
     /// Log a decision: who, where, what happened and why. A non-root
@@ -94,24 +125,56 @@ impl Audit {
         {
             return;
         }
-        let mut line = format!(
-            "decision user={} service={} rhost={} outcome={} reason=\"{}\"",
-            field(entry.user),
-            field(entry.service),
-            field(entry.rhost.unwrap_or("-")),
-            entry.outcome.name(),
-            clean(entry.reason).replace('"', "'"),
-        );
+        let outcome = entry.outcome;
+        let mut line = Line::new(outcome.name())
+            .field("user", entry.user)
+            .field("service", entry.service)
+            .field("rhost", entry.rhost.unwrap_or("-"))
+            .field("outcome", outcome.name())
+            .text("reason", entry.reason);
+        let mut fields = journal::Entry::default()
+            .field("MFA_USER", entry.user)
+            .field("MFA_SERVICE", entry.service)
+            .field("MFA_OUTCOME", outcome.name())
+            .field("MFA_REASON", entry.reason);
+        if let Some(rhost) = entry.rhost {
+            fields = fields.field("MFA_RHOST", rhost);
+        }
         if let Some(given) = entry.given.filter(|&given| given != entry.user) {
-            line.push_str(&format!(" given={}", field(given)));
+            line = line.field("given", given);
+            fields = fields.field("MFA_GIVEN", given);
         }
-        if let Some(uid) = entry.peer_uid.filter(|&uid| uid != 0) {
-            line.push_str(&format!(" peer_uid={uid}"));
+        if let Some(uid) = entry.peer_uid {
+            fields = fields.field("MFA_PEER_UID", &uid.to_string());
+            if uid != 0 {
+                line = line.field("peer_uid", &uid.to_string());
+            }
         }
-        self.send(entry.outcome.severity(), &line);
+        self.send(outcome.severity(), outcome, &line, fields);
     }
 
-    fn send(&self, severity: Severity, line: &str) {
+    /// To the journal with `fields` (and the common ones), or as a syslog line.
+    fn send(&self, severity: Severity, event: AuditOutcome, line: &Line, fields: journal::Entry) {
+        let line = line.as_str();
+        if let (Some(socket), Some(path)) = (&self.socket, &self.journal_path) {
+            let entry = fields
+                .field("MESSAGE", line)
+                .field("PRIORITY", &(severity as u8).to_string())
+                .field("SYSLOG_FACILITY", &FACILITY_AUTHPRIV.to_string())
+                .field("SYSLOG_IDENTIFIER", "mfad")
+                .field("SYSLOG_PID", &self.pid.to_string())
+                .field("MESSAGE_ID", event.message_id())
+                .field("MFA_EVENT", event.name());
+            match socket.send_to(entry.bytes(), path) {
+                Ok(_) => return,
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                    self.stalled.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                // No journald (not running, or never here): syslog.
+                Err(_) => {}
+            }
+        }
         let priority = FACILITY_AUTHPRIV * 8 + severity as u8;
         let datagram = format!("<{priority}>mfad[{}]: {line}", self.pid);
         match self.socket.as_ref().map(|s| s.send_to(datagram.as_bytes(), &self.socket_path)) {
@@ -169,6 +232,9 @@ pub enum AuditOutcome {
     Changed,
     /// Not decided: the store is out of reach (the module's failmode decides).
     Unavailable,
+    /// Not a decision: the daemon's own events (start, stop, reload, store
+    /// trouble, refused connections, summaries), each with its severity.
+    Daemon,
 }
 
 impl AuditOutcome {
@@ -185,6 +251,26 @@ impl AuditOutcome {
             AuditOutcome::Enrolled => "enrolled",
             AuditOutcome::Changed => "changed",
             AuditOutcome::Unavailable => "unavailable",
+            AuditOutcome::Daemon => "daemon",
+        }
+    }
+
+    /// journald's MESSAGE_ID of the event: fixed, never reused (listed in
+    /// the README).
+    pub fn message_id(self) -> &'static str {
+        match self {
+            AuditOutcome::NotRequired => "d80e421c1fac453bbd9d671a98794c64",
+            AuditOutcome::Challenge => "d947d06250ed4e15838a1af7a254b845",
+            AuditOutcome::Success => "c6d803696ba747c5b20a42bc8a85420c",
+            AuditOutcome::Failure => "a0620fbd0a474610bed0c09b3e39f507",
+            AuditOutcome::Locked => "4787a4015ada44cda763c7995417d88d",
+            AuditOutcome::Denied => "787698a848404a2fadd4b4d2501a6719",
+            AuditOutcome::EnrollmentOffered => "e0300ea0795549488f4f51922f0aa0f3",
+            AuditOutcome::Pending => "bf68283e6f7e45268940e28d3d77b89a",
+            AuditOutcome::Enrolled => "f4f2243a980b450fa6fcbb370d717b03",
+            AuditOutcome::Changed => "9881ef5943744db090e5f780b10cfb55",
+            AuditOutcome::Unavailable => "873205a2c1a34288987ddd00d5b92a82",
+            AuditOutcome::Daemon => "167141f88c4f4a1abfacf1f542565ee6",
         }
     }
 
@@ -208,21 +294,15 @@ impl AuditOutcome {
             | AuditOutcome::EnrollmentOffered
             | AuditOutcome::Pending
             | AuditOutcome::Enrolled
-            | AuditOutcome::Changed => Severity::Notice,
+            | AuditOutcome::Changed
+            | AuditOutcome::Daemon => Severity::Notice,
             AuditOutcome::Unavailable => Severity::Warning,
         }
     }
 }
 
-fn clean(text: &str) -> String {
-    text.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
-}
-
-/// A single token: no spaces, no control characters, bounded length.
-fn field(text: &str) -> String {
-    let cleaned: String = clean(text).chars().map(|c| if c.is_whitespace() || c == '"' { '_' } else { c }).collect();
-    if cleaned.is_empty() { "-".into() } else { cleaned.chars().take(128).collect() }
-}
+#[cfg(test)]
+mod wire_tests;
 
 #[cfg(test)]
 mod tests {
@@ -248,7 +328,10 @@ mod tests {
         let line = std::str::from_utf8(&buf[..n]).unwrap();
         assert!(line.starts_with("<85>mfad["), "{line}");
         assert!(!line.contains('\n'));
-        assert!(line.contains("user=eve?mfad:_decision_user=root_outcome=success service=sshd"), "{line}");
+        assert!(
+            line.contains(": event=failure user=\"eve\\nmfad: decision user=root outcome=success\" service=sshd"),
+            "{line}"
+        );
         assert!(line.ends_with("reason=\"wrong code\" given=EVE peer_uid=1000"), "{line}");
     }
 

@@ -14,6 +14,7 @@ use crate::audit::{Audit, Severity};
 use crate::clock::SystemClock;
 use crate::crypto::Vault;
 use crate::keys::{KeyError, Keyed};
+use crate::metrics::publish::Publisher;
 use crate::nss::{DeadlineDirectory, LOOKUP_DEADLINE, SystemDirectory};
 use crate::server;
 use crate::service::Daemon;
@@ -32,6 +33,10 @@ struct Args {
     /// Syslog socket for the audit trail; stderr is used when it is absent.
     #[arg(long, default_value = "/dev/log")]
     syslog_socket: PathBuf,
+    /// journald's native socket: while it exists, audit events go there
+    /// with structured fields instead of to the syslog socket.
+    #[arg(long, default_value = "/run/systemd/journal/socket")]
+    journal_socket: PathBuf,
     /// Create a new, empty store where there is none although the key file
     /// exists (a store lost beyond restoring, or a first start that did not
     /// finish), then exit.
@@ -173,7 +178,7 @@ fn run(args: Args) -> Result<()> {
         }
         None => {}
     }
-    let audit = Audit::new(args.syslog_socket.clone());
+    let audit = Audit::new(args.syslog_socket.clone()).with_journal(args.journal_socket.clone());
     let vault = Arc::new(vault);
     let store = keyed_store(store, vault.clone(), &audit)?;
     let socket = config.socket.clone();
@@ -193,7 +198,12 @@ fn run(args: Args) -> Result<()> {
         let mut hup = signal(SignalKind::hangup())?;
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
-        let serving = tokio::spawn(server::serve(daemon.clone(), listener, stopped));
+        let serving = tokio::spawn(server::serve(daemon.clone(), listener, stopped.clone()));
+        let metrics = daemon.config().metrics.clone();
+        let publisher = metrics.textfile.map(|path| Publisher::new(daemon.clone(), path));
+        if let Some(publisher) = &publisher {
+            tokio::spawn(publisher.clone().run(metrics.interval.0, stopped));
+        }
         daemon.audit.event(Severity::Info, &format!("started, listening on {}", socket.display()));
         server::notify_ready();
         loop {
@@ -209,6 +219,9 @@ fn run(args: Args) -> Result<()> {
         daemon.audit.event(Severity::Info, "stopping: finishing requests in flight");
         let _ = stop.send(true);
         let _ = serving.await;
+        if let Some(publisher) = publisher {
+            let _ = tokio::task::spawn_blocking(move || publisher.write()).await;
+        }
         let _ = std::fs::remove_file(&socket);
         daemon.audit.event(Severity::Info, "stopped");
         Ok(())

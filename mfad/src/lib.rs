@@ -15,6 +15,7 @@ pub mod enrollment;
 pub mod keys;
 pub mod lockout;
 pub mod maintenance;
+pub mod metrics;
 pub mod nss;
 pub mod policy;
 pub mod recovery;

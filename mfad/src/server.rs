@@ -154,6 +154,7 @@ pub async fn serve(daemon: Arc<Daemon>, listener: UnixListener, mut shutdown: wa
 }
 
 async fn serve_connection(daemon: Arc<Daemon>, mut stream: UnixStream, uid: u32, mut shutdown: watch::Receiver<bool>) {
+    let _connected = daemon.metrics.connected();
     // Root needs no lookup (and PAM stacks, the hot path, run as root).
     let peer = if uid == 0 {
         Peer { uid, name: Some("root".to_string()) }

@@ -13,6 +13,9 @@ use crate::bypass::{BypassRule, RuleOrigin};
 use crate::client::DEFAULT_SOCKET;
 use crate::protocol::{Algorithm, ChallengeLevel, OtpType};
 
+mod metrics;
+pub use metrics::MetricsConfig;
+
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/mfad/mfad.toml";
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -52,6 +55,7 @@ pub struct Config {
     #[serde(rename = "role")]
     pub roles: Vec<RoleConfig>,
     pub store: StoreConfig,
+    pub metrics: MetricsConfig,
 }
 
 impl Default for Config {
@@ -80,6 +84,7 @@ impl Default for Config {
             bypass: BypassConfig::default(),
             roles: Vec::new(),
             store: StoreConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -448,6 +453,9 @@ impl Config {
             }
         }
         if let Some((key, message)) = self.store.problem() {
+            return err(key, &message);
+        }
+        if let Some((key, message)) = self.metrics.problem() {
             return err(key, &message);
         }
         Ok(())

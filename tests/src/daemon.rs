@@ -114,6 +114,9 @@ impl Mfad {
             .arg(&self.config_path)
             .arg("--syslog-socket")
             .arg(self.dir.path().join("log"))
+            // The machine's journald (if any) never gets the tests' events.
+            .arg("--journal-socket")
+            .arg(self.dir.path().join("journal"))
             .env("NOTIFY_SOCKET", &notify_path)
             .stdout(Stdio::null())
             .spawn()

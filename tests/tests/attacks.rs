@@ -293,7 +293,7 @@ fn parallel_wrong_set_up_codes_lock_the_account() {
         let refusals = lines.iter().filter(|l| l.contains(&refused)).count();
         let suppressed: usize = lines
             .iter()
-            .filter_map(|l| l.split_once(&summary)?.1.strip_suffix(" audit lines suppressed (more than 20 a second)"))
+            .filter_map(|l| l.split_once(&summary)?.1.strip_suffix(" audit lines suppressed (more than 20 a second)\""))
             .map(|n| n.parse::<usize>().unwrap())
             .sum();
         if decisions.len() + refusals + suppressed >= checked + busy || Instant::now() >= deadline {
@@ -553,7 +553,7 @@ fn an_audit_flood_from_a_local_user_is_capped_and_real_decisions_stay() {
         let written = lines.iter().filter(|l| l.contains(&refused)).count();
         let suppressed: usize = lines
             .iter()
-            .filter_map(|l| l.split_once(&summary)?.1.strip_suffix(" audit lines suppressed (more than 20 a second)"))
+            .filter_map(|l| l.split_once(&summary)?.1.strip_suffix(" audit lines suppressed (more than 20 a second)\""))
             .map(|n| n.parse::<usize>().unwrap())
             .sum();
         if written + suppressed == FRAMES {

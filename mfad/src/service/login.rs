@@ -14,7 +14,8 @@ use super::verify::{CodeCheck, Recovery, clamp_to_now};
 use super::{Daemon, Peer, Refusal, Reply, Snapshot, decision_response, refuse};
 use crate::audit::{AuditOutcome, Entry};
 use crate::enrollment::{BARCODE_QUESTION, SETUP_CODE_PROMPT, TYPE_QUESTION};
-use crate::policy::{self, Context, Decision, DenyReason, HOST_NAME_SOURCE, LoginRequest};
+use crate::metrics::LoginCounter;
+use crate::policy::{self, AllowReason, Context, Decision, DenyReason, HOST_NAME_SOURCE, LoginRequest};
 use crate::recovery;
 
 /// The PAM items a login begins with, as the module sent them.
@@ -126,6 +127,7 @@ impl Daemon {
             Some(rule) => {
                 let reason = format!("ip bypass by rule {rule} (store unavailable)");
                 self.log_session(session, AuditOutcome::NotRequired, &reason);
+                self.metrics.count_service(&session.login.service, session.peer_uid, LoginCounter::Bypassed);
                 Ok(decision_response(Outcome::NotRequired, Vec::new()))
             }
             None => {
@@ -209,6 +211,9 @@ impl Daemon {
         match decision {
             Decision::Allow(reason) => {
                 self.log_session(&session, AuditOutcome::NotRequired, &reason.describe());
+                if matches!(reason, AllowReason::Bypass(_) | AllowReason::TrustedSource) {
+                    self.metrics.count_service(&session.login.service, session.peer_uid, LoginCounter::Bypassed);
+                }
                 Ok(decision_response(Outcome::NotRequired, Vec::new()))
             }
             Decision::Deny(reason) => {
@@ -328,6 +333,7 @@ impl Daemon {
                 session.tries += 1;
                 if locked {
                     self.log_session(&session, AuditOutcome::Failure, "challenge failed; account now locked");
+                    self.metrics.count_service(&session.login.service, session.peer_uid, LoginCounter::Lockout);
                     let until = at.now.saturating_add(at.config.lockout.duration.as_secs());
                     let text = DenyReason::Locked { until }.message();
                     return Ok(decision_response(Outcome::Failed, vec![Message::error(text)]));

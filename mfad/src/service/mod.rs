@@ -21,6 +21,7 @@ mod enroll;
 mod import;
 mod loaded;
 mod login;
+mod observe;
 mod sessions;
 mod verify;
 
@@ -35,6 +36,7 @@ use crate::audit::{Audit, Severity};
 use crate::ceiling::Ceiling;
 use crate::clock::Clock;
 use crate::crypto::{KeyId, Vault};
+use crate::metrics::Metrics;
 use crate::nss::Directory;
 use crate::store::{Change, Store, StoreError, UserRecord};
 
@@ -59,6 +61,8 @@ pub struct Daemon {
     clock: Arc<dyn Clock>,
     directory: Arc<dyn Directory>,
     pub audit: Audit,
+    /// Counters for the metrics textfile.
+    pub metrics: Metrics,
     host_name: String,
     sessions: Mutex<Sessions>,
     /// Requests per second one non-root uid may make.
@@ -116,6 +120,7 @@ impl Daemon {
             clock,
             directory,
             audit,
+            metrics: Metrics::default(),
             host_name: crate::nss::host_name(),
             sessions: Mutex::new(Sessions::default()),
             requests: Ceiling::new(REQUESTS_PER_UID),
@@ -149,9 +154,9 @@ impl Daemon {
         let result = match request {
             Request::AuthBegin { service, user, ruser, rhost, tty } => {
                 let items = login::PamItems { service, user, ruser, rhost, tty };
-                self.auth_begin(at, peer, items)
+                self.counted_begin(at, peer, items)
             }
-            Request::AuthAnswer { session_id, answer } => self.auth_answer(at, peer, &session_id, &answer),
+            Request::AuthAnswer { session_id, answer } => self.counted_answer(at, peer, &session_id, &answer),
             Request::Status { user } => self.status(at, peer, user),
             Request::SetupBegin { user, otp_type, level, current_code } => {
                 self.setup_begin(at, peer, user, otp_type, level, current_code)
@@ -172,6 +177,9 @@ impl Daemon {
             Request::Reload => self.reload_request(at, peer),
             Request::ImportUsers { users, replace } => self.import_users(at, peer, users, replace),
         };
+        if matches!(&result, Err(refusal) if refusal.store_unavailable) {
+            self.metrics.unavailable_answer();
+        }
         result.unwrap_or_else(Refusal::into_response)
     }
 
@@ -183,6 +191,9 @@ impl Daemon {
     /// ends) rather than at every request; any other error is logged each
     /// time.
     fn stored<T>(&self, result: Result<T, StoreError>) -> Result<T, Refusal> {
+        if result.is_err() {
+            self.metrics.store_error();
+        }
         match result {
             Ok(value) => Ok(value),
             Err(err @ StoreError::Unusable { .. }) => {
@@ -221,12 +232,14 @@ impl Daemon {
         mut f: impl FnMut(&mut UserRecord) -> (bool, R) + Send,
     ) -> Result<R, Refusal> {
         let mut out = None;
+        let started = self.clock.monotonic_micros();
         let updated = self.store.update_user(user, &mut |current| {
             let mut record = current.cloned().unwrap_or_else(|| UserRecord::new(user));
             let (write, result) = f(&mut record);
             out = Some(result);
             if write { Change::Put(record) } else { Change::Keep }
         });
+        self.metrics.observe_commit(self.clock.monotonic_micros().saturating_sub(started));
         self.written(updated)?;
         out.ok_or_else(|| refuse(ErrorKind::Internal, "internal error in mfad: update did not run"))
     }

@@ -57,6 +57,18 @@ impl Daemon {
         sessions.get(id).filter(|s| s.peer_uid == peer_uid && s.expires_at > now)?;
         sessions.remove(id)
     }
+
+    /// The service of conversation `id` of `peer_uid`, if it is still open.
+    pub(super) fn sessions_service(&self, id: &str, peer_uid: u32, now: u64) -> Option<String> {
+        let Sessions(sessions) = &*self.sessions();
+        sessions.get(id).filter(|s| s.peer_uid == peer_uid && s.expires_at > now).map(|s| s.login.service.clone())
+    }
+
+    /// Conversations waiting for an answer at `now`.
+    pub(super) fn sessions_open(&self, now: u64) -> usize {
+        let Sessions(sessions) = &*self.sessions();
+        sessions.values().filter(|s| s.expires_at > now).count()
+    }
 }
 
 fn new_session_id() -> Result<String, Refusal> {

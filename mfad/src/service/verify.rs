@@ -9,6 +9,7 @@ use mfa_shared::protocol::{Code, ErrorKind, OtpType};
 use super::{Daemon, Peer, Refusal, Snapshot, refuse};
 use crate::audit::{AuditOutcome, Entry, Severity};
 use crate::lockout;
+use crate::metrics::LoginCounter;
 use crate::recovery;
 use crate::store::{Device, TrustedSource, UserRecord};
 
@@ -149,6 +150,9 @@ impl Daemon {
             }
             (check != CodeCheck::NotEnrolled, check)
         })?;
+        if matches!(check, CodeCheck::Wrong { locked: true, .. }) {
+            self.metrics.count_service("mfactl", peer.uid, LoginCounter::Lockout);
+        }
         let (outcome, result) = proof_outcome(user, check);
         let peer_uid = Some(peer.uid);
         self.audit.decision(&Entry {
