@@ -169,6 +169,9 @@ pub enum AuditOutcome {
     Changed,
     /// Not decided: the store is out of reach (the module's failmode decides).
     Unavailable,
+    /// The answer to a code prompt was no code (likely a client that answers
+    /// every prompt with its password): refused, not counted.
+    NotACode,
 }
 
 impl AuditOutcome {
@@ -185,6 +188,7 @@ impl AuditOutcome {
             AuditOutcome::Enrolled => "enrolled",
             AuditOutcome::Changed => "changed",
             AuditOutcome::Unavailable => "unavailable",
+            AuditOutcome::NotACode => "not_a_code",
         }
     }
 
@@ -208,7 +212,8 @@ impl AuditOutcome {
             | AuditOutcome::EnrollmentOffered
             | AuditOutcome::Pending
             | AuditOutcome::Enrolled
-            | AuditOutcome::Changed => Severity::Notice,
+            | AuditOutcome::Changed
+            | AuditOutcome::NotACode => Severity::Notice,
             AuditOutcome::Unavailable => Severity::Warning,
         }
     }
