@@ -13,6 +13,7 @@ packages=(
   systemd                        # systemd-analyze verify for the unit file
   python3                        # a local user flooding the socket (attack test)
   postgresql openssl             # scratch clusters for the PostgreSQL store, a throwaway CA for TLS
+  dovecot-imapd                  # a real IMAP server that answers every prompt with the password (legacy suite)
 )
 . tests/ensure-packages.sh
 ensure_packages "${packages[@]}"

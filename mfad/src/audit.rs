@@ -232,6 +232,9 @@ pub enum AuditOutcome {
     Changed,
     /// Not decided: the store is out of reach (the module's failmode decides).
     Unavailable,
+    /// The answer to a code prompt was no code (likely a client that answers
+    /// every prompt with its password): refused, not counted.
+    NotACode,
     /// Not a decision: the daemon's own events (start, stop, reload, store
     /// trouble, refused connections, summaries), each with its severity.
     Daemon,
@@ -251,6 +254,7 @@ impl AuditOutcome {
             AuditOutcome::Enrolled => "enrolled",
             AuditOutcome::Changed => "changed",
             AuditOutcome::Unavailable => "unavailable",
+            AuditOutcome::NotACode => "not_a_code",
             AuditOutcome::Daemon => "daemon",
         }
     }
@@ -270,6 +274,7 @@ impl AuditOutcome {
             AuditOutcome::Enrolled => "f4f2243a980b450fa6fcbb370d717b03",
             AuditOutcome::Changed => "9881ef5943744db090e5f780b10cfb55",
             AuditOutcome::Unavailable => "873205a2c1a34288987ddd00d5b92a82",
+            AuditOutcome::NotACode => "5b0f3c8e9d2a4e6f8a17c4d2e90b6a31",
             AuditOutcome::Daemon => "167141f88c4f4a1abfacf1f542565ee6",
         }
     }
@@ -295,6 +300,7 @@ impl AuditOutcome {
             | AuditOutcome::Pending
             | AuditOutcome::Enrolled
             | AuditOutcome::Changed
+            | AuditOutcome::NotACode
             | AuditOutcome::Daemon => Severity::Notice,
             AuditOutcome::Unavailable => Severity::Warning,
         }

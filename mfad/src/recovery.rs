@@ -128,6 +128,17 @@ pub fn normalize(typed: &str) -> String {
     typed.chars().filter(|c| !c.is_whitespace() && !c.is_control() && *c != '-').flat_map(char::to_lowercase).collect()
 }
 
+/// Whether `typed` could be a recovery code: ten of our symbols (dashes,
+/// spaces and case aside), or eight digits (an imported
+/// google-authenticator scratch code). At a login's code prompt anything
+/// else is no code at all and is not checked (see `Shape` in the service).
+pub fn is_shaped(typed: &str) -> bool {
+    let typed = normalize(typed);
+    let ours = typed.len() == CODE_LEN && typed.bytes().all(|b| ALPHABET.contains(&b));
+    let scratch = typed.len() == 8 && typed.bytes().all(|b| b.is_ascii_digit());
+    ours || scratch
+}
+
 /// PBKDF2-HMAC-SHA256 (RFC 8018 section 5.2) for a 32-byte key, from the
 /// RustCrypto `pbkdf2` crate.
 fn pbkdf2_sha256(password: &[u8], salt: &[u8], iterations: u32) -> [u8; HASH_LEN] {

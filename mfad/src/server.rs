@@ -211,7 +211,7 @@ async fn serve_connection(daemon: Arc<Daemon>, mut stream: UnixStream, uid: u32,
                     .unwrap_or_else(|_| Response::error(ErrorKind::Internal, "internal error in mfad"))
             }
         };
-        awaiting_person = matches!(reply, Response::Auth(AuthStep::Prompt { .. }));
+        awaiting_person = matches!(reply, Response::Auth(AuthStep::Prompt { .. } | AuthStep::CodeInAnswer { .. }));
         if send(&mut stream, reply).await.is_err() {
             return;
         }

@@ -24,10 +24,11 @@
 use std::path::Path;
 
 use mfa_shared::{
-    AuthStep, Client, ClientError, Code, DEFAULT_ELEVATION_SERVICES, ErrorKind, Message, MessageStyle, Outcome,
-    Request, Response, is_valid_field, is_valid_user_name,
+    AuthStep, Client, ClientError, DEFAULT_ELEVATION_SERVICES, ErrorKind, Message, MessageStyle, Outcome, Request,
+    Response, is_valid_field, is_valid_user_name,
 };
 
+use crate::one_field::{self, StackPassword};
 use crate::options::{FailMode, Options};
 
 /// At most this many responses in one conversation; a broken daemon that
@@ -271,9 +272,27 @@ pub fn pam_code(result: &Result<Outcome, AuthError>, options: &Options, service:
     }
 }
 
-/// Relay one login conversation over `transport`. Returns the daemon's
-/// outcome, or why there was none.
+/// Relay one login conversation over `transport`, with no password in the
+/// stack. Returns the daemon's outcome, or why there was none.
 pub fn converse<T, P, L>(ctx: &Context, transport: &mut T, prompter: &mut P, log: &mut L) -> Result<Outcome, AuthError>
+where
+    T: Transport + ?Sized,
+    P: Prompter + ?Sized,
+    L: Log + ?Sized,
+{
+    converse_in(ctx, &mut StackPassword::default(), transport, prompter, log)
+}
+
+/// [`converse`] in a stack holding `stack.found` as PAM_AUTHTOK; with
+/// `forward_pass`, `stack.hand_on` is the password to set for the next
+/// module once the outcome is [`Outcome::Verified`] (see [`one_field`]).
+pub fn converse_in<T, P, L>(
+    ctx: &Context,
+    stack: &mut StackPassword,
+    transport: &mut T,
+    prompter: &mut P,
+    log: &mut L,
+) -> Result<Outcome, AuthError>
 where
     T: Transport + ?Sized,
     P: Prompter + ?Sized,
@@ -289,6 +308,7 @@ where
         ruser: login.ruser.clone(),
         rhost: login.rhost.clone(),
         tty: login.tty.clone(),
+        forward_pass: ctx.options.forward_pass,
     };
     let mut prompted = false;
     for step in 1..=MAX_STEPS {
@@ -309,7 +329,15 @@ where
                     format!("step {step}: received decision {outcome:?} with {} message(s)", messages.len())
                 });
                 show(&messages, ctx.silent, prompter);
+                if outcome != Outcome::Verified {
+                    stack.hand_on = None;
+                }
                 return Ok(outcome);
+            }
+            // A one-field client would answer mfad's prompt with its password.
+            AuthStep::Prompt { .. } if ctx.options.forward_pass => {
+                let err = AuthError::Protocol("a prompt in a forward_pass conversation".into());
+                return Err(if prompted { AuthError::AfterPrompt(Box::new(err)) } else { err });
             }
             AuthStep::Prompt { session_id, messages, prompt, echo } => {
                 prompted = true;
@@ -323,7 +351,16 @@ where
                 show(&messages, ctx.silent, prompter);
                 let answer = if echo { prompter.prompt_visible(&prompt) } else { prompter.prompt_secret(&prompt) }
                     .map_err(AuthError::Conversation)?;
-                request = Request::AuthAnswer { session_id, answer: Code::new(answer) };
+                request = one_field::answer_prompt(session_id, answer, echo, stack);
+            }
+            AuthStep::CodeInAnswer { session_id, digits, recovery } => {
+                if !ctx.options.forward_pass {
+                    let err = AuthError::Protocol("a code-in-answer step without forward_pass".into());
+                    return Err(if prompted { AuthError::AfterPrompt(Box::new(err)) } else { err });
+                }
+                prompted = true;
+                debug(ctx, log, || format!("step {step}: received code-in-answer ({digits} digits)"));
+                request = one_field::answer_in_one(ctx, session_id, digits, recovery, prompter, stack)?;
             }
         }
     }
@@ -351,25 +388,42 @@ where
     P: Prompter + ?Sized,
     L: Log + ?Sized,
 {
+    authenticate_in(ctx, &mut StackPassword::default(), connect, prompter, log)
+}
+
+/// [`authenticate_with`] in a stack holding `stack.found` (see [`converse_in`]).
+pub fn authenticate_in<T, C, P, L>(
+    ctx: &Context,
+    stack: &mut StackPassword,
+    connect: C,
+    prompter: &mut P,
+    log: &mut L,
+) -> PamCode
+where
+    T: Transport,
+    C: FnOnce() -> Result<T, ClientError>,
+    P: Prompter + ?Sized,
+    L: Log + ?Sized,
+{
     let result = match connect() {
-        Ok(mut transport) => converse(ctx, &mut transport, prompter, log),
+        Ok(mut transport) => converse_in(ctx, stack, &mut transport, prompter, log),
         Err(err) => Err(AuthError::from_client(err)),
     };
     let code = pam_code(&result, &ctx.options, &ctx.login.service);
-    report(ctx, &result, code, prompter, log);
+    report::report(ctx, &result, code, prompter, log);
     code
 }
 
 /// [`authenticate_with`] over a real connection to `ctx.options.socket`,
 /// with `ctx.options.timeout` on the connect and on every read and write,
 /// trusted only when root serves the socket.
-pub fn authenticate<P, L>(ctx: &Context, prompter: &mut P, log: &mut L) -> PamCode
+pub fn authenticate<P, L>(ctx: &Context, stack: &mut StackPassword, prompter: &mut P, log: &mut L) -> PamCode
 where
     P: Prompter + ?Sized,
     L: Log + ?Sized,
 {
     let connected = connect_to_root_daemon(&ctx.options, log);
-    authenticate_with(ctx, || connected, prompter, log)
+    authenticate_in(ctx, stack, || connected, prompter, log)
 }
 
 /// Connect to mfad, and refuse a socket whose server is not root: any local
@@ -398,65 +452,6 @@ pub fn require_root_server(uid: u32, socket: &Path) -> Result<(), ClientError> {
     })
 }
 
-fn report<P, L>(ctx: &Context, result: &Result<Outcome, AuthError>, code: PamCode, prompter: &mut P, log: &mut L)
-where
-    P: Prompter + ?Sized,
-    L: Log + ?Sized,
-{
-    let who = format!("user {:?} service {:?}", ctx.login.user, ctx.login.service);
-    match result {
-        Ok(outcome) => {
-            debug(ctx, log, || format!("{who}: outcome {outcome:?}, returning {}", code.name()));
-        }
-        Err(err) if err.is_unavailable() => {
-            if code == PamCode::Ignore {
-                log.log(
-                    LogLevel::Warning,
-                    &format!(
-                        "{who}: mfad is unavailable ({err}); failmode=safe lets this login proceed without a second factor"
-                    ),
-                );
-            } else {
-                prompter.error(&format!("{UNAVAILABLE_PREFIX}{err}"));
-                log.log(
-                    LogLevel::Error,
-                    &format!(
-                        "{who}: mfad is unavailable ({err}); denying (failmode={}), returning {}",
-                        ctx.options.failmode.as_str(),
-                        code.name()
-                    ),
-                );
-            }
-        }
-        Err(AuthError::Daemon { kind, message }) => {
-            prompter.error(&format!("{FAILED_PREFIX}{message}"));
-            let level = match kind {
-                ErrorKind::InvalidCode => LogLevel::Info,
-                ErrorKind::Busy => LogLevel::Warning,
-                _ => LogLevel::Error,
-            };
-            log.log(level, &format!("{who}: mfad refused ({kind:?}: {message}), returning {}", code.name()));
-        }
-        Err(AuthError::AfterPrompt(err)) => {
-            prompter.error(&format!("{FAILED_PREFIX}{err}"));
-            log.log(
-                LogLevel::Error,
-                &format!(
-                    "{who}: mfad failed after prompting ({err}); denying whatever the failmode, returning {}",
-                    code.name()
-                ),
-            );
-        }
-        Err(err @ AuthError::Conversation(_)) => {
-            log.log(LogLevel::Info, &format!("{who}: {err}, returning {}", code.name()));
-        }
-        Err(err) => {
-            prompter.error("Two-factor authentication failed.");
-            log.log(LogLevel::Error, &format!("{who}: {err}, returning {}", code.name()));
-        }
-    }
-}
-
 /// PAM_SILENT hides Info messages, except essential ones (the key of an
 /// inline set-up, recovery codes shown once).
 fn show<P: Prompter + ?Sized>(messages: &[Message], silent: bool, prompter: &mut P) {
@@ -469,11 +464,13 @@ fn show<P: Prompter + ?Sized>(messages: &[Message], silent: bool, prompter: &mut
     }
 }
 
-fn debug<L: Log + ?Sized>(ctx: &Context, log: &mut L, message: impl FnOnce() -> String) {
+pub(crate) fn debug<L: Log + ?Sized>(ctx: &Context, log: &mut L, message: impl FnOnce() -> String) {
     if ctx.options.debug {
         log.log(LogLevel::Debug, &message());
     }
 }
+
+mod report;
 
 #[cfg(test)]
 mod tests;

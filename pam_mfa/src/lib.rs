@@ -7,6 +7,7 @@
 //! ```text
 //! auth required pam_mfa.so [socket=PATH] [failmode=secure|safe] [elevation=SVC1,SVC2]
 //!                          [timeout=SECONDS] [debug]
+//!                          [forward_pass [prompt=TEXT] [try_first_pass|use_first_pass]]
 //! ```
 //!
 //! The failmode applies only when mfad cannot be reached (or its socket is
@@ -17,21 +18,26 @@
 //! [`options`] for every option.
 
 pub mod conversation;
+pub mod one_field;
 pub mod options;
 mod pam_prompter;
 mod syslog;
 
 use std::ffi::CStr;
 
+use libc::{c_int, c_void};
+use zeroize::Zeroizing;
+
 use pam::constants::{PAM_SILENT, PamFlag, PamResultCode};
 use pam::conv::Conv;
-use pam::items::{RHost, RUser, Service, Tty};
+use pam::items::{AuthTok, RHost, RUser, Service, Tty};
 use pam::module::{PamHandle, PamHooks};
 
 pub use conversation::{
     AuthError, Context, ConversationError, Log, LogLevel, Login, PamCode, Prompter, Transport, authenticate,
     authenticate_with, converse, pam_code,
 };
+pub use one_field::{Secret, StackPassword};
 pub use options::{FailMode, Options};
 
 use crate::pam_prompter::PamPrompter;
@@ -67,9 +73,23 @@ impl PamHooks for PamMfa {
         let mut log = Syslog::new(&ctx.login.service);
         log_warnings(&mut log, &warnings);
 
-        let conv = pamh.get_item::<Conv>().ok().flatten();
-        let mut prompter = PamPrompter::new(conv);
-        to_pam(authenticate(&ctx, &mut prompter, &mut log))
+        // A copy, wiped when dropped: the conversation borrows the handle.
+        let found = pamh.get_item::<AuthTok>().ok().flatten().map(|tok| Secret::new(tok.as_bytes().to_vec()));
+        let mut stack = StackPassword::found(found);
+        let code = {
+            let conv = pamh.get_item::<Conv>().ok().flatten();
+            let mut prompter = PamPrompter::new(conv);
+            authenticate(&ctx, &mut stack, &mut prompter, &mut log)
+        };
+        // forward_pass: the password before the verified code, for the next
+        // module, exactly as typed.
+        if let (PamCode::Success, Some(password)) = (code, stack.hand_on.take())
+            && let Err(rc) = set_authtok(pamh, &password)
+        {
+            log.log(LogLevel::Error, &format!("cannot set PAM_AUTHTOK for the next module (error {rc})"));
+            return PamResultCode::PAM_AUTH_ERR;
+        }
+        to_pam(code)
     }
 
     /// There are no credentials to set; the default PAM_IGNORE would make
@@ -95,6 +115,31 @@ impl PamHooks for PamMfa {
     fn sm_close_session(_pamh: &mut PamHandle, _args: Vec<&CStr>, _flags: PamFlag) -> PamResultCode {
         PamResultCode::PAM_IGNORE
     }
+}
+
+unsafe extern "C" {
+    /// libpam's, which pam-bindings wraps only for items it can construct
+    /// (its AuthTok cannot be made from our own bytes).
+    fn pam_set_item(pamh: *mut PamHandle, item_type: c_int, item: *const c_void) -> c_int;
+}
+
+/// Linux-PAM's item number of PAM_AUTHTOK (`_pam_types.h`).
+const PAM_AUTHTOK: c_int = 6;
+
+/// Set PAM_AUTHTOK; libpam keeps its own copy (and wipes the one it
+/// replaces), ours is wiped here. Err with libpam's code.
+fn set_authtok(pamh: &mut PamHandle, password: &Secret) -> Result<(), c_int> {
+    let bytes = password.as_bytes();
+    if bytes.contains(&0) {
+        return Err(PamResultCode::PAM_BUF_ERR as c_int);
+    }
+    let mut c_string = Zeroizing::new(Vec::with_capacity(bytes.len() + 1));
+    c_string.extend_from_slice(bytes);
+    c_string.push(0);
+    // SAFETY: a valid handle from libpam, and a NUL-terminated string that
+    // outlives the call (libpam copies it).
+    let rc = unsafe { pam_set_item(pamh, PAM_AUTHTOK, c_string.as_ptr().cast()) };
+    if rc == 0 { Ok(()) } else { Err(rc) }
 }
 
 /// One line for each module argument that was ignored.

@@ -14,6 +14,20 @@
 //! - `timeout=SECONDS`: for the connect and each read and write (default 10,
 //!   at most 300).
 //! - `debug`: log each step of the conversation (its kind, never its content).
+//! - `forward_pass`: for services whose clients answer one field only (IMAP,
+//!   FTP, VPN, RADIUS, web applications): the module comes first in the
+//!   stack; when mfad says a code is needed it asks once for the password
+//!   followed by the code (the trailing digits, as many as the user's device
+//!   has, or a recovery code `xxxxx-xxxxx`), sends mfad only the code and,
+//!   once it is verified, sets the rest as PAM_AUTHTOK for the next module
+//!   (`pam_unix.so try_first_pass`). When no code is needed it asks nothing
+//!   and returns PAM_IGNORE. See [`crate::one_field`].
+//! - `prompt=TEXT`: the forward_pass prompt (default
+//!   [`DEFAULT_FORWARD_PASS_PROMPT`]; `[prompt=Text with spaces: ]` in a PAM
+//!   stack file).
+//! - `try_first_pass` / `use_first_pass` (forward_pass only): take the
+//!   password and code from PAM_AUTHTOK when an earlier module set it; with
+//!   `try_first_pass` ask when it is unset, with `use_first_pass` fail.
 //!
 //! Parsing is a pure function: it never fails, it returns the options it
 //! understood plus one warning per argument it ignored, which the shim logs.
@@ -28,6 +42,20 @@ use mfa_shared::DEFAULT_SOCKET;
 pub const DEFAULT_TIMEOUT_SECS: u64 = 10;
 /// Largest `timeout=` accepted: a login must never wait for long on a daemon.
 pub const MAX_TIMEOUT_SECS: u64 = 300;
+/// What `forward_pass` asks, unless `prompt=` says otherwise.
+pub const DEFAULT_FORWARD_PASS_PROMPT: &str = "Password and verification code: ";
+
+/// forward_pass: where the one answer comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FirstPass {
+    /// Always ask (the default).
+    #[default]
+    Ask,
+    /// PAM_AUTHTOK when an earlier module set it, else ask.
+    Try,
+    /// PAM_AUTHTOK only; unset, the login fails.
+    Use,
+}
 
 /// What to do when mfad cannot be reached or fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -61,6 +89,11 @@ pub struct Options {
     pub timeout: Duration,
     /// Log each step of the conversation (its kind, never its content).
     pub debug: bool,
+    /// Password and code in one answer (see the module docs).
+    pub forward_pass: bool,
+    /// The forward_pass prompt.
+    pub prompt: String,
+    pub first_pass: FirstPass,
 }
 
 impl Default for Options {
@@ -71,6 +104,9 @@ impl Default for Options {
             elevation: Vec::new(),
             timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
             debug: false,
+            forward_pass: false,
+            prompt: DEFAULT_FORWARD_PASS_PROMPT.to_string(),
+            first_pass: FirstPass::Ask,
         }
     }
 }
@@ -85,6 +121,11 @@ impl Options {
             let arg = arg.as_ref();
             match arg.split_once('=') {
                 None if arg == "debug" => options.debug = true,
+                None if arg == "forward_pass" => options.forward_pass = true,
+                None if arg == "try_first_pass" => options.first_pass = FirstPass::Try,
+                None if arg == "use_first_pass" => options.first_pass = FirstPass::Use,
+                Some(("prompt", text)) if !text.trim().is_empty() => options.prompt = text.to_string(),
+                Some(("prompt", _)) => warnings.push("ignoring empty prompt= option".to_string()),
                 Some(("socket", path)) if !path.is_empty() => options.socket = PathBuf::from(path),
                 Some(("socket", _)) => {
                     warnings.push("ignoring empty socket= option".to_string());
@@ -112,6 +153,10 @@ impl Options {
                 },
                 _ => warnings.push(format!("ignoring unknown option {arg:?}")),
             }
+        }
+        let for_forward_pass = options.first_pass != FirstPass::Ask || options.prompt != DEFAULT_FORWARD_PASS_PROMPT;
+        if for_forward_pass && !options.forward_pass {
+            warnings.push("prompt=, try_first_pass and use_first_pass do nothing without forward_pass".to_string());
         }
         (options, warnings)
     }
@@ -150,8 +195,23 @@ mod tests {
                 elevation: vec!["run0".to_string()],
                 timeout: Duration::from_secs(3),
                 debug: true,
+                ..Options::default()
             }
         );
+    }
+
+    #[test]
+    fn forward_pass_options() {
+        let (options, warnings) = Options::parse(&["forward_pass", "try_first_pass", "prompt=Password+code: "]);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert!(options.forward_pass);
+        assert_eq!(options.first_pass, FirstPass::Try);
+        assert_eq!(options.prompt, "Password+code: ");
+        let (options, warnings) = Options::parse(&["use_first_pass", "prompt= "]);
+        assert_eq!((options.forward_pass, options.first_pass), (false, FirstPass::Use));
+        assert_eq!(options.prompt, DEFAULT_FORWARD_PASS_PROMPT);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[1].contains("without forward_pass"), "{warnings:?}");
     }
 
     #[test]

@@ -68,9 +68,20 @@ pub enum Request {
         rhost: Option<String>,
         #[serde(default)]
         tty: Option<String>,
+        /// The module's `forward_pass`: the client answers one field only.
+        /// mfad then asks no question: a login that needs a code gets
+        /// [`AuthStep::CodeInAnswer`], one that would offer inline set-up
+        /// is decided without it.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        forward_pass: bool,
     },
     /// Answer the prompt of a conversation. -> [`Response::Auth`]
     AuthAnswer { session_id: String, answer: Code },
+    /// The answer to a code prompt was not a code: the module found it
+    /// equal to the password the stack holds, and sends nothing of it.
+    /// Refused and audited, never counted toward the lockout.
+    /// -> [`Response::Auth`]
+    AuthNotACode { session_id: String },
 
     /// The caller's (or, for an administrator, `user`'s) settings.
     /// -> [`Response::Status`]
@@ -176,6 +187,7 @@ impl Request {
         match self {
             Request::AuthBegin { .. } => "auth_begin",
             Request::AuthAnswer { .. } => "auth_answer",
+            Request::AuthNotACode { .. } => "auth_not_a_code",
             Request::Status { .. } => "status",
             Request::SetupBegin { .. } => "setup_begin",
             Request::SetupConfirm { .. } => "setup_confirm",
@@ -264,6 +276,12 @@ pub enum AuthStep {
     },
     /// Show `messages`; the conversation is over.
     Decision { outcome: Outcome, messages: Vec<Message> },
+    /// `forward_pass` only: a code is needed. The module asks for the
+    /// password and the code in one answer and sends only the code with
+    /// [`Request::AuthAnswer`]: the trailing `digits` digits, or (when
+    /// `recovery`) a recovery code `xxxxx-xxxxx` at the end. The password
+    /// never leaves the module.
+    CodeInAnswer { session_id: String, digits: u32, recovery: bool },
 }
 
 /// What `mfactl status` / `user show` print.

@@ -5,6 +5,7 @@
 
 mod clients;
 mod daemon;
+pub mod legacy;
 mod pam_stack;
 pub mod postgres;
 mod system;

@@ -160,6 +160,7 @@ fn every_event_kind_has_its_own_message_id() {
         Enrolled,
         Changed,
         Unavailable,
+        NotACode,
         Daemon,
     ];
     let ids: std::collections::HashSet<&str> = all.iter().map(|e| e.message_id()).collect();

@@ -10,7 +10,7 @@ use mfa_shared::config::RolePolicy;
 use mfa_shared::protocol::{AuthStep, Code, ErrorKind, Message, Outcome, Response};
 
 use super::access::{Identity, valid_field, valid_user_name};
-use super::verify::{CodeCheck, Recovery, clamp_to_now};
+use super::verify::{CodeCheck, Recovery, Shape, clamp_to_now};
 use super::{Daemon, Peer, Refusal, Reply, Snapshot, decision_response, refuse};
 use crate::audit::{AuditOutcome, Entry};
 use crate::enrollment::{BARCODE_QUESTION, SETUP_CODE_PROMPT, TYPE_QUESTION};
@@ -26,6 +26,8 @@ pub(super) struct PamItems {
     pub ruser: Option<String>,
     pub rhost: Option<String>,
     pub tty: Option<String>,
+    /// The module's `forward_pass`: a client that answers one field only.
+    pub forward_pass: bool,
 }
 
 /// A login conversation waiting for an answer.
@@ -42,6 +44,9 @@ pub(super) struct Session {
     /// Unusable answers given at the current stage.
     pub tries: u32,
     pub expires_at: u64,
+    /// The module's `forward_pass`: the code comes at the end of the one
+    /// answer (see [`super::one_field`]).
+    pub forward_pass: bool,
 }
 
 /// What the open prompt of a conversation asks for.
@@ -114,7 +119,8 @@ impl Daemon {
         let rhost = if session.login.local_claim { None } else { session.rhost.as_deref() };
         let context = Context { role, bypass: self.bypass_rule(at, rhost)? };
         let decision = policy::decide(&at.config, record.as_ref(), &session.login, &context, at.now);
-        self.begin_with(at, session, decision)
+        let digits = record.as_ref().and_then(|record| record.device.as_ref()).map(|device| device.digits);
+        self.begin_with(at, session, decision, digits.unwrap_or(at.config.digits))
     }
 
     /// A login while the store is out of reach: a rule of the config file
@@ -147,7 +153,7 @@ impl Daemon {
     /// PAM_USER and as PAM_RUSER (else it could spend another person's tries
     /// and lock them out). The inner error is a denial for a failed lookup.
     fn new_session(&self, at: &Snapshot, peer: &Peer, items: PamItems) -> Result<Result<Session, Response>, Refusal> {
-        let PamItems { service, user, ruser, rhost, tty } = items;
+        let PamItems { service, user, ruser, rhost, tty, forward_pass } = items;
         let elevation = at.config.is_elevation(&service);
         let ruser = ruser.filter(|r| !r.is_empty());
         let rhost = rhost.filter(|r| !r.is_empty());
@@ -203,11 +209,13 @@ impl Daemon {
             stage: Stage::Code { recovery_allowed: false },
             tries: 0,
             expires_at: 0,
+            forward_pass,
         }))
     }
 
-    /// Act on the policy's decision for a new conversation.
-    fn begin_with(&self, at: &Snapshot, session: Session, decision: Decision) -> Reply {
+    /// Act on the policy's decision for a new conversation; `digits` are
+    /// those of the person's device.
+    fn begin_with(&self, at: &Snapshot, session: Session, decision: Decision, digits: u32) -> Reply {
         match decision {
             Decision::Allow(reason) => {
                 self.log_session(&session, AuditOutcome::NotRequired, &reason.describe());
@@ -220,11 +228,17 @@ impl Daemon {
                 self.log_session(&session, AuditOutcome::Denied, reason.describe());
                 Ok(decision_response(Outcome::Denied, vec![Message::error(reason.message())]))
             }
+            Decision::OfferEnrollment { policy, mandatory } if session.forward_pass => {
+                Ok(self.no_enrollment_in_one_field(&session, Offer { policy, mandatory }))
+            }
             Decision::OfferEnrollment { policy, mandatory } => {
                 self.offer_enrollment(at, session, Offer { policy, mandatory })
             }
             Decision::AskCode { reason, recovery_allowed } => {
                 self.log_session(&session, AuditOutcome::Challenge, reason);
+                if session.forward_pass {
+                    return self.ask_in_answer(at, session, recovery_allowed, digits);
+                }
                 self.ask(at, session, Stage::Code { recovery_allowed }, Vec::new())
             }
         }
@@ -284,7 +298,10 @@ impl Daemon {
                 if login.elevation && at.config.elevation.require_approval && !record.approved {
                     return (false, CodeCheck::NotApproved);
                 }
-                let check = self.check_code(at, record, answer, login.trusted_source(), recovery);
+                // At a prompt of its own, an answer that is no code is the
+                // password of a one-field client: not counted.
+                let shape = if session.forward_pass { Shape::Counted } else { Shape::NotACodeUncounted };
+                let check = self.check_code(at, record, answer, login.trusted_source(), recovery, shape);
                 (check != CodeCheck::NotEnrolled, check)
             })
         };
@@ -329,6 +346,7 @@ impl Daemon {
                 self.log_session(&session, AuditOutcome::Denied, "account locked");
                 Ok(deny(DenyReason::Locked { until }))
             }
+            CodeCheck::NotACode => self.not_a_code(at, session),
             CodeCheck::Wrong { message, locked } => {
                 session.tries += 1;
                 if locked {
@@ -337,6 +355,11 @@ impl Daemon {
                     let until = at.now.saturating_add(at.config.lockout.duration.as_secs());
                     let text = DenyReason::Locked { until }.message();
                     return Ok(decision_response(Outcome::Failed, vec![Message::error(text)]));
+                }
+                // One answer holds the password: no second try.
+                if session.forward_pass {
+                    self.log_session(&session, AuditOutcome::Failure, "challenge failed (forward_pass)");
+                    return Ok(decision_response(Outcome::Failed, vec![Message::error(message)]));
                 }
                 if session.tries >= at.config.max_tries {
                     self.log_session(&session, AuditOutcome::Failure, "challenge failed; too many tries");

@@ -6,7 +6,8 @@
 //! One file per concept:
 //! - [`loaded`]: the config in force, reloads, the per-request snapshot;
 //! - [`access`]: who may do what (peer credentials, admin group, roles);
-//! - [`login`] and [`sessions`]: the PAM login conversation;
+//! - [`login`] and [`sessions`]: the PAM login conversation; [`one_field`]:
+//!   clients that answer every prompt with one password (`forward_pass`);
 //! - [`verify`]: checking a code (replay, lockout, recovery codes, trust);
 //! - [`enroll`]: setting up a device, through mfactl or inline at login;
 //! - [`account`]: self-service on one's own account;
@@ -22,6 +23,7 @@ mod import;
 mod loaded;
 mod login;
 mod observe;
+mod one_field;
 mod sessions;
 mod verify;
 
@@ -152,11 +154,16 @@ impl Daemon {
     pub fn handle(&self, peer: &Peer, request: Request) -> Response {
         let at = &self.snapshot();
         let result = match request {
-            Request::AuthBegin { service, user, ruser, rhost, tty } => {
-                let items = login::PamItems { service, user, ruser, rhost, tty };
+            Request::AuthBegin { service, user, ruser, rhost, tty, forward_pass } => {
+                let items = login::PamItems { service, user, ruser, rhost, tty, forward_pass };
                 self.counted_begin(at, peer, items)
             }
-            Request::AuthAnswer { session_id, answer } => self.counted_answer(at, peer, &session_id, &answer),
+            Request::AuthAnswer { session_id, answer } => {
+                self.counted_answer(peer, &session_id, at.now, |d| d.auth_answer(at, peer, &session_id, &answer))
+            }
+            Request::AuthNotACode { session_id } => {
+                self.counted_answer(peer, &session_id, at.now, |d| d.auth_not_a_code(at, peer, &session_id))
+            }
             Request::Status { user } => self.status(at, peer, user),
             Request::SetupBegin { user, otp_type, level, current_code } => {
                 self.setup_begin(at, peer, user, otp_type, level, current_code)

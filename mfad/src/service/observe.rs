@@ -2,7 +2,7 @@
 //! ended, read from the reply the module gets (so every path is counted by
 //! the same rule).
 
-use mfa_shared::protocol::{AuthStep, Code, Outcome, Response};
+use mfa_shared::protocol::{AuthStep, Outcome, Response};
 
 use super::login::PamItems;
 use super::{Daemon, Peer, Reply, Snapshot};
@@ -21,10 +21,17 @@ impl Daemon {
         reply
     }
 
-    /// [`Daemon::auth_answer`], counted when the conversation is found.
-    pub(super) fn counted_answer(&self, at: &Snapshot, peer: &Peer, session_id: &str, answer: &Code) -> Reply {
-        let service = self.sessions_service(session_id, peer.uid, at.now);
-        let reply = self.auth_answer(at, peer, session_id, answer);
+    /// `answer` (a step in the conversation `session_id`), counted when the
+    /// conversation is found.
+    pub(super) fn counted_answer(
+        &self,
+        peer: &Peer,
+        session_id: &str,
+        now: u64,
+        answer: impl FnOnce(&Self) -> Reply,
+    ) -> Reply {
+        let service = self.sessions_service(session_id, peer.uid, now);
+        let reply = answer(self);
         if let (Some(service), Some(end)) = (service, login_end(&reply)) {
             self.metrics.count_service(&service, peer.uid, end);
         }

@@ -132,6 +132,7 @@ impl Fixture {
                 ruser: None,
                 rhost: Some(rhost.into()),
                 tty: None,
+                forward_pass: false,
             },
         ))
     }
@@ -341,6 +342,7 @@ fn a_user_may_begin_a_login_only_as_themselves() {
                 ruser: ruser.map(String::from),
                 rhost: None,
                 tty: None,
+                forward_pass: false,
             },
         )
     };
@@ -391,7 +393,14 @@ fn revoking_approval_during_the_prompt_refuses_the_code() {
     let sudo = |f: &Fixture| {
         step(f.daemon.handle(
             &ROOT,
-            Request::AuthBegin { service: "sudo".into(), user: "ann".into(), ruser: None, rhost: None, tty: None },
+            Request::AuthBegin {
+                service: "sudo".into(),
+                user: "ann".into(),
+                ruser: None,
+                rhost: None,
+                tty: None,
+                forward_pass: false,
+            },
         ))
     };
     let prompt = sudo(&f);
@@ -487,6 +496,7 @@ impl Fixture {
                 ruser: None,
                 rhost: rhost.map(String::from),
                 tty: tty.map(String::from),
+                forward_pass: false,
             },
         )
     }
@@ -696,3 +706,5 @@ fn a_record_under_a_spelling_that_is_not_canonical_is_still_reached() {
     let ask = f.begin("IVY", "10.0.0.1");
     assert_eq!(prompt_text(&ask).0, "Verification code: ", "the enrolled record under the typed spelling");
 }
+
+mod one_field;

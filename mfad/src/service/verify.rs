@@ -27,6 +27,19 @@ pub(super) enum Recovery<'a> {
     Checked(Option<&'a str>),
 }
 
+/// What an answer that is not shaped like a code (nor, where one may
+/// stand in, like a recovery code) comes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Shape {
+    /// A wrong code like any other: counted toward the lockout.
+    Counted,
+    /// [`CodeCheck::NotACode`]: refused, not counted. Only for the code
+    /// prompt of a login: a client that answers every prompt with its
+    /// password must not lock its user out. Code-shaped answers are
+    /// counted whatever this says.
+    NotACodeUncounted,
+}
+
 /// The result of checking a code against a record (which the check updates).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum CodeCheck {
@@ -44,6 +57,9 @@ pub(super) enum CodeCheck {
     NotEnrolled,
     /// Elevation without super-user approval (checked with the code).
     NotApproved,
+    /// Not shaped like a code of the device nor like a recovery code, at a
+    /// prompt that counts such answers for nothing ([`Shape`]).
+    NotACode,
     /// Not the device's code; look it up among these recovery code hashes
     /// (slow, so outside the transaction) and check again.
     TryRecovery {
@@ -61,6 +77,7 @@ impl Daemon {
         code: &Code,
         source: Option<&str>,
         recovery: Recovery<'_>,
+        shape: Shape,
     ) -> CodeCheck {
         clamp_to_now(record, at, self.clock.now());
         recovery::upgrade(&mut record.recovery_hashes, self.vault.pepper());
@@ -71,6 +88,12 @@ impl Daemon {
             return CodeCheck::NotEnrolled;
         };
         let typed = otp::normalize_code(code.expose(), device.digits);
+        let may_be_recovery = !matches!(recovery, Recovery::NotAllowed)
+            && !record.recovery_hashes.is_empty()
+            && recovery::is_shaped(code.expose());
+        if shape == Shape::NotACodeUncounted && typed.is_err() && !may_be_recovery {
+            return CodeCheck::NotACode;
+        }
         let otp_match =
             typed.as_ref().ok().and_then(|typed| self.match_device(&record.user, &device, typed, &at.config, at.now));
         let recovery_left = match (otp_match, recovery) {
@@ -144,7 +167,7 @@ impl Daemon {
         mut on_success: impl FnMut(&mut UserRecord) + Send,
     ) -> Result<(), Refusal> {
         let check = self.with_record(user, |record| {
-            let check = self.check_code(at, record, code, None, Recovery::NotAllowed);
+            let check = self.check_code(at, record, code, None, Recovery::NotAllowed, Shape::Counted);
             if check == CodeCheck::Accepted {
                 on_success(record);
             }
@@ -192,9 +215,10 @@ fn proof_outcome(user: &str, check: CodeCheck) -> (AuditOutcome, Result<(), Refu
         CodeCheck::NotEnrolled => {
             (AuditOutcome::Failure, Err(refuse(ErrorKind::Conflict, format!("{user} has no enabled device"))))
         }
-        // Not asked for: recovery codes are for logins only.
-        CodeCheck::TryRecovery { .. } => {
-            (AuditOutcome::Failure, Err(refuse(ErrorKind::Internal, "unexpected recovery check")))
+        // Not asked for: recovery codes are for logins only, and every
+        // answer outside a login counts.
+        CodeCheck::TryRecovery { .. } | CodeCheck::NotACode => {
+            (AuditOutcome::Failure, Err(refuse(ErrorKind::Internal, "unexpected code check result")))
         }
         CodeCheck::NotApproved => {
             (AuditOutcome::Denied, Err(refuse(ErrorKind::PermissionDenied, "super-user approval is not granted")))

@@ -178,6 +178,7 @@ fn begin(ctx: &Context) -> Request {
         ruser: ctx.login.ruser.clone(),
         rhost: ctx.login.rhost.clone(),
         tty: ctx.login.tty.clone(),
+        forward_pass: ctx.options.forward_pass,
     }
 }
 
@@ -387,6 +388,7 @@ fn begin_carries_the_pam_items() {
         ruser: Some("bob".into()),
         rhost: None,
         tty: Some("/dev/pts/3".into()),
+        forward_pass: false,
     };
     assert_eq!(begin(&c), expected);
     let (code, _) = one_step(&c, Ok(decision(Outcome::NotRequired, vec![])), vec![]);
@@ -1083,7 +1085,11 @@ fn dead_socket_secure_denies_with_a_message() {
             "Two-factor authentication is unavailable: cannot connect to mfad at",
         )]);
         let mut log = Lines::default();
-        assert_eq!(authenticate(&c, &mut person, &mut log), PamCode::AuthInfoUnavail, "{path:?}");
+        assert_eq!(
+            authenticate(&c, &mut StackPassword::default(), &mut person, &mut log),
+            PamCode::AuthInfoUnavail,
+            "{path:?}"
+        );
         assert_eq!(log.at(LogLevel::Error).len(), 1, "{}", log.all());
     }
 }
@@ -1097,7 +1103,7 @@ fn dead_socket_safe_allows_logins_and_warns() {
         c.options.failmode = FailMode::Safe;
         let mut log = Lines::default();
         // Nothing is shown to the person; the warning goes to syslog.
-        let code = authenticate(&c, &mut ScriptedPrompter::new(vec![]), &mut log);
+        let code = authenticate(&c, &mut StackPassword::default(), &mut ScriptedPrompter::new(vec![]), &mut log);
         assert_eq!(code, PamCode::Ignore, "{service}");
         let warnings = log.at(LogLevel::Warning);
         assert_eq!(warnings.len(), 1, "{}", log.all());
@@ -1114,7 +1120,7 @@ fn dead_socket_safe_still_denies_elevation() {
         let mut c = ctx_at(service, &missing, 1);
         c.options.failmode = FailMode::Safe;
         let mut person = ScriptedPrompter::new(vec![Expect::ErrorStarting(UNAVAILABLE_PREFIX)]);
-        let code = authenticate(&c, &mut person, &mut Lines::default());
+        let code = authenticate(&c, &mut StackPassword::default(), &mut person, &mut Lines::default());
         assert_eq!(code, PamCode::AuthInfoUnavail, "{service}");
     }
 }
@@ -1285,7 +1291,7 @@ fn authenticate_does_not_trust_a_daemon_run_by_a_user() {
             vec![Expect::ErrorStarting("Two-factor authentication is unavailable: cannot connect to mfad at")]
         };
         let mut log = Lines::default();
-        let code = authenticate(&c, &mut ScriptedPrompter::new(script), &mut log);
+        let code = authenticate(&c, &mut StackPassword::default(), &mut ScriptedPrompter::new(script), &mut log);
         fake.join().unwrap();
         assert_eq!(code, expected, "{failmode:?}");
         let warnings = log.at(LogLevel::Warning);
@@ -1302,7 +1308,8 @@ fn authenticate_trusts_a_daemon_run_by_root() {
     let c0 = ctx("sshd");
     let daemon = FakeDaemon::start(vec![(begin(&c0), reply(decision(Outcome::Verified, vec![])))]);
     let c = ctx_at("sshd", &daemon.path, 5);
-    let code = authenticate(&c, &mut ScriptedPrompter::new(vec![]), &mut Lines::default());
+    let code =
+        authenticate(&c, &mut StackPassword::default(), &mut ScriptedPrompter::new(vec![]), &mut Lines::default());
     daemon.finish();
     assert_eq!(code, PamCode::Success);
 }
@@ -1331,3 +1338,5 @@ fn an_item_mfad_would_refuse_is_a_failed_login_in_any_failmode() {
         }
     }
 }
+
+mod one_field;
