@@ -2,6 +2,7 @@
 //! `mfactl setup` and in an inline enrollment at login.
 
 use mfa_shared::protocol::{Code, OtpType, SetupInfo};
+use mfa_shared::qr::{self, Background};
 
 pub const BARCODE_QUESTION: &str = "Does your device support scanning a barcode? [y/n] ";
 pub const TYPE_QUESTION: &str = "Time-based or counter-based? [t/c] ";
@@ -50,9 +51,24 @@ pub fn format_manual_entry(info: &SetupInfo) -> String {
     text
 }
 
+/// How a QR code is drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QrStyle {
+    /// Plain text for a terminal with this background (inside a login
+    /// conversation, where escape sequences are shown literally).
+    Plain(Background),
+    /// Black on white set with ANSI colours, whatever the terminal's theme
+    /// (mfactl writing to a terminal).
+    BlackOnWhite,
+}
+
 /// The QR code and the URI, or the manual entry when no QR code fits.
-pub fn format_barcode(info: &SetupInfo) -> String {
-    match mfa_shared::qr::render_terminal(&info.uri) {
+pub fn format_barcode(info: &SetupInfo, style: QrStyle) -> String {
+    let drawn = match style {
+        QrStyle::Plain(background) => qr::render_terminal(&info.uri, background),
+        QrStyle::BlackOnWhite => qr::render_black_on_white(&info.uri),
+    };
+    match drawn {
         Ok(qr) => format!(
             "Scan this QR code with your authenticator app:\n\n{qr}\nOr open this URI on the device:\n{}\n",
             info.uri

@@ -26,6 +26,8 @@ pub struct Config {
     pub socket: PathBuf,
     /// Issuer shown in authenticator apps; the host name when unset.
     pub issuer: Option<String>,
+    /// The terminal background the inline set-up's QR code is drawn for.
+    pub qr_background: QrBackground,
     /// Members may administer every account through mfactl.
     pub admin_group: String,
     pub default_type: OtpType,
@@ -64,6 +66,7 @@ impl Default for Config {
             enabled: false,
             socket: PathBuf::from(DEFAULT_SOCKET),
             issuer: None,
+            qr_background: QrBackground::Dark,
             admin_group: "mfa-admins".into(),
             default_type: OtpType::Totp,
             default_level: ChallengeLevel::Adaptive,
@@ -87,6 +90,18 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
         }
     }
+}
+
+/// `qr_background`: the background of the terminals people set up a device
+/// from. A code drawn for the other one shows inverted, which many scanners
+/// cannot read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QrBackground {
+    /// Light text on a dark background (most terminals): light modules drawn.
+    Dark,
+    /// Dark text on a light background: dark modules drawn.
+    Light,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -586,6 +601,15 @@ path = "/tmp/x.db"
         let err = Config::parse("[store]\nurl = \"host=db\"\n").unwrap_err();
         assert!(err.to_string().contains("only to backend = \"postgres\""), "{err}");
         assert!(Config::parse("[store]\nbackend = \"mysql\"\n").is_err());
+    }
+
+    #[test]
+    fn qr_background_is_dark_unless_set_light() {
+        assert_eq!(Config::parse("").unwrap().qr_background, QrBackground::Dark);
+        assert_eq!(Config::parse("qr_background = \"light\"\n").unwrap().qr_background, QrBackground::Light);
+        assert_eq!(Config::parse("qr_background = \"dark\"\n").unwrap().qr_background, QrBackground::Dark);
+        let err = Config::parse("enabled = true\nqr_background = \"white\"\n").unwrap_err();
+        assert_eq!((err.line, err.key.as_deref()), (Some(2), Some("qr_background")), "{err}");
     }
 
     #[test]

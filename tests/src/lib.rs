@@ -9,11 +9,13 @@ pub mod legacy;
 mod pam_stack;
 pub mod postgres;
 mod system;
+mod terminal;
 
 pub use clients::*;
 pub use daemon::*;
 pub use pam_stack::*;
 pub use system::*;
+pub use terminal::*;
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -141,8 +141,9 @@ fn the_drawn_qr_code_decodes_to_the_uri() {
         .collect::<Vec<_>>()
         .join("\n");
     assert!(!qr_text.is_empty(), "no QR code drawn: {shown}");
-    // Light quiet-zone lines are blank; pad around so the scanner sees a margin.
-    let matrix = mfa_shared::qr::parse_terminal(&qr_text);
+    // Not a terminal: drawn for a dark background (the default); the modules
+    // painted black on white with a margin around.
+    let matrix = mfa_shared::qr::parse_terminal(&qr_text, mfa_shared::qr::Background::Dark);
     let png = mfad.dir.path().join("qr.png");
     write_png(&matrix, &png);
     let out = run(Command::new("zbarimg").args(["--nodbus", "-q", "--raw"]).arg(&png));

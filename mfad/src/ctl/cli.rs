@@ -4,7 +4,10 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use mfa_shared::qr::Background;
 use mfa_shared::{ChallengeLevel, OtpType};
+
+use crate::enrollment::QrStyle;
 
 const AFTER_HELP: &str = "\
 Self-service commands act on the caller; root may add --user USER to act as
@@ -144,10 +147,45 @@ pub struct SetupOptions {
     /// Challenge level to set with the new device
     #[arg(long, value_enum, value_name = "LEVEL")]
     pub level: Option<LevelArg>,
+    /// Draw the QR code as plain text for a terminal with this background
+    /// [default: black on white in colours when standard output is a
+    /// terminal, else dark]
+    #[arg(long, value_enum, value_name = "BACKGROUND", conflicts_with = "no_barcode")]
+    pub qr_background: Option<QrBackgroundArg>,
     /// Complete a pending set-up with a code from the new device; `-` reads
     /// it from standard input
-    #[arg(long, value_name = "CODE", conflicts_with_all = ["otp_type", "no_barcode", "level"])]
+    #[arg(long, value_name = "CODE", conflicts_with_all = ["otp_type", "no_barcode", "level", "qr_background"])]
     pub confirm: Option<String>,
+}
+
+impl SetupOptions {
+    /// How to draw the QR code: as asked, else forced black on white on a
+    /// terminal (it then scans whatever the theme), else for a dark
+    /// background like mfad's default.
+    pub fn qr_style(&self, stdout_is_tty: bool) -> QrStyle {
+        match self.qr_background {
+            Some(background) => QrStyle::Plain(background.into()),
+            None if stdout_is_tty => QrStyle::BlackOnWhite,
+            None => QrStyle::Plain(Background::Dark),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum QrBackgroundArg {
+    /// Light text on a dark background: light modules drawn
+    Dark,
+    /// Dark text on a light background: dark modules drawn
+    Light,
+}
+
+impl From<QrBackgroundArg> for Background {
+    fn from(arg: QrBackgroundArg) -> Self {
+        match arg {
+            QrBackgroundArg::Dark => Background::Dark,
+            QrBackgroundArg::Light => Background::Light,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -16,7 +16,7 @@
 //! dialogue) and `import` (`user import` and the file formats it reads).
 
 use std::ffi::OsString;
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -31,7 +31,8 @@ mod request;
 mod setup;
 
 pub use cli::{
-    Cli, Command, ImportFormat, IpCommand, LevelArg, SetupOptions, Target, TypeArg, UserCommand, parse_lifetime,
+    Cli, Command, ImportFormat, IpCommand, LevelArg, QrBackgroundArg, SetupOptions, Target, TypeArg, UserCommand,
+    parse_lifetime,
 };
 pub use error::{
     CtlError, EXIT_FAILURE, EXIT_INVALID_CODE, EXIT_NOT_FOUND, EXIT_OK, EXIT_PERMISSION, EXIT_UNREACHABLE, EXIT_USAGE,
@@ -50,12 +51,14 @@ pub fn main() -> ExitCode {
     let mut input = stdin.lock();
     let mut out = io::stdout().lock();
     let mut err = io::stderr().lock();
-    let status = run(std::env::args_os(), std::env::var_os("MFAD_SOCKET"), &mut input, &mut out, &mut err);
+    // isatty(3) on standard output: a terminal gets the QR code in colours.
+    let tty = io::stdout().is_terminal();
+    let status = run_on(std::env::args_os(), std::env::var_os("MFAD_SOCKET"), &mut input, &mut out, &mut err, tty);
     ExitCode::from(status)
 }
 
 /// Parse `args` (program name first), run the command, print its result and
-/// return the exit status.
+/// return the exit status; `out` is not a terminal.
 pub fn run<I, T>(
     args: I,
     env_socket: Option<OsString>,
@@ -67,13 +70,29 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
+    run_on(args, env_socket, input, out, err, false)
+}
+
+/// [`run`], saying whether `out` is a terminal (`stdout_is_tty`).
+pub fn run_on<I, T>(
+    args: I,
+    env_socket: Option<OsString>,
+    input: &mut dyn BufRead,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    stdout_is_tty: bool,
+) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
     let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
     let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) => return error::report_usage(&e, args.iter().any(|a| a == "--json"), out, err),
     };
     let json = cli.json;
-    match execute(cli, env_socket, input, out) {
+    match execute(cli, env_socket, stdout_is_tty, input, out) {
         Ok(()) => EXIT_OK,
         Err(e) => error::report(&e, json, out, err),
     }
@@ -84,6 +103,7 @@ where
 fn execute(
     cli: Cli,
     env_socket: Option<OsString>,
+    stdout_is_tty: bool,
     input: &mut dyn BufRead,
     out: &mut dyn Write,
 ) -> Result<(), CtlError> {
@@ -94,11 +114,11 @@ fn execute(
     read_stdin_codes(&mut command, input)?;
     match command {
         Command::Setup { options, code, target } => {
-            let plan = SetupPlan::new(target.user, &options, code.map(Code::new), false);
+            let plan = SetupPlan::new(target.user, &options, code.map(Code::new), false, stdout_is_tty);
             setup::run_setup(&daemon, plan, options.confirm, json, input, out)
         }
         Command::User(UserCommand::Setup { user, options }) => {
-            let plan = SetupPlan::new(Some(user), &options, None, true);
+            let plan = SetupPlan::new(Some(user), &options, None, true, stdout_is_tty);
             setup::run_setup(&daemon, plan, options.confirm, json, input, out)
         }
         Command::User(UserCommand::Import { file, format, google_authenticator, keep_going, replace }) => {

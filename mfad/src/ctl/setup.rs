@@ -13,7 +13,7 @@ use super::cli::SetupOptions;
 use super::error::{CtlError, one_line};
 use super::output::{print_response, write_enabled};
 use super::request::DaemonAddress;
-use crate::enrollment::{self, format_barcode, format_manual_entry};
+use crate::enrollment::{self, QrStyle, format_barcode, format_manual_entry};
 
 /// How many wrong codes the interactive set-up accepts before giving up.
 pub const SETUP_ATTEMPTS: u32 = 3;
@@ -31,10 +31,18 @@ pub struct SetupPlan {
     pub barcode: Option<bool>,
     /// `user setup USER` (an administrator): no current code is asked.
     pub admin: bool,
+    /// How the QR code is drawn.
+    pub qr: QrStyle,
 }
 
 impl SetupPlan {
-    pub(super) fn new(user: Option<String>, options: &SetupOptions, current_code: Option<Code>, admin: bool) -> Self {
+    pub(super) fn new(
+        user: Option<String>,
+        options: &SetupOptions,
+        current_code: Option<Code>,
+        admin: bool,
+        stdout_is_tty: bool,
+    ) -> Self {
         SetupPlan {
             user,
             otp_type: options.otp_type.map(OtpType::from),
@@ -42,6 +50,7 @@ impl SetupPlan {
             current_code,
             barcode: if options.no_barcode { Some(false) } else { None },
             admin,
+            qr: options.qr_style(stdout_is_tty),
         }
     }
 
@@ -140,7 +149,7 @@ pub fn interactive_setup(
         None => ask_type(input, out)?,
     };
     let info = begin_setup(daemon, &plan, otp_type, current_code)?;
-    show_new_secret(&info, barcode, out)?;
+    show_new_secret(&info, barcode.then_some(plan.qr), out)?;
     confirm_new_device(daemon, &plan, input, out)
 }
 
@@ -182,14 +191,13 @@ fn begin_setup(
     }
 }
 
-/// The new secret: a QR code to scan, or the secret and its parameters to
-/// type in by hand.
-fn show_new_secret(info: &SetupInfo, barcode: bool, out: &mut dyn Write) -> Result<(), CtlError> {
+/// The new secret: a QR code to scan (drawn in `barcode`'s style), or the
+/// secret and its parameters to type in by hand.
+fn show_new_secret(info: &SetupInfo, barcode: Option<QrStyle>, out: &mut dyn Write) -> Result<(), CtlError> {
     writeln!(out)?;
-    if barcode {
-        write!(out, "{}", format_barcode(info))?;
-    } else {
-        write!(out, "{}", format_manual_entry(info))?;
+    match barcode {
+        Some(style) => write!(out, "{}", format_barcode(info, style))?,
+        None => write!(out, "{}", format_manual_entry(info))?,
     }
     writeln!(out)?;
     Ok(())

@@ -4,7 +4,9 @@ use super::output::*;
 use super::request::*;
 use super::setup::*;
 use super::*;
+use crate::enrollment::QrStyle;
 use mfa_shared::frame::{read_frame, write_frame};
+use mfa_shared::qr::Background;
 use mfa_shared::{
     Algorithm, ChallengeLevel, ClientError, Code, DEFAULT_SOCKET, EnrollmentState, ErrorKind, ListedRule, OtpType,
     Request, RequestFrame, Response, ResponseFrame, SetupInfo, UserStatus,
@@ -113,7 +115,7 @@ fn admin_commands_build_their_requests() {
 fn setup_flags() {
     let cli = parse(&["setup", "--type", "hotp", "--no-barcode", "--level", "always", "--code", "123456"]);
     let Command::Setup { options, code, target } = cli.command else { panic!() };
-    let plan = SetupPlan::new(target.user, &options, code.map(Code::new), false);
+    let plan = SetupPlan::new(target.user, &options, code.map(Code::new), false, false);
     assert_eq!(plan.otp_type, Some(OtpType::Hotp));
     assert_eq!(plan.barcode, Some(false));
     assert_eq!(plan.level, Some(ChallengeLevel::Always));
@@ -131,6 +133,27 @@ fn setup_flags() {
     assert_eq!(user, "dave");
     assert_eq!(options.otp_type, Some(TypeArg::Totp));
     assert_eq!(parse_err(&["level", "sometimes"]).kind(), clap::error::ErrorKind::InvalidValue);
+}
+
+#[test]
+fn qr_background_flag_and_terminal() {
+    let style = |args: &[&str], tty: bool| match parse(args).command {
+        Command::Setup { options, .. } | Command::User(UserCommand::Setup { options, .. }) => options.qr_style(tty),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(style(&["setup"], false), QrStyle::Plain(Background::Dark));
+    assert_eq!(style(&["setup"], true), QrStyle::BlackOnWhite);
+    assert_eq!(style(&["setup", "--qr-background", "light"], true), QrStyle::Plain(Background::Light));
+    assert_eq!(style(&["user", "setup", "dave", "--qr-background", "dark"], true), QrStyle::Plain(Background::Dark));
+    assert_eq!(parse_err(&["setup", "--qr-background", "blue"]).kind(), clap::error::ErrorKind::InvalidValue);
+    assert_eq!(
+        parse_err(&["setup", "--no-barcode", "--qr-background", "light"]).kind(),
+        clap::error::ErrorKind::ArgumentConflict
+    );
+    let coloured = crate::enrollment::format_barcode(&sample_info(OtpType::Totp), QrStyle::BlackOnWhite);
+    assert!(coloured.contains(&mfa_shared::qr::render_black_on_white(&sample_info(OtpType::Totp).uri).unwrap()));
+    let plain = crate::enrollment::format_barcode(&sample_info(OtpType::Totp), QrStyle::Plain(Background::Light));
+    assert!(!plain.contains('\x1b'), "{plain}");
 }
 
 #[test]
@@ -365,7 +388,15 @@ fn wrong() -> Response {
 }
 
 fn plan() -> SetupPlan {
-    SetupPlan { user: None, otp_type: None, level: None, current_code: None, barcode: None, admin: false }
+    SetupPlan {
+        user: None,
+        otp_type: None,
+        level: None,
+        current_code: None,
+        barcode: None,
+        admin: false,
+        qr: QrStyle::Plain(Background::Dark),
+    }
 }
 
 #[test]
@@ -387,7 +418,7 @@ fn interactive_setup_with_barcode_and_a_wrong_code() {
         "{out}"
     );
     assert!(out.contains("Scan this QR code"), "{out}");
-    let qr = mfa_shared::qr::render_terminal(&sample_info(OtpType::Totp).uri).unwrap();
+    let qr = mfa_shared::qr::render_terminal(&sample_info(OtpType::Totp).uri, Background::Dark).unwrap();
     assert!(out.contains(&qr), "{out}");
     assert!(out.contains(&sample_info(OtpType::Totp).uri), "{out}");
     assert_eq!(out.matches("Enter the code from your device to complete setup: ").count(), 2, "{out}");

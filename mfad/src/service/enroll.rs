@@ -11,7 +11,8 @@ use super::verify::{clamp_to_now, record_success};
 use super::{Daemon, Peer, Refusal, Reply, Snapshot, decision_response, no_random_bytes, refuse};
 use crate::audit::{AuditOutcome, Entry};
 use crate::enrollment::{
-    TYPE_HINT, YES_NO_HINT, format_barcode, format_manual_entry, format_recovery_codes, time_or_counter, yes_no,
+    QrStyle, TYPE_HINT, YES_NO_HINT, format_barcode, format_manual_entry, format_recovery_codes, time_or_counter,
+    yes_no,
 };
 use crate::recovery;
 use crate::store::{Device, UserRecord};
@@ -268,7 +269,8 @@ impl Daemon {
         };
         let info = self.start_setup(at, &session.login.person, otp_type, None)?;
         self.log_session(&session, AuditOutcome::Pending, &format!("inline set-up started ({otp_type})"));
-        let shown = if barcode { format_barcode(&info) } else { format_manual_entry(&info) };
+        let style = QrStyle::Plain(at.config.qr_background.into());
+        let shown = if barcode { format_barcode(&info, style) } else { format_manual_entry(&info) };
         self.ask(at, session, Stage::ConfirmSetup(offer), vec![Message::essential(shown)])
     }
 
