@@ -225,6 +225,25 @@ fn a_single_password_service_in_the_two_prompt_mode_is_reported() {
     tree.report(&mfad.socket).assert_ok("pam-stack");
 }
 
+#[test]
+fn unenrolled_administrators_and_forced_role_members_are_reported() {
+    ensure_user("mfadocadm", &[]);
+    ensure_user("mfadocfrc", &[]);
+    let mfad = Mfad::start("");
+    let tree = Tree::sound();
+    tree.report(&mfad.socket).assert_ok("members-enrolled");
+    tree.write("etc/group", "root:x:0:\nmfa-admins:x:4901:mfadocadm\nmfadocforce:x:4902:mfadocfrc\n");
+    tree.write("etc/mfad/mfad.toml", "enabled = true\n[[role]]\ngroup = \"mfadocforce\"\npolicy = \"force\"\n");
+    let report = tree.report(&mfad.socket);
+    report.assert_has("members-enrolled", "warning", "mfadocadm (group mfa-admins, admin_group) is not enrolled");
+    let message =
+        report.assert_has("members-enrolled", "warning", "mfadocfrc (group mfadocforce, role with policy force)");
+    assert!(message.contains("mfactl user setup mfadocfrc"), "{message}");
+    mfad.enroll("mfadocadm", "totp");
+    mfad.enroll("mfadocfrc", "hotp");
+    tree.report(&mfad.socket).assert_ok("members-enrolled");
+}
+
 /// Holds the kernel's clock status as a test set it, and puts back the
 /// status and error estimates found, even when the test fails.
 struct ClockGuard {

@@ -13,7 +13,8 @@
 //!
 //! Files: `pam` (the PAM stack parser), `stacks` (checks on the stacks),
 //! `sshd` (sshd_config parser and check), `files` (config, key file, store
-//! and socket modes), `system` (mfad's answer and the clock).
+//! and socket modes), `system` (mfad's answer and the clock), `members`
+//! (administrators and role members without a device).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -22,6 +23,7 @@ use mfa_shared::config::{Config, DEFAULT_CONFIG_PATH};
 use serde::Serialize;
 
 pub mod files;
+pub mod members;
 pub mod pam;
 pub mod sshd;
 pub mod stacks;
@@ -112,6 +114,9 @@ pub fn run_all(machine: &Machine) -> Vec<Finding> {
     findings.extend(files::check_key_files(machine, &config));
     findings.extend(files::check_store_file(machine, &config));
     findings.extend(system::check_root_enrolled(&config, &answer));
+    let read = |path: &str| std::fs::read_to_string(machine.path(Path::new(path))).unwrap_or_default();
+    let ask = |user: &str| system::ask_status(&socket, machine.timeout, user);
+    findings.extend(members::check(&config, &read("/etc/group"), &read("/etc/passwd"), &ask));
     let all = stacks::load_all(machine);
     findings.extend(stacks::check_missing(&all, config.enabled));
     findings.extend(stacks::check_controls(&all));

@@ -21,7 +21,12 @@ pub enum DaemonAnswer {
 /// Ask mfad for root's status (the request `mfactl user show root` sends):
 /// it shows whether mfad answers and whether root is enrolled.
 pub fn ask_root_status(socket: &Path, timeout: Duration) -> DaemonAnswer {
-    let request = Request::Status { user: Some("root".to_owned()) };
+    ask_status(socket, timeout, "root")
+}
+
+/// Ask mfad for `user`'s status.
+pub fn ask_status(socket: &Path, timeout: Duration, user: &str) -> DaemonAnswer {
+    let request = Request::Status { user: Some(user.to_owned()) };
     match Client::connect(socket, timeout).and_then(|mut client| client.call(request)) {
         Ok(Response::Status(status)) => DaemonAnswer::Status(status),
         Ok(other) => DaemonAnswer::Unexpected(other.kind()),

@@ -272,3 +272,37 @@ fn worst_severity() {
     assert_eq!(worst(&[Finding::ok("a", ""), Finding::warning("b", "")]), Severity::Warning);
     assert_eq!(worst(&[Finding::error("a", ""), Finding::warning("b", "")]), Severity::Error);
 }
+
+#[test]
+fn group_members_from_group_and_passwd() {
+    let group = "root:x:0:\nmfa-admins:x:990:alice, bob\nops:x:991:\n";
+    let passwd = "root:x:0:0::/root:/bin/sh\ncarol:x:1002:990::/home/carol:/bin/sh\ndan:x:1003:991::/:/bin/sh\n";
+    assert_eq!(super::members::members("mfa-admins", group, passwd).unwrap(), vec!["alice", "bob", "carol"]);
+    assert_eq!(super::members::members("ops", group, passwd).unwrap(), vec!["dan"]);
+    assert_eq!(super::members::members("root", group, passwd).unwrap(), vec!["root"]);
+    assert!(super::members::members("nope", group, passwd).is_none());
+}
+
+#[test]
+fn unenrolled_administrators_and_forced_role_members_are_warned_about() {
+    let group = "mfa-admins:x:990:alice,bob\nstaff:x:50:erin\nvpn:x:51:frank\n";
+    let config = Config::parse(
+        "enabled = true\n[[role]]\ngroup = \"staff\"\npolicy = \"force\"\n\
+         [[role]]\ngroup = \"vpn\"\npolicy = \"encourage\"\n",
+    )
+    .unwrap();
+    let ask = |user: &str| {
+        let state = if user == "alice" { EnrollmentState::Enabled } else { EnrollmentState::NotEnrolled };
+        DaemonAnswer::Status(UserStatus { user: user.into(), ..root_status(state) })
+    };
+    let findings = super::members::check(&config, group, "", &ask);
+    let messages: Vec<&str> = findings.iter().map(|f| f.message.as_str()).collect();
+    assert_eq!(severities(&findings), vec![Severity::Warning, Severity::Warning], "{messages:?}");
+    assert!(messages[0].starts_with("bob (group mfa-admins, admin_group)"), "{messages:?}");
+    assert!(messages[1].starts_with("erin (group staff, role with policy force)"), "{messages:?}");
+    let all_enrolled =
+        |user: &str| DaemonAnswer::Status(UserStatus { user: user.into(), ..root_status(EnrollmentState::Enabled) });
+    assert_eq!(severities(&super::members::check(&config, group, "", &all_enrolled)), vec![Severity::Ok]);
+    let off = Config::default();
+    assert_eq!(severities(&super::members::check(&off, group, "", &ask)), vec![Severity::Ok]);
+}
