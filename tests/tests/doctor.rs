@@ -325,5 +325,5 @@ fn a_sound_set_up_exits_zero_and_prints_one_line_per_finding() {
     assert_eq!(tree.report(&mfad.socket).status, 9);
     let text = tree.doctor(&mfad.socket, &[]);
     assert_eq!(text.status.code(), Some(9));
-    assert!(stdout(&text).lines().any(|l| l.starts_with("warning  clock ")), "{}", stdout(&text));
+    assert!(stdout(&text).lines().any(|l| l.starts_with("warning  clock  ")), "{}", stdout(&text));
 }

@@ -51,7 +51,7 @@ fn print(findings: &[Finding], json: bool, out: &mut dyn Write) -> Result<(), Ct
         writeln!(out, "{doc}")?;
     } else {
         for finding in findings {
-            writeln!(out, "{:<7}  {:<14}  {}", finding.severity.as_str(), finding.check, finding.message)?;
+            writeln!(out, "{:<7}  {:<16}  {}", finding.severity.as_str(), finding.check, finding.message)?;
         }
         writeln!(out, "{errors} error(s), {warnings} warning(s)")?;
     }
