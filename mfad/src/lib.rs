@@ -11,6 +11,7 @@ pub mod clock;
 pub mod crypto;
 pub mod ctl;
 pub mod daemon_main;
+pub mod doctor;
 pub mod enrollment;
 pub mod keys;
 pub mod lockout;

@@ -31,7 +31,9 @@ Exit status:
   4  not found (user, rule)
   5  invalid code (wrong, already used, or account locked)
   6  mfad unreachable or not answering
-  7  store unavailable (mfad cannot reach its database)";
+  7  store unavailable (mfad cannot reach its database)
+  8  doctor: at least one error found
+  9  doctor: warnings found, no error";
 
 /// The command line.
 #[derive(Debug, Parser)]
@@ -125,6 +127,14 @@ pub enum Command {
     Ip(IpCommand),
     /// Make mfad re-read its configuration file (like SIGHUP)
     Reload,
+    /// Check the set-up (PAM stacks, sshd, mfad, files, clock) and say what
+    /// is wrong and how to fix it, one line each (run as root)
+    Doctor {
+        /// Read the machine's files under DIR instead of / (e.g. a copy of
+        /// /etc); the socket is then --socket, or the config's under DIR
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+    },
 }
 
 /// `--user` of the self-service commands.

@@ -23,6 +23,10 @@ pub const EXIT_INVALID_CODE: u8 = 5;
 pub const EXIT_UNREACHABLE: u8 = 6;
 /// Exit status: mfad answered, but cannot reach its store (the database).
 pub const EXIT_STORE_UNAVAILABLE: u8 = 7;
+/// Exit status of `doctor`: at least one error-level finding.
+pub const EXIT_DOCTOR_ERRORS: u8 = 8;
+/// Exit status of `doctor`: warnings, and no error.
+pub const EXIT_DOCTOR_WARNINGS: u8 = 9;
 
 /// Why mfactl failed; picks the exit status and the JSON error kind.
 #[derive(Debug, thiserror::Error)]

@@ -13,7 +13,8 @@
 //! `cli` (the command line), `request` (requests built from arguments, and
 //! where mfad listens), `output` (what is printed on success), `error`
 //! (failures, exit statuses and their reports), `setup` (the set-up
-//! dialogue) and `import` (`user import` and the file formats it reads).
+//! dialogue), `import` (`user import` and the file formats it reads) and
+//! `doctor` (printing the set-up checks of [`crate::doctor`]).
 
 use std::ffi::OsString;
 use std::io::{self, BufRead, IsTerminal, Write};
@@ -24,6 +25,7 @@ use clap::Parser;
 use mfa_shared::{Code, Response};
 
 mod cli;
+mod doctor;
 mod error;
 pub mod import;
 mod output;
@@ -92,6 +94,10 @@ where
         Err(e) => return error::report_usage(&e, args.iter().any(|a| a == "--json"), out, err),
     };
     let json = cli.json;
+    if let Command::Doctor { root } = cli.command {
+        let socket = cli.socket.or_else(|| env_socket.filter(|v| !v.is_empty()).map(Into::into));
+        return doctor::run(root, socket, Duration::from_secs(cli.timeout), json, out, err);
+    }
     match execute(cli, env_socket, stdout_is_tty, input, out) {
         Ok(()) => EXIT_OK,
         Err(e) => error::report(&e, json, out, err),

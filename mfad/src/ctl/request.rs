@@ -124,6 +124,7 @@ pub fn simple_request(command: Command) -> Result<(Request, DoneText), CtlError>
         Command::Ip(command) => ip_request(command),
         Command::Reload => (Request::Reload, "mfad reloaded its configuration.".into()),
         Command::Setup { .. } => return Err(CtlError::Unexpected("setup")),
+        Command::Doctor { .. } => return Err(CtlError::Unexpected("doctor")),
     })
 }
 
