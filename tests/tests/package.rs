@@ -65,6 +65,7 @@ fn package_installs_logs_in_through_the_installed_module_and_purges_clean() {
 
     login_through_installed_module();
 
+    installed.remove_keeps_state();
     installed.purge_now();
     for path in listed.iter().map(PathBuf::from).chain(STATE.iter().map(PathBuf::from)) {
         assert!(std::fs::symlink_metadata(&path).is_err(), "{} is left after the purge", path.display());
@@ -239,6 +240,18 @@ impl Installed {
         let out = run(Command::new("dpkg").args(["-L", PACKAGE]));
         assert!(out.status.success(), "dpkg -L: {}", stderr(&out));
         stdout(&out).lines().filter(|l| Path::new(l).is_file()).map(str::to_string).collect()
+    }
+
+    /// `dpkg -r`: the programs go, the store, the key and the config stay.
+    fn remove_keeps_state(&self) {
+        let out = run(Command::new("dpkg").args(["-r", PACKAGE]));
+        assert!(out.status.success(), "dpkg -r: {}{}", stdout(&out), stderr(&out));
+        for gone in ["/usr/sbin/mfad", "/usr/bin/mfactl", MODULE] {
+            assert!(!Path::new(gone).exists(), "{gone} is left after dpkg -r");
+        }
+        for kept in ["/var/lib/mfad/mfad.db", "/etc/mfad/secret.key", "/etc/mfad/mfad.toml"] {
+            assert!(Path::new(kept).exists(), "dpkg -r removed {kept}");
+        }
     }
 
     /// `dpkg --purge`; what was moved aside comes back only on drop, after
