@@ -46,6 +46,13 @@ fn write_pages(cmd: clap::Command, section: &str, dir: &Path) -> io::Result<()> 
         .section(section)
         .manual("pam_mfa")
         .source(concat!("pam_mfa ", env!("CARGO_PKG_VERSION")));
-    page.generate_to(dir)?;
-    Ok(())
+    let mut roff = Vec::new();
+    page.render(&mut roff)?;
+    roff.extend_from_slice(SEE_ALSO.as_bytes());
+    std::fs::write(dir.join(page.get_filename()), roff)
 }
+
+/// Every page ends with the others of the product.
+const SEE_ALSO: &str = r#".SH "SEE ALSO"
+\fBmfactl\fR(1), \fBmfad\fR(8), \fBmfad.toml\fR(5), \fBpam_mfa\fR(8)
+"#;
