@@ -11,7 +11,7 @@
 #   mfad.service  -> $SYSTEMD_UNIT_DIR/mfad.service       (0644)
 #   mfad.toml     -> /etc/mfad/mfad.toml, only if absent  (0644)
 #   pam profile   -> /usr/share/pam-configs/mfa           (0644, not enabled)
-#   examples      -> $PREFIX/share/doc/pam_mfa/examples/
+#   examples      -> $DOCDIR/examples/
 #
 # It never edits a file in /etc/pam.d, never enables the pam-auth-update
 # profile, never starts or enables the service and never turns MFA on: the
@@ -24,6 +24,7 @@
 #   PAM_MODULE_DIR    default: the system's PAM module directory, e.g.
 #                     /usr/lib/x86_64-linux-gnu/security
 #   SYSTEMD_UNIT_DIR  default /etc/systemd/system
+#   DOCDIR            default $PREFIX/share/doc/pam_mfa
 #   CARGO_TARGET_DIR  where cargo builds, default ./target
 set -eu
 
@@ -50,6 +51,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 PREFIX=${PREFIX:-/usr/local}
 DESTDIR=${DESTDIR:-}
 SYSTEMD_UNIT_DIR=${SYSTEMD_UNIT_DIR:-/etc/systemd/system}
+DOCDIR=${DOCDIR:-$PREFIX/share/doc/pam_mfa}
 target_dir=${CARGO_TARGET_DIR:-$root/target}
 case "$target_dir" in
     /*) ;;
@@ -134,7 +136,7 @@ install -d -m 0755 "$DESTDIR/usr/share/pam-configs"
 install -m 0644 "$root/packaging/pam-configs/mfa" "$DESTDIR/usr/share/pam-configs/mfa"
 say "/usr/share/pam-configs/mfa (pam-auth-update profile, not enabled)"
 
-examples=$PREFIX/share/doc/pam_mfa/examples
+examples=$DOCDIR/examples
 install -d -m 0755 "$DESTDIR$examples/pam.d"
 install -m 0644 "$root/packaging/mfad.toml" "$DESTDIR$examples/mfad.toml"
 for stack in "$root"/packaging/pam.d/*; do

@@ -14,6 +14,7 @@ packages=(
   python3                        # a local user flooding the socket (attack test)
   postgresql openssl             # scratch clusters for the PostgreSQL store, a throwaway CA for TLS
   dovecot-imapd                  # a real IMAP server that answers every prompt with the password (legacy suite)
+  dpkg-dev scdoc lintian man-db  # the .deb: shlibs, man pages from scdoc, lintian, man --warnings
 )
 . tests/ensure-packages.sh
 ensure_packages "${packages[@]}"
@@ -24,6 +25,10 @@ echo "== build"
 cargo build --workspace --all-targets --locked
 echo "== clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== package"
+# Built once here (release); the package suites install and lint this file.
+MFA_DEB=$(bash packaging/build-deb.sh | tee /dev/stderr | tail -n 1)
+export MFA_DEB
 echo "== tests"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

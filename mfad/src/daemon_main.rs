@@ -130,6 +130,11 @@ pub fn make_undumpable() -> io::Result<()> {
     if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
+/// mfad's command line as clap sees it, for its manual page.
+pub fn command() -> clap::Command {
+    <Args as clap::CommandFactory>::command()
+}
+
 pub fn main() -> ExitCode {
     let args = Args::parse();
     match run(args) {
