@@ -85,10 +85,17 @@ fn lintian_reports_no_errors_and_every_warning_is_explained() {
 #[test]
 fn man_page_sources_document_every_config_key_and_module_option() {
     let root = root();
-    let config_src = std::fs::read_to_string(root.join("shared/src/config.rs")).unwrap();
+    // The config types: config.rs and the modules of its sections.
+    let mut config_src = std::fs::read_to_string(root.join("shared/src/config.rs")).unwrap();
+    for entry in std::fs::read_dir(root.join("shared/src/config")).unwrap() {
+        config_src.push_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap());
+    }
     let config_page = std::fs::read_to_string(root.join("packaging/man/mfad.toml.5.scd")).unwrap();
     let keys = config_keys(&config_src);
-    assert!(keys.len() > 30 && keys.contains("key_file") && keys.contains("policy"), "parsed {keys:?}");
+    assert!(
+        keys.len() > 30 && keys.contains("key_file") && keys.contains("policy") && keys.contains("textfile"),
+        "parsed {keys:?}"
+    );
     // A key is documented as `*key*`, a table as `[key]` or `[[key]]`.
     let documented = |k: &String| {
         ["*", "[", "[[", "."].iter().any(|open| {
