@@ -63,7 +63,9 @@ fn shipped_config_comments_show_valid_defaults() {
     assert!(all.issuer.is_some());
     assert_eq!(all.bypass.rules.len(), 1);
     assert_eq!(all.roles.len(), 1);
+    assert!(all.metrics.textfile.is_some());
     expected.issuer = all.issuer.clone();
+    expected.metrics.textfile = all.metrics.textfile.clone();
     expected.bypass.rules = all.bypass.rules.clone();
     expected.roles = all.roles.clone();
     assert_eq!(all, expected, "a commented value differs from the default");
