@@ -203,6 +203,9 @@ async fn serve_connection(daemon: Arc<Daemon>, mut stream: UnixStream, uid: u32,
                 return;
             }
             Ok(request) if answer_inline(&daemon, &peer, &request) => daemon.handle(&peer, request),
+            Ok(request) if may_block_here(&daemon, &peer) => {
+                tokio::task::block_in_place(|| daemon.handle(&peer, request))
+            }
             Ok(request) => {
                 let daemon = daemon.clone();
                 let peer = peer.clone();
@@ -222,9 +225,22 @@ async fn serve_connection(daemon: Arc<Daemon>, mut stream: UnixStream, uid: u32,
 /// start of a login while MFA is switched off looks nothing up and takes
 /// microseconds, less than handing it to another thread. Everything else
 /// may wait on NSS (every login resolves its account names) or on an fsync
-/// (shared by group commit), so it runs on the blocking pool.
+/// (shared by group commit), so it runs on the blocking pool unless
+/// [`may_block_here`].
 fn answer_inline(daemon: &Daemon, peer: &Peer, request: &Request) -> bool {
     peer.uid == 0 && matches!(request, Request::AuthBegin { .. }) && !daemon.config().enabled
+}
+
+/// Whether to answer a PAM stack's request on this worker thread, which
+/// then blocks (tokio moves its other tasks to another thread): when no
+/// write is waiting for a commit, a login (the hot path, from root) would
+/// otherwise pay two thread hand-offs (to the blocking pool and back) on
+/// top of the writer's. Under load the writer is busy and requests go to
+/// the blocking pool, where they queue without holding a worker.
+fn may_block_here(daemon: &Daemon, peer: &Peer) -> bool {
+    peer.uid == 0
+        && !daemon.store_may_be_writing()
+        && tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
 }
 
 /// Whether the other end has closed the connection: a peek that finds the

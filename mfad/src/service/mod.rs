@@ -136,6 +136,11 @@ impl Daemon {
         Peer { uid, name: self.directory.name_of_uid(uid).ok().flatten() }
     }
 
+    /// Whether the store may be busy committing someone's write now.
+    pub fn store_may_be_writing(&self) -> bool {
+        self.store.may_be_writing()
+    }
+
     /// Whether `uid` may make one more request now (root always may).
     pub fn admit_request(&self, uid: u32) -> bool {
         self.requests.admit(uid, self.clock.now())

@@ -9,6 +9,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::thread::JoinHandle;
 
@@ -41,6 +42,8 @@ enum Job {
 pub(super) struct Writer {
     jobs: Option<Sender<Job>>,
     thread: Option<JoinHandle<()>>,
+    /// Callers between sending a job and having its answer.
+    waiting: AtomicUsize,
 }
 
 /// Closing the channel ends the thread; waiting for it closes the
@@ -60,7 +63,13 @@ impl Writer {
     pub(super) fn start(conn: Connection, files: Option<Arc<StoreFiles>>) -> std::io::Result<Writer> {
         let (jobs, queue) = mpsc::channel();
         let thread = std::thread::Builder::new().name("mfad-writer".into()).spawn(move || serve(conn, files, queue))?;
-        Ok(Writer { jobs: Some(jobs), thread: Some(thread) })
+        Ok(Writer { jobs: Some(jobs), thread: Some(thread), waiting: AtomicUsize::new(0) })
+    }
+
+    /// Whether a caller is waiting for the writer now (a hint: it may change
+    /// the moment after).
+    pub(super) fn busy(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed) > 0
     }
 
     /// Run `apply` in a batch and return its result once the batch is on
@@ -109,7 +118,10 @@ impl Writer {
             let job = if read { Job::Read { task, done } } else { Job::Write { task, done } };
             jobs.send(job).map_err(|_| stopped())?;
         }
-        match finished.recv() {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let answer = finished.recv();
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        match answer {
             Ok(Ok(())) => slot.unwrap_or_else(|| Err(StoreError::Database("the change did not run".to_string()))),
             Ok(Err(err)) => Err(err),
             Err(_) => Err(stopped()),
