@@ -215,10 +215,10 @@ fn a_single_password_service_in_the_two_prompt_mode_is_reported() {
     tree.write("etc/pam.d/dovecot", "@include common-auth\n@include common-account\n");
     let report = tree.report(&mfad.socket);
     let message = report.assert_has("legacy-service", "warning", "/etc/pam.d/dovecot");
-    assert!(message.contains("forward_pass") && message.contains("use_first_pass"), "{message}");
+    assert!(message.contains("forward_pass") && message.contains("try_first_pass"), "{message}");
     tree.write(
         "etc/pam.d/dovecot",
-        "auth required pam_mfa.so forward_pass\nauth required pam_unix.so use_first_pass\n",
+        "auth requisite pam_mfa.so forward_pass\nauth required pam_unix.so try_first_pass\n",
     );
     tree.report(&mfad.socket).assert_ok("legacy-service");
     // sshd in the two-prompt mode is not a single-password service.

@@ -233,8 +233,8 @@ pub fn check_legacy_services(all: &[Stack]) -> Vec<Finding> {
                     format!(
                         "/etc/pam.d/{service}: pam_mfa.so ({}) asks for the code in a second prompt, but {service} \
                      answers every prompt with the one password its client sent: users who need a code cannot log \
-                     in. Give this stack its own rules: first `auth required pam_mfa.so forward_pass`, then \
-                     `auth required pam_unix.so use_first_pass` (users type their password followed by the code)",
+                     in. Give this stack its own rules: first `auth requisite pam_mfa.so forward_pass`, then \
+                     `auth required pam_unix.so try_first_pass` (users type their password followed by the code)",
                         rule.place()
                     ),
                 ));
@@ -245,15 +245,15 @@ pub fn check_legacy_services(all: &[Stack]) -> Vec<Finding> {
         let Some(index) = stack.auth.iter().position(|r| r.is_pam_mfa() && r.has_arg("forward_pass")) else {
             continue;
         };
-        let hands_on =
-            stack.auth.iter().skip(index + 1).any(|r| r.has_arg("use_first_pass") || r.has_arg("try_first_pass"));
+        let hands_on = stack.auth.iter().skip(index + 1).any(|r| r.has_arg("try_first_pass"));
         if !hands_on {
             findings.push(Finding::warning(
                 CHECK,
                 format!(
                     "/etc/pam.d/{}: pam_mfa.so forward_pass ({}) hands the password on, but no rule after it has \
-                 `use_first_pass`: the password module asks again, which a single-password client answers with \
-                 password and code. Add `use_first_pass` to it",
+                 `try_first_pass`: the password module asks again, which a single-password client answers with \
+                 password and code. Add `try_first_pass` to it (`use_first_pass` would refuse every login that \
+                 needs no code, where the module hands nothing on)",
                     stack.service,
                     stack.auth.get(index).map(|r| r.place()).unwrap_or_default()
                 ),

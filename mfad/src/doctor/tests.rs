@@ -97,18 +97,22 @@ fn failmode_safe_is_a_warning() {
 }
 
 #[test]
-fn single_password_services_need_forward_pass_and_use_first_pass() {
+fn single_password_services_need_forward_pass_and_try_first_pass() {
     let two_prompt = stacks_of(&[("common-auth", SOUND_COMMON), ("dovecot", "@include common-auth\n")]);
     let findings = stacks::check_legacy_services(&two_prompt);
     assert_eq!(severities(&findings), vec![Severity::Warning]);
     assert!(findings[0].message.contains("/etc/pam.d/dovecot") && findings[0].message.contains("forward_pass"));
     let forward =
-        stacks_of(&[("vsftpd", "auth required pam_mfa.so forward_pass\nauth required pam_unix.so use_first_pass\n")]);
+        stacks_of(&[("vsftpd", "auth requisite pam_mfa.so forward_pass\nauth required pam_unix.so try_first_pass\n")]);
     assert_eq!(severities(&stacks::check_legacy_services(&forward)), vec![Severity::Ok]);
+    // use_first_pass: a login that needs no code gets no password handed on.
+    let refuses =
+        stacks_of(&[("vsftpd", "auth requisite pam_mfa.so forward_pass\nauth required pam_unix.so use_first_pass\n")]);
+    assert_eq!(severities(&stacks::check_legacy_services(&refuses)), vec![Severity::Warning]);
     let asks_again = stacks_of(&[("openvpn", "auth required pam_mfa.so forward_pass\nauth required pam_unix.so\n")]);
     let findings = stacks::check_legacy_services(&asks_again);
     assert_eq!(severities(&findings), vec![Severity::Warning]);
-    assert!(findings[0].message.contains("use_first_pass"));
+    assert!(findings[0].message.contains("try_first_pass"));
     // An interactive service in the two-prompt mode is not flagged.
     assert_eq!(severities(&stacks::check_legacy_services(&stacks_of(&sound()))), vec![Severity::Ok]);
 }
@@ -226,6 +230,8 @@ fn root_status(state: EnrollmentState) -> UserStatus {
         superuser_approved: false,
         failures: 0,
         locked_until: None,
+        one_answer_failures: 0,
+        one_answer_locked_until: None,
         last_success: None,
         last_source: None,
         recovery_codes_left: 0,
