@@ -5,10 +5,11 @@
 //! node_exporter's textfile collector (see [`exposition`]), never served on
 //! a port.
 //!
-//! Service names come from clients, and a non-root client's are claims: the
-//! table holds at most [`MAX_SERVICES`] names, non-root callers may add
-//! names only while it holds fewer than [`MAX_CLAIMED_SERVICES`], and
-//! everything else is counted under [`OTHER`].
+//! Service names come from clients, and a non-root client's are claims (a
+//! local user's own PAM application may call itself `sshd`): only root's
+//! (the PAM stacks of sshd, sudo, su, login...) are counted under their
+//! name, at most [`MAX_SERVICES`] of them; everything else is counted under
+//! [`OTHER`].
 
 pub mod exposition;
 pub mod publish;
@@ -18,10 +19,6 @@ use std::sync::{Mutex, OnceLock};
 
 /// Service names tracked at most.
 pub const MAX_SERVICES: usize = 32;
-/// Up to this many names, a non-root caller's service name is added too;
-/// beyond it only root's (the PAM stacks') are, so a local user cannot
-/// fill the table and push sshd into [`OTHER`].
-pub const MAX_CLAIMED_SERVICES: usize = 16;
 /// Longer service names are cut to this many characters.
 pub const MAX_SERVICE_LABEL: usize = 64;
 /// The label of every service not in the table.
@@ -142,17 +139,19 @@ impl Metrics {
     /// The slot of `service` as named by a caller of uid `peer_uid`, added
     /// to the table if there is room for that caller.
     pub fn service(&self, service: &str, peer_uid: u32) -> ServiceSlot {
+        if peer_uid != 0 {
+            return ServiceSlot(None);
+        }
         let name: String = service.chars().take(MAX_SERVICE_LABEL).collect();
         if let Some(slot) = self.find(&name, self.used.load(Ordering::Acquire)) {
             return slot;
         }
-        let room = if peer_uid == 0 { MAX_SERVICES } else { MAX_CLAIMED_SERVICES };
         let _adding = self.adding.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let used = self.used.load(Ordering::Acquire);
         if let Some(slot) = self.find(&name, used) {
             return slot;
         }
-        if used >= room || name == OTHER {
+        if used >= MAX_SERVICES || name == OTHER {
             return ServiceSlot(None);
         }
         let Some(entry) = self.services.get(used) else { return ServiceSlot(None) };

@@ -32,6 +32,8 @@ fn counts_per_service_and_other() {
     metrics.count_service("sshd", 0, LoginCounter::Asked);
     metrics.count_service("sshd", 0, LoginCounter::Asked);
     metrics.count_service("sshd", 0, LoginCounter::Passed);
+    // sudo and su run setuid root: their stacks connect as root.
+    metrics.count_service("sudo", 0, LoginCounter::Lockout);
     metrics.count_service("sudo", 1000, LoginCounter::Lockout);
     let text = metrics.render(Gauges { open_conversations: 3 });
     let samples = samples(&text);
@@ -40,16 +42,21 @@ fn counts_per_service_and_other() {
     assert_eq!(samples["mfad_logins_failed_total{service=\"sshd\"}"], "0");
     assert_eq!(samples["mfad_lockouts_total{service=\"sudo\"}"], "1");
     assert_eq!(samples["mfad_logins_asked_total{service=\"other\"}"], "0");
+    assert_eq!(samples["mfad_lockouts_total{service=\"other\"}"], "1");
     assert_eq!(samples["mfad_open_conversations"], "3");
     assert_eq!(samples["mfad_connected_clients"], "0");
 }
 
 #[test]
-fn the_service_table_is_bounded_and_claims_cannot_fill_it() {
+fn the_service_table_is_bounded_and_claims_go_to_other() {
     let metrics = Metrics::default();
+    // A local user's own PAM application naming itself: never its own label,
+    // not even a real service's.
+    metrics.count_service("sshd", 0, LoginCounter::Asked);
     for i in 0..100 {
         metrics.count_service(&format!("junk{i}"), 1000, LoginCounter::Asked);
     }
+    metrics.count_service("sshd", 1000, LoginCounter::Failed);
     // Root's services still get names of their own, up to the cap.
     for i in 0..100 {
         metrics.count_service(&format!("pam{i}"), 0, LoginCounter::Asked);
@@ -57,15 +64,15 @@ fn the_service_table_is_bounded_and_claims_cannot_fill_it() {
     let samples = samples(&metrics.render(Gauges::default()));
     let asked: Vec<_> = samples.keys().filter(|k| k.starts_with("mfad_logins_asked_total{")).collect();
     assert_eq!(asked.len(), MAX_SERVICES + 1, "{asked:?}");
-    assert!(samples.contains_key("mfad_logins_asked_total{service=\"junk15\"}"));
-    assert!(!samples.contains_key("mfad_logins_asked_total{service=\"junk16\"}"));
-    assert!(samples.contains_key("mfad_logins_asked_total{service=\"pam15\"}"));
-    assert!(!samples.contains_key("mfad_logins_asked_total{service=\"pam16\"}"));
-    assert_eq!(samples["mfad_logins_asked_total{service=\"other\"}"], "168");
-    // A name already tracked is counted under it whoever gives it.
+    assert!(!samples.keys().any(|k| k.contains("junk")));
+    assert_eq!(samples["mfad_logins_failed_total{service=\"sshd\"}"], "0");
+    assert!(samples.contains_key("mfad_logins_asked_total{service=\"pam30\"}"));
+    assert!(!samples.contains_key("mfad_logins_asked_total{service=\"pam31\"}"));
+    assert_eq!(samples["mfad_logins_asked_total{service=\"other\"}"], "169");
+    // A name already tracked is counted under `other` when a user gives it.
     metrics.count_service("pam3", 1000, LoginCounter::Asked);
     let samples = self::samples(&metrics.render(Gauges::default()));
-    assert_eq!(samples["mfad_logins_asked_total{service=\"pam3\"}"], "2");
+    assert_eq!(samples["mfad_logins_asked_total{service=\"pam3\"}"], "1");
 }
 
 #[test]
