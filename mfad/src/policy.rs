@@ -28,14 +28,27 @@ pub struct LoginRequest {
     /// The PAM items came from a non-root caller (a PAM application of a
     /// user's own): its source is a claim, never trusted.
     pub local_claim: bool,
+    /// Why this login's source can never be trusted, whoever asks (the
+    /// adaptive level's reason to ask), if it cannot.
+    pub never_trusted: Option<&'static str>,
 }
 
 impl LoginRequest {
-    /// The source a success makes trusted: none for a non-root caller's claim.
+    /// The source a success makes trusted: none for a non-root caller's
+    /// claim, nor for a source that is never trusted.
     pub fn trusted_source(&self) -> Option<&str> {
-        (!self.local_claim).then_some(self.source.as_str())
+        (!self.local_claim && self.never_trusted.is_none()).then_some(self.source.as_str())
     }
 }
+
+/// [`LoginRequest::never_trusted`]: a service that sets neither PAM_RHOST
+/// nor PAM_TTY (RADIUS, web applications) gives one source for every
+/// client it has, anywhere.
+pub const NO_SOURCE: &str = "adaptive: no remote host and no terminal, nothing to trust";
+/// [`LoginRequest::never_trusted`]: a one-answer service (`forward_pass`)
+/// cannot log in without the code at the end of its answer once it is
+/// trusted, and its code is checked before the password.
+pub const ONE_ANSWER: &str = "adaptive: a one-answer service (forward_pass) is never trusted";
 
 /// Facts looked up outside the store for this decision.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -181,6 +194,9 @@ fn adaptive_reason(config: &Config, record: &UserRecord, request: &LoginRequest,
     if request.local_claim {
         return Some("adaptive: a non-root caller's source is never trusted");
     }
+    if let Some(why) = request.never_trusted {
+        return Some(why);
+    }
     let within = |at: u64, window: u64| now.saturating_sub(at) < window;
     match record.last_success {
         Some(at) if within(at, config.max_trust.as_secs()) => {}
@@ -242,6 +258,7 @@ mod tests {
             source: source.into(),
             elevation: false,
             local_claim: false,
+            never_trusted: None,
         }
     }
 
@@ -700,7 +717,12 @@ mod tests {
     }
 
     #[test]
-    fn a_non_root_callers_source_is_never_trusted() {
+    fn a_non_root_callers_source_and_some_others_are_never_trusted() {
+        for why in [NO_SOURCE, ONE_ANSWER] {
+            let request = LoginRequest { never_trusted: Some(why), ..login("radiusd", SOURCE) };
+            assert_eq!(request.trusted_source(), None);
+            assert_eq!(adaptive(&config(), &trusted_record(), &request), asks(why));
+        }
         let request = LoginRequest { local_claim: true, ..login("sshd", SOURCE) };
         assert_eq!(request.trusted_source(), None);
         assert_eq!(

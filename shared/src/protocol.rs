@@ -301,6 +301,12 @@ pub struct UserStatus {
     /// Unix time until which the account is locked, if it is.
     #[serde(default)]
     pub locked_until: Option<u64>,
+    /// Wrong codes at one-answer services (`forward_pass`), counted apart:
+    /// they lock only those services.
+    #[serde(default)]
+    pub one_answer_failures: u32,
+    #[serde(default)]
+    pub one_answer_locked_until: Option<u64>,
     #[serde(default)]
     pub last_success: Option<u64>,
     #[serde(default)]

@@ -28,6 +28,11 @@ fn failures(mfad: &Mfad, user: &str) -> u64 {
     mfad.json(&["user", "show", user])["failures"].as_u64().unwrap()
 }
 
+/// Wrong codes at one-answer services, which lock only those services.
+fn one_answer_failures(mfad: &Mfad, user: &str) -> u64 {
+    mfad.json(&["user", "show", user])["one_answer_failures"].as_u64().unwrap()
+}
+
 /// Enroll `user` with a counter-based device; the secret and recovery codes.
 fn enroll_hotp(mfad: &Mfad, user: &str, digits: u32) -> (String, Vec<String>) {
     let secret = mfad.json(&["user", "setup", user, "--type", "hotp"])["secret"].as_str().unwrap().to_string();
@@ -90,10 +95,11 @@ fn imap_with_forward_pass() {
     let code = hotp(&alice_secret, 1);
     imap.login(alice, &format!("{alice_pw}{code}")).unwrap_or_else(|e| panic!("{e}\n{}", imap.log()));
     assert!(imap.login(alice, &format!("{alice_pw}{code}")).is_err(), "a replayed code is refused");
-    assert_eq!(failures(&mfad, alice), 1, "a replay is a wrong code");
+    assert_eq!(one_answer_failures(&mfad, alice), 1, "a replay is a wrong code");
     assert!(imap.login(alice, &alice_pw).is_err(), "the password alone, when a code is needed");
     assert!(imap.login(alice, &format!("{alice_pw}{}", wrong(&hotp(&alice_secret, 2)))).is_err());
-    assert_eq!(failures(&mfad, alice), 3, "password alone and a wrong code: one failure each");
+    assert_eq!(one_answer_failures(&mfad, alice), 3, "password alone and a wrong code: one failure each");
+    assert_eq!(failures(&mfad, alice), 0, "anyone can send those: they do not count for SSH or sudo");
     assert!(imap.login(alice, &format!("not-{alice_pw}{}", hotp(&alice_secret, 2))).is_err(), "wrong password");
     mfad.ok(&["user", "unlock", alice]);
     // No code needed: the password alone, asked by pam_unix.
@@ -186,16 +192,16 @@ fn forward_pass_edge_cases_through_pamtester() {
     assert!(ok(&pamtester(&services, "fwd8", user, &[&format!("{pw}{}", hotp_digits(&secret8, 1, 8))])));
     // A 6-digit code to an 8-digit device leaves two digits short.
     assert!(!ok(&pamtester(&services, "fwd8", user, &[&format!("{pw}{}", hotp(&secret8, 2))])));
-    assert_eq!(failures(&eight, user), 1);
+    assert_eq!(one_answer_failures(&eight, user), 1);
     assert!(ok(&pamtester(&services, "first", user, &[&format!("{pw}{}", hotp(&secret6, 2))])));
     // A recovery code at the end, in its issued form.
     let out = pamtester(&services, "fwd6", user, &[&format!("{pw}{}", recovery[0])]);
     assert!(ok(&out), "{}{}", stdout(&out), stderr(&out));
     assert!(!ok(&pamtester(&services, "fwd6", user, &[&format!("{pw}{}", recovery[0])])), "used once");
-    assert_eq!(failures(&six, user), 1);
+    assert_eq!(one_answer_failures(&six, user), 1);
     // Too short to hold a code: a failure like a wrong code.
     assert!(!ok(&pamtester(&services, "fwd6", user, &["12345"])));
-    assert_eq!(failures(&six, user), 2);
+    assert_eq!(one_answer_failures(&six, user), 2);
     // The code right, the password before it wrong: pam_unix refuses what
     // was handed on.
     assert!(!ok(&pamtester(&services, "fwd6", user, &[&format!("{pw}x{}", hotp(&secret6, 3))])));

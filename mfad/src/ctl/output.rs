@@ -95,6 +95,7 @@ pub fn format_status(status: &UserStatus) -> String {
         ("super-user approval", if status.superuser_approved { "granted" } else { "not granted" }.to_owned()),
         ("failures", status.failures.to_string()),
         ("locked until", status.locked_until.map_or_else(|| "not locked".to_owned(), format_time)),
+        ("one-answer services", one_answer_text(status)),
         ("last success", last_success),
         ("recovery codes left", status.recovery_codes_left.to_string()),
         ("role policy", status.role_policy.clone().unwrap_or_else(|| "none".to_owned())),
@@ -185,4 +186,12 @@ pub fn format_rules(rules: &[ListedRule]) -> String {
         })
         .collect();
     format_table(&["ID", "CIDR", "BYPASS", "SOURCE", "EXPIRES", "IN FORCE"], &rows)
+}
+
+/// The one-answer services' own count (`forward_pass`) and lock.
+fn one_answer_text(status: &UserStatus) -> String {
+    let lock = status
+        .one_answer_locked_until
+        .map_or_else(|| "not locked".to_owned(), |t| format!("locked until {}", format_time(t)));
+    format!("{} failures, {lock}", status.one_answer_failures)
 }

@@ -208,6 +208,8 @@ fn sample_status() -> UserStatus {
         superuser_approved: true,
         failures: 2,
         locked_until: None,
+        one_answer_failures: 0,
+        one_answer_locked_until: None,
         last_success: Some(1_700_000_000),
         last_source: Some("192.0.2.1".into()),
         recovery_codes_left: 9,

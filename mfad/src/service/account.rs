@@ -41,6 +41,8 @@ impl Daemon {
             superuser_approved: record.approved,
             failures: record.failures,
             locked_until: crate::lockout::locked_until(record, at.now),
+            one_answer_failures: record.one_answer_failures,
+            one_answer_locked_until: crate::lockout::one_answer_locked_until(record, at.now),
             last_success: record.last_success,
             last_source: record.last_source.clone(),
             recovery_codes_left: u32::try_from(record.recovery_hashes.len()).unwrap_or(u32::MAX),

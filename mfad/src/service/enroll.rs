@@ -157,14 +157,14 @@ impl Daemon {
                 let refusal = refuse(ErrorKind::Conflict, "a device was set up meanwhile: log in with its code");
                 return (false, (AuditOutcome::Denied, Err(refusal)));
             }
-            if let Err(until) = lockout::admit(record, at.now) {
+            if let Err(until) = lockout::admit(record, lockout::Count::Account, at.now) {
                 let message = format!("{user} is locked until {} UTC after too many wrong codes", timefmt::utc(until));
                 return (true, (AuditOutcome::Locked, Err(refuse(ErrorKind::InvalidCode, message))));
             }
             let typed = otp::normalize_code(code.expose(), pending.digits);
             let device = typed.as_ref().ok().and_then(|t| self.match_device(user, &pending, t, &at.config, at.now));
             let Some(device) = device else {
-                let locked = lockout::count_failure(record, &at.config.lockout, at.now);
+                let locked = lockout::count_failure(record, lockout::Count::Account, &at.config.lockout, at.now);
                 let message = match typed {
                     Err(err) => format!("{err}; the set-up is still pending"),
                     Ok(_) => "wrong code; the set-up is still pending".to_string(),

@@ -199,7 +199,19 @@ impl Daemon {
             // trusted on one host must not be trusted on every other.
             None => format!("local:{}:{}", self.host_name, tty.as_deref().unwrap_or("")),
         };
-        let login = LoginRequest { service, person: person.account, source, elevation, local_claim: peer.uid != 0 };
+        let never_trusted = match (&rhost, tty.as_deref()) {
+            _ if forward_pass => Some(policy::ONE_ANSWER),
+            (None, None | Some("")) => Some(policy::NO_SOURCE),
+            _ => None,
+        };
+        let login = LoginRequest {
+            service,
+            person: person.account,
+            source,
+            elevation,
+            local_claim: peer.uid != 0,
+            never_trusted,
+        };
         Ok(Ok(Session {
             peer_uid: peer.uid,
             user,
@@ -300,7 +312,7 @@ impl Daemon {
                 }
                 // At a prompt of its own, an answer that is no code is the
                 // password of a one-field client: not counted.
-                let shape = if session.forward_pass { Shape::Counted } else { Shape::NotACodeUncounted };
+                let shape = if session.forward_pass { Shape::OneAnswer } else { Shape::NotACodeUncounted };
                 let check = self.check_code(at, record, answer, login.trusted_source(), recovery, shape);
                 (check != CodeCheck::NotEnrolled, check)
             })

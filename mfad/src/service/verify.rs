@@ -38,6 +38,19 @@ pub(super) enum Shape {
     /// password must not lock its user out. Code-shaped answers are
     /// counted whatever this says.
     NotACodeUncounted,
+    /// The code at the end of a one-answer service's answer
+    /// (`forward_pass`): every wrong answer counts, in the one-answer
+    /// services' own count ([`lockout::Count::OneAnswer`]).
+    OneAnswer,
+}
+
+impl Shape {
+    fn count(self) -> lockout::Count {
+        match self {
+            Shape::OneAnswer => lockout::Count::OneAnswer,
+            Shape::Counted | Shape::NotACodeUncounted => lockout::Count::Account,
+        }
+    }
 }
 
 /// The result of checking a code against a record (which the check updates).
@@ -81,7 +94,7 @@ impl Daemon {
     ) -> CodeCheck {
         clamp_to_now(record, at, self.clock.now());
         recovery::upgrade(&mut record.recovery_hashes, self.vault.pepper());
-        if let Err(until) = lockout::admit(record, at.now) {
+        if let Err(until) = lockout::admit(record, shape.count(), at.now) {
             return CodeCheck::Locked { until };
         }
         let Some(device) = record.device.clone() else {
@@ -110,9 +123,9 @@ impl Daemon {
             }
             (None, Recovery::Checked(Some(matched))) => match recovery::remove(&mut record.recovery_hashes, matched) {
                 Some(left) => Some(left),
-                None => return wrong_code(at, record, typed.err(), recovery),
+                None => return wrong_code(at, record, shape, typed.err(), recovery),
             },
-            (None, _) => return wrong_code(at, record, typed.err(), recovery),
+            (None, _) => return wrong_code(at, record, shape, typed.err(), recovery),
         };
         record_success(record, source, at.now);
         match recovery_left {
@@ -174,7 +187,8 @@ impl Daemon {
             (check != CodeCheck::NotEnrolled, check)
         })?;
         if matches!(check, CodeCheck::Wrong { locked: true, .. }) {
-            self.metrics.count_service("mfactl", peer.uid, LoginCounter::Lockout);
+            // mfad's own name for these checks, not a caller's claim.
+            self.metrics.count_service("mfactl", 0, LoginCounter::Lockout);
         }
         let (outcome, result) = proof_outcome(user, check);
         let peer_uid = Some(peer.uid);
@@ -197,10 +211,11 @@ impl Daemon {
 fn wrong_code(
     at: &Snapshot,
     record: &mut UserRecord,
+    shape: Shape,
     malformed: Option<otp::OtpError>,
     recovery: Recovery<'_>,
 ) -> CodeCheck {
-    let locked = lockout::count_failure(record, &at.config.lockout, at.now);
+    let locked = lockout::count_failure(record, shape.count(), &at.config.lockout, at.now);
     let message = match malformed {
         Some(err) if matches!(recovery, Recovery::NotAllowed) => format!("Invalid code: {err}."),
         _ => "Wrong code.".to_string(),
@@ -256,6 +271,7 @@ pub(super) fn clamp_to_now(record: &mut UserRecord, at: &Snapshot, now: u64) -> 
     record.last_success = record.last_success.map(|t| t.min(now));
     let longest_lock = now.saturating_add(at.config.lockout.duration.as_secs());
     record.locked_until = record.locked_until.map(|t| t.min(longest_lock));
+    record.one_answer_locked_until = record.one_answer_locked_until.map(|t| t.min(longest_lock));
     for device in record.device.iter_mut().chain(record.pending.iter_mut()) {
         device.created_at = device.created_at.min(now);
         if device.otp_type == OtpType::Totp {
@@ -271,7 +287,7 @@ pub(super) fn clamp_to_now(record: &mut UserRecord, at: &Snapshot, now: u64) -> 
 /// A code was accepted: reset the failure count and remember when and from
 /// where (the source is trusted by the adaptive level from now on).
 pub(super) fn record_success(record: &mut UserRecord, source: Option<&str>, now: u64) {
-    record.failures = 0;
+    lockout::reset(record);
     record.failed_since_success = false;
     record.last_success = Some(now);
     if let Some(source) = source {

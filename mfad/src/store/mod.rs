@@ -158,6 +158,13 @@ pub struct UserRecord {
     pub failures: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub locked_until: Option<u64>,
+    /// Wrong codes at one-answer services (`forward_pass`), counted apart:
+    /// there the code is checked before the password, so anyone who knows
+    /// a user name can fail them, and they must not lock SSH or sudo.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub one_answer_failures: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub one_answer_locked_until: Option<u64>,
     /// A wrong code was given since the last success (adaptive level asks).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub failed_since_success: bool,
@@ -184,6 +191,8 @@ impl std::fmt::Debug for UserRecord {
             .field("approved", &self.approved)
             .field("failures", &self.failures)
             .field("locked_until", &self.locked_until)
+            .field("one_answer_failures", &self.one_answer_failures)
+            .field("one_answer_locked_until", &self.one_answer_locked_until)
             .field("failed_since_success", &self.failed_since_success)
             .field("last_success", &self.last_success)
             .field("last_source", &self.last_source)

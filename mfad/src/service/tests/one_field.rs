@@ -22,6 +22,10 @@ impl Fixture {
     fn failures(&self, user: &str) -> u32 {
         self.record(user).failures
     }
+
+    fn one_answer_failures(&self, user: &str) -> u32 {
+        self.record(user).one_answer_failures
+    }
 }
 
 /// The session of a forward_pass step that asks for a code in the answer.
@@ -91,16 +95,41 @@ fn forward_pass_asks_for_the_code_in_the_answer_once() {
     f.clock.set(NOW + 30);
     assert_eq!(done(&answer_to(&f, &id, &totp_code(&secret, NOW + 30))).0, Outcome::Verified);
     // Nothing at the end of the answer (the module sends an empty code):
-    // a wrong code, counted, and no second try.
+    // a wrong code, counted (in the one-answer count), and no second try.
     let (id, ..) = code_in_answer(f.begin_forward_pass("ann"));
     assert_eq!(done(&answer_to(&f, &id, "")).0, Outcome::Failed);
-    assert_eq!(f.failures("ann"), 1);
+    assert_eq!(f.one_answer_failures("ann"), 1);
     let (id, ..) = code_in_answer(f.begin_forward_pass("ann"));
     assert_eq!(done(&answer_to(&f, &id, wrong_code_for(&secret, NOW + 30))).0, Outcome::Failed);
-    assert_eq!(f.failures("ann"), 2);
+    assert_eq!(f.one_answer_failures("ann"), 2);
     let (id, ..) = code_in_answer(f.begin_forward_pass("ann"));
     assert_eq!(done(&step(f.daemon.handle(&ROOT, Request::AuthNotACode { session_id: id }))).0, Outcome::Failed);
-    assert_eq!(f.failures("ann"), 2, "no content, nothing to count");
+    assert_eq!(f.one_answer_failures("ann"), 2, "no content, nothing to count");
+    assert_eq!(f.failures("ann"), 0, "the account's own count is untouched");
+}
+
+/// The code of a one-answer service is checked before the password: anyone
+/// who knows a user name can send wrong ones. They lock the one-answer
+/// services only, never SSH or sudo; a right code there still works.
+#[test]
+fn one_answer_failures_lock_only_the_one_answer_services() {
+    let f = fixture(|_| {});
+    let secret = f.enroll("ann");
+    f.clock.set(NOW + 30);
+    for _ in 0..LockoutConfig::default().max_failures {
+        let (id, ..) = code_in_answer(f.begin_forward_pass("ann"));
+        assert_eq!(done(&answer_to(&f, &id, "x000000")).0, Outcome::Failed);
+    }
+    let record = f.record("ann");
+    assert!(record.one_answer_locked_until.is_some() && record.locked_until.is_none());
+    assert!(!record.failed_since_success, "anyone's wrong code must not make the adaptive level ask");
+    // Locked there, even for the right code.
+    let (id, ..) = code_in_answer(f.begin_forward_pass("ann"));
+    let (outcome, shown) = done(&answer_to(&f, &id, &totp_code(&secret, NOW + 30)));
+    assert_ne!(outcome, Outcome::Verified, "{shown}");
+    // SSH asks and accepts the code as ever.
+    let prompt = f.begin("ann", "10.0.0.7");
+    assert_eq!(done(&f.answer(&prompt, &totp_code(&secret, NOW + 30))).0, Outcome::Verified);
 }
 
 #[test]
@@ -115,4 +144,33 @@ fn forward_pass_never_offers_inline_set_up() {
     let lines = f.audit_lines().join("\n");
     assert!(lines.contains("forward_pass): enroll with mfactl setup over SSH"), "{lines}");
     assert!(!f.record("force_bob").is_enrolled() && f.record("force_bob").pending.is_none());
+}
+
+/// A source trusted by the adaptive level lets a one-answer client in
+/// without a code only to have the password with the code at its end
+/// refused by the password module: one-answer services always ask, and
+/// their codes (checked before the password) make no source trusted. A
+/// service with neither a remote host nor a terminal has no source to
+/// trust either.
+#[test]
+fn one_answer_services_and_sourceless_logins_are_never_trusted() {
+    let f = fixture(|_| {});
+    let secret = f.enroll("ann");
+    f.daemon.handle(&ROOT, Request::SetLevel { user: Some("ann".into()), level: ChallengeLevel::Adaptive, code: None });
+    f.clock.set(NOW + 30);
+    let prompt = f.begin("ann", "10.0.0.9");
+    assert_eq!(done(&f.answer(&prompt, &totp_code(&secret, NOW + 30))).0, Outcome::Verified);
+    assert_eq!(done(&f.begin("ann", "10.0.0.9")).0, Outcome::NotRequired, "SSH from there is trusted now");
+    let (id, ..) = code_in_answer(f.begin_forward_pass("ann"));
+    f.clock.set(NOW + 60);
+    assert_eq!(done(&answer_to(&f, &id, &totp_code(&secret, NOW + 60))).0, Outcome::Verified);
+    let trusted: Vec<_> = f.record("ann").trusted_sources.iter().map(|t| t.source.clone()).collect();
+    assert_eq!(trusted, vec!["10.0.0.9".to_string()]);
+    // No rhost, no tty: asked every time, and nothing is trusted.
+    for at in [NOW + 90, NOW + 120] {
+        f.clock.set(at);
+        let prompt = step(f.begin_as(&ROOT, "ann", None, None));
+        assert_eq!(done(&f.answer(&prompt, &totp_code(&secret, at))).0, Outcome::Verified);
+    }
+    assert_eq!(f.record("ann").trusted_sources.len(), 1);
 }
