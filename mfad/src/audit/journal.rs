@@ -4,8 +4,10 @@
 //! bytes + `\n`. Values are bounded, so an entry always fits one datagram
 //! (no memfd needed).
 
-/// Bytes of one field value kept; the rest is dropped.
-pub const MAX_FIELD_BYTES: usize = 2048;
+/// Bytes of one field value kept; the rest is dropped. Above the longest
+/// line a caller can make (every item bounded, escaped at worst), so that
+/// MESSAGE always ends with its `peer_uid`; far below a datagram's limit.
+pub const MAX_FIELD_BYTES: usize = 16 * 1024;
 
 /// The fields of one journal entry.
 #[derive(Debug, Clone, Default)]
