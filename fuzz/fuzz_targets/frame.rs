@@ -3,8 +3,9 @@
 //! it (`frame::nonblocking::read_body`, frame after frame, the size cap
 //! checked before allocating) and each body goes through mfad's own
 //! `server::request_of` (the version first, then the `RequestFrame`). The
-//! same bytes also go to the blocking `frame::read_frame`, as the client
-//! side reads a reply. No panic, and:
+//! same bytes also go to the blocking `frame::read_frame`, and to the
+//! client's buffered reader (`client::read_buffered_frame`, as pam_mfa and
+//! mfactl read replies, frame after frame). No panic, and:
 //! - a body read is never longer than `MAX_FRAME`, and only a header
 //!   announcing more than `MAX_FRAME` is refused as too big;
 //! - an accepted request has the protocol's version, and encodes and
@@ -15,6 +16,7 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
 use libfuzzer_sys::fuzz_target;
+use mfa_shared::client::read_buffered_frame;
 use mfa_shared::frame::{self, FrameError, MAX_FRAME, nonblocking};
 use mfa_shared::protocol::{RequestFrame, ResponseFrame};
 
@@ -25,6 +27,22 @@ fuzz_target!(|data: &[u8]| {
         Err(FrameError::TooBig(len)) => assert!(len > MAX_FRAME),
         Err(FrameError::TimedOut | FrameError::Io(_)) => panic!("a byte slice cannot time out or fail"),
         Ok(_) | Err(FrameError::Closed | FrameError::Malformed(_)) => {}
+    }
+
+    // The client reading replies from one buffer: what a read brings past a
+    // frame is kept for the next.
+    let mut replies = data;
+    let mut received = Default::default();
+    loop {
+        match read_buffered_frame::<_, ResponseFrame>(&mut replies, &mut received) {
+            Ok(_) | Err(FrameError::Malformed(_)) => {}
+            Err(FrameError::TooBig(len)) => {
+                assert!(len > MAX_FRAME, "a frame of {len} bytes refused");
+                break;
+            }
+            Err(FrameError::Closed) => break,
+            Err(other) => panic!("reading a byte slice failed: {other}"),
+        }
     }
 
     // mfad serving one connection: frames until the stream ends or fails.

@@ -111,7 +111,7 @@ impl Client {
     pub fn request(&mut self, request: Request) -> Result<Response, ClientError> {
         // One write: the frame is encoded whole.
         frame::write_frame(&mut self.stream, &RequestFrame::new(request))?;
-        let reply: ResponseFrame = read_frame(&mut self.stream, &mut self.received)?;
+        let reply: ResponseFrame = read_buffered_frame(&mut self.stream, &mut self.received)?;
         if reply.version != PROTOCOL_VERSION {
             return Err(ClientError::Version(reply.version));
         }
@@ -134,8 +134,9 @@ impl Client {
 /// there is, so a frame written whole usually takes one read. The same
 /// checks apply: the length is checked before the body is waited for or
 /// allocated, every read is bounded by the socket's timeout, and an end of
-/// stream inside a frame is [`FrameError::Closed`].
-fn read_frame<R: Read, T: DeserializeOwned>(
+/// stream inside a frame is [`FrameError::Closed`]. Public for the fuzz
+/// target that reads replies as a client does.
+pub fn read_buffered_frame<R: Read, T: DeserializeOwned>(
     stream: &mut R,
     received: &mut Zeroizing<Vec<u8>>,
 ) -> Result<T, FrameError> {
@@ -215,7 +216,7 @@ mod tests {
         }
 
         fn frame(&mut self, received: &mut Zeroizing<Vec<u8>>) -> Result<ResponseFrame, FrameError> {
-            read_frame(self, received)
+            read_buffered_frame(self, received)
         }
     }
 
@@ -337,7 +338,7 @@ mod tests {
         let mut bytes = frame_bytes("first");
         bytes.extend_from_slice(&frame_bytes("secret"));
         daemon.write_all(&bytes).unwrap();
-        let _ = message(read_frame(&mut client.stream, &mut client.received));
+        let _ = message(read_buffered_frame(&mut client.stream, &mut client.received));
         assert!(!client.received.is_empty());
         let shown = format!("{client:?}");
         assert!(!shown.contains("secret") && !shown.contains("115, 101, 99"), "{shown}");
