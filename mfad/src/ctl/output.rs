@@ -188,10 +188,11 @@ pub fn format_rules(rules: &[ListedRule]) -> String {
     format_table(&["ID", "CIDR", "BYPASS", "SOURCE", "EXPIRES", "IN FORCE"], &rows)
 }
 
-/// The one-answer services' own count (`forward_pass`) and lock.
+/// The one-answer services' own count (`forward_pass`), and their lock
+/// when there is one.
 fn one_answer_text(status: &UserStatus) -> String {
-    let lock = status
-        .one_answer_locked_until
-        .map_or_else(|| "not locked".to_owned(), |t| format!("locked until {}", format_time(t)));
-    format!("{} failures, {lock}", status.one_answer_failures)
+    match status.one_answer_locked_until {
+        Some(until) => format!("{} failures, locked until {}", status.one_answer_failures, format_time(until)),
+        None => format!("{} failures", status.one_answer_failures),
+    }
 }

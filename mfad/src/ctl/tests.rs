@@ -223,6 +223,13 @@ fn status_lines_are_aligned() {
     assert!(text.contains("level:               adaptive (default)\n"), "{text}");
     assert!(text.contains("super-user approval: granted\n"), "{text}");
     assert!(text.contains("locked until:        not locked\n"), "{text}");
+    assert!(text.contains("one-answer services: 0 failures\n"), "{text}");
+    let locked = format_status(&UserStatus {
+        one_answer_failures: 5,
+        one_answer_locked_until: Some(1_700_000_900),
+        ..sample_status()
+    });
+    assert!(locked.contains("one-answer services: 5 failures, locked until 2023-11-14 22:28:20 UTC\n"), "{locked}");
     assert!(text.contains("last success:        2023-11-14 22:13:20 UTC from 192.0.2.1\n"), "{text}");
     let col: Vec<usize> = text
         .lines()
