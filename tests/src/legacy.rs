@@ -130,10 +130,6 @@ fn wait_within_quietly(child: &mut Child, limit: Duration) -> bool {
     child.wait().is_ok()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// A socket between the PAM module and mfad that relays everything and
 /// keeps every byte the module sent: what mfad received.
 pub struct FrameProxy {

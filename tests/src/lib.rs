@@ -8,12 +8,14 @@ mod daemon;
 pub mod legacy;
 mod pam_stack;
 pub mod postgres;
+mod sshd;
 mod system;
 mod terminal;
 
 pub use clients::*;
 pub use daemon::*;
 pub use pam_stack::*;
+pub use sshd::*;
 pub use system::*;
 pub use terminal::*;
 

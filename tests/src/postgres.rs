@@ -7,14 +7,13 @@
 //! get isolation from [`PgCluster::new_database`]; outage tests that stop the
 //! server start a cluster of their own ([`PgCluster::start`]).
 
-use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Once, OnceLock};
 
-use crate::{run, stderr, stdout};
+use crate::{free_port, run, stderr, stdout};
 
 /// Role that may log in over TLS only with the client certificate of
 /// [`TlsFiles`] (`cert` authentication: its CN is this name).
@@ -122,7 +121,7 @@ impl PgCluster {
         // A port found free may be taken again before the server binds it:
         // retry with another.
         for attempt in 1.. {
-            cluster.port = free_tcp_port();
+            cluster.port = free_port();
             cluster.write_settings(&format!("{ssl}port = {}\n", cluster.port));
             let out = cluster.start_server();
             if out.status.success() {
@@ -364,11 +363,6 @@ fn postgres_cmd(tool: &str, cwd: &Path) -> Command {
 fn chown_postgres(path: &Path) {
     let out = run(Command::new("chown").arg("postgres:postgres").arg(path));
     assert!(out.status.success(), "chown postgres {}: {}", path.display(), stderr(&out));
-}
-
-/// A port that was free on 127.0.0.1 a moment ago.
-fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A value in a libpq key=value string, quoted when it needs to be.

@@ -3,7 +3,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use e2e::*;
@@ -98,86 +97,19 @@ fn a_hung_daemon_fails_the_login_within_the_timeout() {
     assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
 }
 
-/// A free TCP port on 127.0.0.1.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 #[test]
 fn openssh_keyboard_interactive_with_a_code() {
     ensure_user("mfae_ssh", &[]);
     let mfad = Mfad::start("default_level = \"always\"\nmax_tries = 1");
     let secret = mfad.enroll("mfae_ssh", "hotp");
     let dir = mfad.dir.path();
-    // sshd names its PAM service after the name it was started under.
-    let service = format!("sshd-mfae-{}", std::process::id());
-    let sshd = dir.join(&service);
-    std::os::unix::fs::symlink("/usr/sbin/sshd", &sshd).unwrap();
-    let pam_file = std::path::PathBuf::from("/etc/pam.d").join(&service);
-    std::fs::write(
-        &pam_file,
-        format!(
-            "{}\naccount required pam_permit.so\nsession required pam_permit.so\n",
-            mfad.module_line("required", "")
-        ),
-    )
-    .unwrap();
-    struct Remove(std::path::PathBuf);
-    impl Drop for Remove {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-    let _cleanup = Remove(pam_file);
-    let key = dir.join("host_key");
-    assert!(run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key)).status.success());
-    let port = free_port();
-    let config = dir.join("sshd_config");
-    std::fs::write(
-        &config,
-        format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}/sshd.pid\nUsePAM yes\n\
-             KbdInteractiveAuthentication yes\nPasswordAuthentication no\nPubkeyAuthentication no\n\
-             AuthenticationMethods keyboard-interactive\nStrictModes no\n",
-            key.display(),
-            dir.display()
-        ),
-    )
-    .unwrap();
-    std::fs::create_dir_all("/run/sshd").unwrap();
-    let mut server = Command::new(&sshd).args(["-D", "-e", "-f"]).arg(&config).spawn().unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    server = {
-        // Wait until it listens.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "sshd did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server
-    };
-    let _server = Kill(server);
+    let sshd = Sshd::start(&mfad, "mfae");
     let ssh = |code: &str| {
         let askpass = dir.join(format!("askpass-{code}"));
         std::fs::write(&askpass, format!("#!/bin/sh\necho \"$1\" >> {}/prompts\necho {code}\n", dir.display()))
             .unwrap();
         std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o755)).unwrap();
-        run(Command::new("ssh")
-            .env("SSH_ASKPASS", &askpass)
-            .env("SSH_ASKPASS_REQUIRE", "force")
-            .env("DISPLAY", ":0")
-            .args(["-p", &port.to_string(), "-F", "/dev/null"])
-            .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
-            .args(["-o", "PreferredAuthentications=keyboard-interactive", "-o", "NumberOfPasswordPrompts=1"])
-            .args(["-o", "BatchMode=no", "-o", "ConnectTimeout=20"])
-            .args(["mfae_ssh@127.0.0.1", "echo", "logged-in-ok"])
-            .stdin(std::process::Stdio::null()))
+        run(&mut sshd.ssh(&askpass, "mfae_ssh", &["echo", "logged-in-ok"]))
     };
     let out = ssh(&hotp(&secret, 1));
     assert!(out.status.success(), "right code: {}{}", stdout(&out), stderr(&out));
@@ -187,7 +119,7 @@ fn openssh_keyboard_interactive_with_a_code() {
     let out = ssh("000000");
     assert!(!out.status.success(), "wrong code");
     assert!(!out.stdout.windows(12).any(|w| w == b"logged-in-ok"));
-    mfad.audit_lines_until(&format!("user=mfae_ssh service={service} rhost=127.0.0.1 outcome=success"));
+    mfad.audit_lines_until(&format!("user=mfae_ssh service={} rhost=127.0.0.1 outcome=success", sshd.service));
 }
 
 #[test]

@@ -155,68 +155,6 @@ fn mfactl_on_a_terminal_draws_black_on_white() {
     }
 }
 
-/// A free TCP port on 127.0.0.1.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Removes a file when dropped.
-struct Remove(std::path::PathBuf);
-impl Drop for Remove {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// Kills and reaps a process when dropped.
-struct Kill(std::process::Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// An sshd of the test's own on 127.0.0.1 (keyboard-interactive only, its
-/// PAM service the module then pam_permit), and its port.
-fn start_sshd(mfad: &Mfad) -> (u16, Remove, Kill) {
-    let dir = mfad.dir.path();
-    // sshd names its PAM service after the name it was started under.
-    let service = format!("sshd-mfaqr-{}", std::process::id());
-    let sshd = dir.join(&service);
-    std::os::unix::fs::symlink("/usr/sbin/sshd", &sshd).unwrap();
-    let pam_file = std::path::PathBuf::from("/etc/pam.d").join(&service);
-    let stack = format!(
-        "{}\naccount required pam_permit.so\nsession required pam_permit.so\n",
-        mfad.module_line("required", "")
-    );
-    std::fs::write(&pam_file, stack).unwrap();
-    let pam_file = Remove(pam_file);
-    let key = dir.join("host_key");
-    assert!(run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key)).status.success());
-    let port = free_port();
-    let config = dir.join("sshd_config");
-    std::fs::write(
-        &config,
-        format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}/sshd.pid\nUsePAM yes\n\
-             KbdInteractiveAuthentication yes\nPasswordAuthentication no\nPubkeyAuthentication no\n\
-             AuthenticationMethods keyboard-interactive\nStrictModes no\n",
-            key.display(),
-            dir.display()
-        ),
-    )
-    .unwrap();
-    std::fs::create_dir_all("/run/sshd").unwrap();
-    let server = Kill(Command::new(&sshd).args(["-D", "-e", "-f"]).arg(&config).spawn().unwrap());
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "sshd did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (port, pam_file, server)
-}
-
 /// Over a real `ssh` login (OpenSSH's client, keyboard-interactive, a
 /// `force` role), the QR code the set-up prompt carries scans on a dark
 /// terminal with the default settings, and not on a light one.
@@ -226,7 +164,7 @@ fn inline_set_up_over_ssh_scans_on_a_dark_terminal() {
     let user = "mfae_qr_ssh";
     ensure_user(user, &["mfae_g_qrssh"]);
     let mfad = Mfad::start("max_tries = 1\n[[role]]\ngroup = \"mfae_g_qrssh\"\npolicy = \"force\"\n");
-    let (port, _pam_file, _server) = start_sshd(&mfad);
+    let sshd = Sshd::start(&mfad, "mfaqr");
     let dir = mfad.dir.path();
     // The askpass program gets each prompt as ssh shows it and answers as a
     // person would; the set-up prompt (sshd sends the PAM messages before a
@@ -239,18 +177,8 @@ fn inline_set_up_over_ssh_scans_on_a_dark_terminal() {
     );
     std::fs::write(&askpass, script).unwrap();
     std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let out = run(Command::new("ssh")
-        .env("SSH_ASKPASS", &askpass)
-        .env("SSH_ASKPASS_REQUIRE", "force")
-        .env("DISPLAY", ":0")
-        // A UTF-8 locale, as an administrator's terminal has.
-        .env("LC_ALL", "C.UTF-8")
-        .args(["-p", &port.to_string(), "-F", "/dev/null"])
-        .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
-        .args(["-o", "PreferredAuthentications=keyboard-interactive", "-o", "NumberOfPasswordPrompts=1"])
-        .args(["-o", "BatchMode=no", "-o", "ConnectTimeout=20"])
-        .args([&format!("{user}@127.0.0.1"), "true"])
-        .stdin(Stdio::null()));
+    // A UTF-8 locale, as an administrator's terminal has.
+    let out = run(sshd.ssh(&askpass, user, &["true"]).env("LC_ALL", "C.UTF-8"));
     assert!(!out.status.success(), "a wrong code completes no set-up");
     let shown = std::fs::read_to_string(dir.join("setup-prompt"))
         .unwrap_or_else(|e| panic!("no set-up prompt ({e}): {}{}", stdout(&out), stderr(&out)));
