@@ -126,7 +126,8 @@ mfad_login() {
   python3 - "$PROF/$1.strace" "$SCRATCH" >"$PROF/$1.login" <<'EOF'
 import re, sys
 lines = open(sys.argv[1]).read().splitlines()
-start = next((i for i, l in enumerate(lines) if re.search(r"accept4\(.*\) = \d+", l)), None)
+# A thread waiting in accept when strace attached shows only its end.
+start = next((i for i, l in enumerate(lines) if re.search(r"accept4(\(| resumed>).*\) = \d+", l)), None)
 if start is None:
     sys.exit()
 fd = re.search(r"\) = (\d+)", lines[start]).group(1)

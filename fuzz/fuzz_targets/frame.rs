@@ -1,6 +1,6 @@
 //! Every byte a local user can send to mfad's socket. The input is a
 //! connection's byte stream; it is read as mfad's `serve_connection` reads
-//! it (`frame::nonblocking::read_body`, frame after frame, the size cap
+//! it (`frame::read_body`, frame after frame, the size cap
 //! checked before allocating) and each body goes through mfad's own
 //! `server::request_of` (the version first, then the `RequestFrame`). The
 //! same bytes also go to the blocking `frame::read_frame`, and to the
@@ -12,12 +12,9 @@
 //!   decodes back to itself.
 #![no_main]
 
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
-
 use libfuzzer_sys::fuzz_target;
 use mfa_shared::client::read_buffered_frame;
-use mfa_shared::frame::{self, FrameError, MAX_FRAME, nonblocking};
+use mfa_shared::frame::{self, FrameError, MAX_FRAME};
 use mfa_shared::protocol::{RequestFrame, ResponseFrame};
 
 fuzz_target!(|data: &[u8]| {
@@ -48,7 +45,7 @@ fuzz_target!(|data: &[u8]| {
     // mfad serving one connection: frames until the stream ends or fails.
     let mut stream = data;
     loop {
-        let body = match read_now(nonblocking::read_body(&mut stream)) {
+        let body = match frame::read_body(&mut stream) {
             Ok(Some(body)) => body,
             Ok(None) | Err(FrameError::Closed) => break,
             Err(FrameError::TooBig(len)) => {
@@ -68,12 +65,3 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 });
-
-/// Poll a future over an in-memory stream, which never has to wait.
-fn read_now<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(output) => output,
-        Poll::Pending => panic!("reading a byte slice waited"),
-    }
-}

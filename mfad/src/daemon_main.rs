@@ -203,7 +203,8 @@ fn run(args: Args) -> Result<()> {
         let mut hup = signal(SignalKind::hangup())?;
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
-        let serving = tokio::spawn(server::serve(daemon.clone(), listener, stopped.clone()));
+        let serving = server::start(daemon.clone(), listener).context("cannot start serving connections")?;
+        let serving = tokio::spawn(server::serve(serving, stopped.clone()));
         let metrics = daemon.config().metrics.clone();
         let publisher = metrics.textfile.map(|path| Publisher::new(daemon.clone(), path));
         if let Some(publisher) = &publisher {

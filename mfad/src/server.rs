@@ -1,25 +1,37 @@
 //! The socket side: accept connections, read frames, authorize by peer
 //! credentials, hand each request to [`Daemon::handle`] and write the reply.
 //!
+//! One thread serves a connection from start to end: it reads a request,
+//! answers it (store, account lookups and commit included) and writes the
+//! reply, so a login crosses no other thread than the ones it must (an
+//! account lookup's, see [`crate::nss`]; a commit shared with others, see
+//! the store). Idle threads wait in accept(2) on the listening socket, and
+//! the kernel wakes one per connection; when the last idle one takes a
+//! connection it starts another, so a slow client never holds up the next.
+//!
 //! Limits: `max_connections` for root (the PAM stacks) and as many again for
 //! everyone else, at most [`CONNECTIONS_PER_USER`] per non-root uid (beyond
-//! that a client is told it is busy); [`IDLE_LIMIT`] to send a request, or
-//! `request_timeout` while a person answers a prompt; frames capped at
+//! that a client is told it is busy), and so at most one thread per
+//! connection allowed, plus one to refuse; [`IDLE_LIMIT`] to send a request,
+//! or `request_timeout` while a person answers a prompt; frames capped at
 //! [`MAX_FRAME`](mfa_shared::frame::MAX_FRAME) before allocating.
-//! On shutdown no new request is read, and the ones in flight are answered.
+//! On shutdown no new connection is accepted and no new request is read,
+//! and the ones in flight are answered.
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use mfa_shared::frame::{FrameError, decode, encode, nonblocking};
+use mfa_shared::frame::{FrameError, decode, encode, read_body};
 use mfa_shared::protocol::{AuthStep, ErrorKind, PROTOCOL_VERSION, Request, RequestFrame, Response, ResponseFrame};
-use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
-use tokio::task::JoinSet;
+use tokio::sync::watch;
 
 use crate::audit::Severity;
 use crate::service::{Daemon, Peer};
@@ -32,7 +44,7 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 /// peer credentials, never by file mode).
 pub fn bind(path: &Path) -> io::Result<UnixListener> {
     if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        if UnixStream::connect(path).is_ok() {
             return Err(io::Error::new(
                 io::ErrorKind::AddrInUse,
                 format!("another mfad is already listening on {}", path.display()),
@@ -57,196 +69,410 @@ const CONNECTIONS_PER_USER: usize = 8;
 /// person to answer (then `request_timeout` applies).
 const IDLE_LIMIT: Duration = Duration::from_secs(10);
 
+/// Time a reply may take to be taken by the client.
+const SEND_LIMIT: Duration = Duration::from_secs(10);
+
+/// Threads kept waiting in accept(2) between connections: a burst may
+/// start more, and those beyond this end when their connection does.
+const MAX_IDLE_THREADS: usize = 8;
+
 /// Connection slots: a pool for root (the PAM stacks), a pool for everyone
 /// else, and a cap per non-root uid.
 struct Slots {
-    root: Arc<Semaphore>,
-    users: Arc<Semaphore>,
-    per_uid: std::sync::Mutex<HashMap<u32, usize>>,
+    max: usize,
+    held: Mutex<Held>,
+}
+
+#[derive(Default)]
+struct Held {
+    root: usize,
+    users: usize,
+    per_uid: HashMap<u32, usize>,
 }
 
 /// A held slot, given back on drop.
-struct Slot {
-    _permit: OwnedSemaphorePermit,
-    uid_count: Option<(Arc<Slots>, u32)>,
+struct Slot<'a> {
+    slots: &'a Slots,
+    uid: u32,
 }
 
-impl Drop for Slot {
+impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        if let Some((slots, uid)) = &self.uid_count {
-            let mut counts = slots.per_uid.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(n) = counts.get_mut(uid) {
-                *n -= 1;
-                if *n == 0 {
-                    counts.remove(uid);
-                }
+        let mut held = lock(&self.slots.held);
+        if self.uid == 0 {
+            held.root -= 1;
+            return;
+        }
+        held.users -= 1;
+        if let Some(n) = held.per_uid.get_mut(&self.uid) {
+            *n -= 1;
+            if *n == 0 {
+                held.per_uid.remove(&self.uid);
             }
         }
     }
 }
 
 impl Slots {
-    fn new(max_connections: usize) -> Arc<Slots> {
-        Arc::new(Slots {
-            root: Arc::new(Semaphore::new(max_connections)),
-            users: Arc::new(Semaphore::new(max_connections)),
-            per_uid: std::sync::Mutex::new(HashMap::new()),
-        })
+    fn new(max_connections: usize) -> Slots {
+        Slots { max: max_connections, held: Mutex::new(Held::default()) }
     }
 
     /// A slot for `uid`, or None when its pool or its own cap is full.
-    fn take(self: &Arc<Self>, uid: u32) -> Option<Slot> {
+    fn take(&self, uid: u32) -> Option<Slot<'_>> {
+        let mut held = lock(&self.held);
         if uid == 0 {
-            let permit = self.root.clone().try_acquire_owned().ok()?;
-            return Some(Slot { _permit: permit, uid_count: None });
+            if held.root >= self.max {
+                return None;
+            }
+            held.root += 1;
+            return Some(Slot { slots: self, uid });
         }
-        let mut counts = self.per_uid.lock().unwrap_or_else(|p| p.into_inner());
-        let count = counts.entry(uid).or_insert(0);
-        if *count >= CONNECTIONS_PER_USER {
+        let count = held.per_uid.get(&uid).copied().unwrap_or(0);
+        if count >= CONNECTIONS_PER_USER || held.users >= self.max {
             return None;
         }
-        let permit = self.users.clone().try_acquire_owned().ok()?;
-        *count += 1;
-        Some(Slot { _permit: permit, uid_count: Some((self.clone(), uid)) })
+        held.users += 1;
+        held.per_uid.insert(uid, count + 1);
+        Some(Slot { slots: self, uid })
     }
 }
 
-/// Serve until `shutdown` turns true, then drain.
-pub async fn serve(daemon: Arc<Daemon>, listener: UnixListener, mut shutdown: watch::Receiver<bool>) {
-    let slots = Slots::new(daemon.config().max_connections);
-    let mut connections = JoinSet::new();
+/// A mutex whose holder panicked is taken over: every value behind one
+/// here is a count or a table that each change leaves whole.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Connections served on `listener` by threads of their own (see the
+/// module's doc), from now until [`serve`] has seen the shutdown.
+pub struct Serving(Arc<Server>);
+
+/// Start serving connections on `listener`.
+pub fn start(daemon: Arc<Daemon>, listener: UnixListener) -> io::Result<Serving> {
+    let server = Arc::new(Server::new(daemon, listener));
+    server.start_thread()?;
+    Ok(Serving(server))
+}
+
+/// Keep serving until `shutdown` turns true, then drain.
+pub async fn serve(Serving(server): Serving, mut shutdown: watch::Receiver<bool>) {
+    let daemon = server.daemon.clone();
     // What the per-uid ceilings dropped is summarised once a second.
     let mut summaries = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = summaries.tick() => {
-                daemon.report_ceilings();
-                continue;
-            }
-            _ = shutdown.changed() => break,
-        };
-        match accepted {
-            Ok((mut stream, _)) => {
-                let Ok(uid) = stream.peer_cred().map(|c| c.uid()) else { continue };
-                let Some(slot) = slots.take(uid) else {
-                    daemon.audit.event_from(uid, Severity::Notice, "too many connections, refused");
-                    let reply = Response::error(ErrorKind::Busy, "too many connections to mfad; try again shortly");
-                    let _ = tokio::time::timeout(Duration::from_secs(1), send(&mut stream, reply)).await;
-                    continue;
-                };
-                let daemon = daemon.clone();
-                let shutdown = shutdown.clone();
-                connections.spawn(async move {
-                    serve_connection(daemon, stream, uid, shutdown).await;
-                    drop(slot);
-                });
-            }
-            Err(err) => daemon.audit.event(Severity::Warning, &format!("accept failed: {err}")),
+    while !*shutdown.borrow() {
+        tokio::select! {
+            _ = summaries.tick() => daemon.report_ceilings(),
+            changed = shutdown.changed() => if changed.is_err() { break },
         }
-        // Reap finished connections so the set does not grow.
-        while connections.try_join_next().is_some() {}
     }
-    let drained = tokio::time::timeout(DRAIN_LIMIT, async { while connections.join_next().await.is_some() {} }).await;
-    if drained.is_err() {
+    let drained = tokio::task::spawn_blocking(move || server.stop(DRAIN_LIMIT)).await;
+    if !matches!(drained, Ok(true)) {
         daemon.audit.event(Severity::Warning, "shutdown: gave up waiting for requests in flight");
     }
 }
 
-async fn serve_connection(daemon: Arc<Daemon>, mut stream: UnixStream, uid: u32, mut shutdown: watch::Receiver<bool>) {
-    let _connected = daemon.metrics.connected();
-    // Root needs no lookup (and PAM stacks, the hot path, run as root).
-    let peer = if uid == 0 {
-        Peer { uid, name: Some("root".to_string()) }
-    } else {
-        let daemon = daemon.clone();
-        tokio::task::spawn_blocking(move || daemon.peer(uid)).await.unwrap_or(Peer { uid, name: None })
-    };
-    // A person may be typing the answer to a prompt; otherwise a client has
-    // no reason to sit idle.
-    let mut awaiting_person = false;
-    loop {
-        if *shutdown.borrow() {
-            return;
+/// What the connection threads share.
+struct Server {
+    daemon: Arc<Daemon>,
+    listener: UnixListener,
+    slots: Slots,
+    /// At most one thread per connection the slots allow, and one more to
+    /// refuse the next.
+    max_threads: usize,
+    threads: Mutex<Threads>,
+    /// Told when a thread ends.
+    ended: Condvar,
+    stopping: AtomicBool,
+    /// Connections waiting for their next request, which shutdown ends.
+    waiting: Mutex<HashMap<u64, Waiting>>,
+    next_connection: AtomicU64,
+}
+
+#[derive(Default)]
+struct Threads {
+    running: usize,
+    /// Of those, waiting in accept(2).
+    idle: usize,
+}
+
+/// A connection waiting for a request, as shutdown sees it.
+enum Waiting {
+    Reading(RawFd),
+    /// Shutdown closed its reading side.
+    Stopped,
+}
+
+impl Server {
+    fn new(daemon: Arc<Daemon>, listener: UnixListener) -> Server {
+        let max = daemon.config().max_connections;
+        Server {
+            daemon,
+            listener,
+            slots: Slots::new(max),
+            max_threads: max.saturating_mul(2).saturating_add(1),
+            threads: Mutex::new(Threads::default()),
+            ended: Condvar::new(),
+            stopping: AtomicBool::new(false),
+            waiting: Mutex::new(HashMap::new()),
+            next_connection: AtomicU64::new(0),
         }
-        let timeout = if awaiting_person { daemon.config().request_timeout.0 } else { IDLE_LIMIT };
-        let body = tokio::select! {
-            body = tokio::time::timeout(timeout, nonblocking::read_body(&mut stream)) => body,
-            _ = shutdown.changed() => return,
-        };
-        let body = match body {
-            // A request may carry a code: wiped once read.
-            Ok(Ok(Some(body))) => zeroize::Zeroizing::new(body),
-            // Idle too long, closed, or broken: drop the connection.
-            Err(_) | Ok(Ok(None)) | Ok(Err(FrameError::Closed)) => return,
-            Ok(Err(FrameError::TooBig(len))) => {
-                daemon.audit.event_from(uid, Severity::Notice, &format!("oversized frame ({len} bytes) refused"));
-                let reply = Response::error(ErrorKind::BadRequest, format!("frame of {len} bytes is too big"));
-                let _ = send(&mut stream, reply).await;
+    }
+
+    /// Start one more thread, counted idle from now.
+    fn start_thread(self: &Arc<Self>) -> io::Result<()> {
+        {
+            let mut threads = lock(&self.threads);
+            threads.running += 1;
+            threads.idle += 1;
+        }
+        let server = self.clone();
+        let started = std::thread::Builder::new().name("mfad-conn".into()).spawn(move || server.accept_loop());
+        if started.is_err() {
+            let mut threads = lock(&self.threads);
+            threads.running -= 1;
+            threads.idle -= 1;
+        }
+        started.map(drop)
+    }
+
+    /// A connection thread: accept, serve, and again, until shutdown or
+    /// enough threads are idle.
+    fn accept_loop(self: Arc<Self>) {
+        let _counted = Ending(&self);
+        loop {
+            let accepted = self.listener.accept();
+            if self.stopping.load(Ordering::SeqCst) {
+                lock(&self.threads).idle -= 1;
                 return;
             }
-            Ok(Err(_)) => return,
-        };
-        let reply = match request_of(&body) {
-            Err(reply) => {
-                daemon.audit.event_from(uid, Severity::Notice, "malformed request refused");
-                reply
+            let start_another = {
+                let mut threads = lock(&self.threads);
+                threads.idle -= 1;
+                threads.idle == 0 && threads.running < self.max_threads
+            };
+            if start_another && let Err(err) = self.start_thread() {
+                self.daemon.audit.event(Severity::Warning, &format!("cannot start a connection thread: {err}"));
             }
-            Ok(_) if !daemon.admit_request(uid) => {
-                Response::error(ErrorKind::Busy, "too many requests from your account; try again shortly")
+            match accepted {
+                Ok((stream, _)) => {
+                    // A bug in a request's handling ends its connection, never the thread.
+                    let served = std::panic::catch_unwind(AssertUnwindSafe(|| self.serve_connection(stream)));
+                    if served.is_err() {
+                        self.daemon.audit.event(Severity::Warning, "internal error in mfad: a connection was dropped");
+                    }
+                }
+                Err(err) => self.daemon.audit.event(Severity::Warning, &format!("accept failed: {err}")),
             }
-            // The client gave up (its timeout passed while mfad was stopped
-            // or slow): its login was denied, so the request must not act
-            // (use up a code, write a success line).
-            Ok(_) if peer_has_gone(&stream) => {
-                daemon.audit.event_from(uid, Severity::Notice, "request dropped: the client had already gone");
+            let mut threads = lock(&self.threads);
+            if threads.idle >= MAX_IDLE_THREADS {
                 return;
             }
-            Ok(request) if answer_inline(&daemon, &peer, &request) => daemon.handle(&peer, request),
-            Ok(request) if may_block_here(&daemon, &peer) => {
-                tokio::task::block_in_place(|| daemon.handle(&peer, request))
+            threads.idle += 1;
+        }
+    }
+
+    /// Stop accepting, end the connections waiting for a request, and wait
+    /// up to `limit` for the others to be answered; false when they were not.
+    fn stop(&self, limit: Duration) -> bool {
+        self.stopping.store(true, Ordering::SeqCst);
+        // Wakes every thread in accept(2) (with EINVAL); a client
+        // connecting from now on is refused.
+        // SAFETY: shutdown(2) on a descriptor this server owns.
+        unsafe { libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RDWR) };
+        for waiting in lock(&self.waiting).values_mut() {
+            if let Waiting::Reading(fd) = *waiting {
+                // SAFETY: the descriptor is open: a connection leaves this
+                // table (under its lock) before its stream is closed.
+                unsafe { libc::shutdown(fd, libc::SHUT_RD) };
+                *waiting = Waiting::Stopped;
             }
-            Ok(request) => {
-                let daemon = daemon.clone();
-                let peer = peer.clone();
-                tokio::task::spawn_blocking(move || daemon.handle(&peer, request))
-                    .await
-                    .unwrap_or_else(|_| Response::error(ErrorKind::Internal, "internal error in mfad"))
-            }
+        }
+        let threads = lock(&self.threads);
+        let (threads, waited) =
+            self.ended.wait_timeout_while(threads, limit, |t| t.running > 0).unwrap_or_else(|p| p.into_inner());
+        drop(threads);
+        !waited.timed_out()
+    }
+
+    fn serve_connection(&self, stream: UnixStream) {
+        let Some(uid) = peer_uid(&stream) else { return };
+        let daemon = &*self.daemon;
+        let Some(_slot) = self.slots.take(uid) else {
+            daemon.audit.event_from(uid, Severity::Notice, "too many connections, refused");
+            let reply = Response::error(ErrorKind::Busy, "too many connections to mfad; try again shortly");
+            let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+            let _ = send(&stream, reply);
+            return;
         };
-        awaiting_person = matches!(reply, Response::Auth(AuthStep::Prompt { .. } | AuthStep::CodeInAnswer { .. }));
-        if send(&mut stream, reply).await.is_err() {
+        let _connected = daemon.metrics.connected();
+        // Root needs no lookup (and PAM stacks, the hot path, run as root).
+        let peer = if uid == 0 { Peer { uid, name: Some("root".to_string()) } } else { daemon.peer(uid) };
+        if stream.set_write_timeout(Some(SEND_LIMIT)).is_err() {
             return;
         }
+        let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
+        let mut reading = Reading { stream: &stream, timeout: None };
+        // A person may be typing the answer to a prompt; otherwise a client
+        // has no reason to sit idle.
+        let mut awaiting_person = false;
+        loop {
+            if !self.wait_for_request(id, &stream) {
+                break;
+            }
+            let limit = if awaiting_person { daemon.config().request_timeout.0 } else { IDLE_LIMIT };
+            let body = reading.body_within(limit, daemon);
+            // Shutdown may have closed the reading side since: then the
+            // end of the stream is no sign the client has gone.
+            let stopped = self.request_read(id);
+            let body = match body {
+                // A request may carry a code: wiped once read.
+                Ok(Some(body)) => zeroize::Zeroizing::new(body),
+                // Idle too long, closed, or broken: drop the connection.
+                Ok(None) | Err(FrameError::Closed | FrameError::TimedOut) => break,
+                Err(FrameError::TooBig(len)) => {
+                    daemon.audit.event_from(uid, Severity::Notice, &format!("oversized frame ({len} bytes) refused"));
+                    let _ = send(
+                        &stream,
+                        Response::error(ErrorKind::BadRequest, format!("frame of {len} bytes is too big")),
+                    );
+                    break;
+                }
+                Err(_) => break,
+            };
+            let reply = match request_of(&body) {
+                Err(reply) => {
+                    daemon.audit.event_from(uid, Severity::Notice, "malformed request refused");
+                    reply
+                }
+                Ok(_) if !daemon.admit_request(uid) => {
+                    Response::error(ErrorKind::Busy, "too many requests from your account; try again shortly")
+                }
+                // The client gave up (its timeout passed while mfad was
+                // stopped or slow): its login was denied, so the request
+                // must not act (use up a code, write a success line).
+                Ok(_) if !stopped && peer_has_gone(&stream) => {
+                    daemon.audit.event_from(uid, Severity::Notice, "request dropped: the client had already gone");
+                    break;
+                }
+                Ok(request) => std::panic::catch_unwind(AssertUnwindSafe(|| daemon.handle(&peer, request)))
+                    .unwrap_or_else(|_| Response::error(ErrorKind::Internal, "internal error in mfad")),
+            };
+            awaiting_person = matches!(reply, Response::Auth(AuthStep::Prompt { .. } | AuthStep::CodeInAnswer { .. }));
+            if send(&stream, reply).is_err() {
+                break;
+            }
+        }
+        // Out of the table before the stream (and its descriptor) closes.
+        lock(&self.waiting).remove(&id);
+    }
+
+    /// Enter the table of connections waiting for a request; false when
+    /// shutdown has begun.
+    fn wait_for_request(&self, id: u64, stream: &UnixStream) -> bool {
+        let mut waiting = lock(&self.waiting);
+        if self.stopping.load(Ordering::SeqCst) {
+            return false;
+        }
+        waiting.insert(id, Waiting::Reading(stream.as_raw_fd()));
+        true
+    }
+
+    /// Leave the table once a request has been read (or not); whether
+    /// shutdown closed the reading side meanwhile.
+    fn request_read(&self, id: u64) -> bool {
+        matches!(lock(&self.waiting).remove(&id), Some(Waiting::Stopped))
     }
 }
 
-/// Whether to answer on this thread rather than the blocking pool: the
-/// start of a login while MFA is switched off looks nothing up and takes
-/// microseconds, less than handing it to another thread. Everything else
-/// may wait on NSS (every login resolves its account names) or on an fsync
-/// (shared by group commit), so it runs on the blocking pool unless
-/// [`may_block_here`].
-fn answer_inline(daemon: &Daemon, peer: &Peer, request: &Request) -> bool {
-    peer.uid == 0 && matches!(request, Request::AuthBegin { .. }) && !daemon.config().enabled
+/// Counts a connection thread out when it ends, however it ends.
+struct Ending<'a>(&'a Server);
+
+impl Drop for Ending<'_> {
+    fn drop(&mut self) {
+        lock(&self.0.threads).running -= 1;
+        self.0.ended.notify_all();
+    }
 }
 
-/// Whether to answer a PAM stack's request on this worker thread, which
-/// then blocks (tokio moves its other tasks to another thread): when no
-/// write is waiting for a commit, a login (the hot path, from root) would
-/// otherwise pay two thread hand-offs (to the blocking pool and back) on
-/// top of the writer's. Under load the writer is busy and requests go to
-/// the blocking pool, where they queue without holding a worker.
-fn may_block_here(daemon: &Daemon, peer: &Peer) -> bool {
-    peer.uid == 0
-        && !daemon.store_may_be_writing()
-        && tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+/// Reads frames from a connection, each within its own time limit (the
+/// socket's receive timeout is set to what is left of it before each read).
+struct Reading<'a> {
+    stream: &'a UnixStream,
+    /// The receive timeout in force, so that it is set only when it changes.
+    timeout: Option<Duration>,
+}
+
+impl Reading<'_> {
+    /// The next frame's body, `Ok(None)` at a clean end of stream, within
+    /// `limit` in all (a client sending a byte at a time gains nothing).
+    fn body_within(&mut self, limit: Duration, daemon: &Daemon) -> Result<Option<Vec<u8>>, FrameError> {
+        let limit_us = u64::try_from(limit.as_micros()).unwrap_or(u64::MAX);
+        let deadline = daemon.monotonic_micros().saturating_add(limit_us);
+        read_body(&mut Timed { reading: self, daemon, deadline, first: true })
+    }
+
+    fn set_timeout(&mut self, timeout: Duration) -> io::Result<()> {
+        if self.timeout != Some(timeout) {
+            self.stream.set_read_timeout(Some(timeout))?;
+            self.timeout = Some(timeout);
+        }
+        Ok(())
+    }
+}
+
+/// One frame's reads, against its deadline.
+struct Timed<'r, 'a> {
+    reading: &'r mut Reading<'a>,
+    daemon: &'r Daemon,
+    deadline: u64,
+    first: bool,
+}
+
+impl Read for Timed<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.deadline.saturating_sub(self.daemon.monotonic_micros());
+        if left == 0 {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        // The first read of a frame gets the whole limit (in whole
+        // seconds, so that a connection keeps one timeout); a later one
+        // what is left, once that is a second less than the timeout in
+        // force (so a frame takes at most a second more than its limit).
+        if self.first {
+            self.reading.set_timeout(Duration::from_secs(left.div_ceil(1_000_000)))?;
+        } else {
+            let left = Duration::from_micros(left);
+            if self.reading.timeout.is_none_or(|timeout| left + Duration::from_secs(1) < timeout) {
+                self.reading.set_timeout(left)?;
+            }
+        }
+        self.first = false;
+        (&mut &*self.reading.stream).read(buf)
+    }
+}
+
+/// The uid of the process at the other end (SO_PEERCRED, as it connected).
+fn peer_uid(stream: &UnixStream) -> Option<u32> {
+    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cred`, which is
+    // that large, on a descriptor we own.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0 && len as usize == std::mem::size_of::<libc::ucred>()).then_some(cred.uid)
 }
 
 /// Whether the other end has closed the connection: a peek that finds the
 /// end of the stream (a client waiting for its reply sends nothing more).
 fn peer_has_gone(stream: &UnixStream) -> bool {
-    use std::os::fd::AsRawFd;
     let mut byte = [0u8; 1];
     // SAFETY: recv into a valid one-byte buffer on a descriptor we own;
     // MSG_PEEK leaves the data where it is, MSG_DONTWAIT never blocks.
@@ -285,8 +511,8 @@ fn describe(err: &FrameError) -> String {
     }
 }
 
-async fn send(stream: &mut UnixStream, response: Response) -> Result<(), FrameError> {
-    use tokio::io::AsyncWriteExt;
+/// Write a reply (within the socket's send timeout).
+fn send(stream: &UnixStream, response: Response) -> Result<(), FrameError> {
     // A reply may carry a secret, a URI or recovery codes: wiped once sent.
     let bytes = zeroize::Zeroizing::new(match encode(&ResponseFrame::new(response)) {
         Ok(bytes) => bytes,
@@ -295,14 +521,7 @@ async fn send(stream: &mut UnixStream, response: Response) -> Result<(), FrameEr
             encode(&ResponseFrame::new(Response::error(ErrorKind::Internal, format!("reply not sent: {err}"))))?
         }
     });
-    let write = async {
-        stream.write_all(&bytes).await?;
-        stream.flush().await
-    };
-    tokio::time::timeout(Duration::from_secs(10), write)
-        .await
-        .map_err(|_| FrameError::TimedOut)?
-        .map_err(FrameError::from)
+    (&mut &*stream).write_all(&bytes).map_err(FrameError::from)
 }
 
 /// Tell systemd (Type=notify) that the socket is ready.

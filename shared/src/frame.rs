@@ -79,33 +79,18 @@ pub fn read_frame<R: Read, T: DeserializeOwned>(reader: &mut R) -> Result<T, Fra
     decode(&body)
 }
 
-/// The daemon side, for tokio streams.
-#[cfg(feature = "tokio")]
-pub mod nonblocking {
-    use super::*;
-    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-
-    /// Read one frame's body. `Ok(None)` is a clean end of stream between frames.
-    pub async fn read_body<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Option<Vec<u8>>, FrameError> {
-        let mut header = [0u8; 4];
-        match reader.read_exact(&mut header).await {
-            Ok(_) => {}
-            Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-            Err(err) => return Err(err.into()),
-        }
-        let mut body = vec![0u8; body_len(header)?];
-        reader.read_exact(&mut body).await?;
-        Ok(Some(body))
+/// Read one frame's body, as the daemon does (it decodes in steps: the
+/// version first). `Ok(None)` is a clean end of stream between frames.
+pub fn read_body<R: Read>(reader: &mut R) -> Result<Option<Vec<u8>>, FrameError> {
+    let mut header = [0u8; 4];
+    match reader.read_exact(&mut header) {
+        Ok(()) => {}
+        Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(err) => return Err(err.into()),
     }
-
-    pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
-        writer: &mut W,
-        message: &T,
-    ) -> Result<(), FrameError> {
-        writer.write_all(&encode(message)?).await?;
-        writer.flush().await?;
-        Ok(())
-    }
+    let mut body = vec![0u8; body_len(header)?];
+    reader.read_exact(&mut body)?;
+    Ok(Some(body))
 }
 
 #[cfg(test)]

@@ -320,3 +320,116 @@ fn sigterm_stops_cleanly_and_removes_the_socket() {
     mfad.stop();
     assert!(!mfad.socket.exists());
 }
+
+/// One `list_users` request as a frame.
+fn list_users_frame() -> Vec<u8> {
+    let body = br#"{"version":1,"request":{"type":"list_users"}}"#;
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(body);
+    frame
+}
+
+/// Send `frame` on `stream` and read the one reply.
+fn ask(stream: &mut std::os::unix::net::UnixStream, frame: &[u8]) -> serde_json::Value {
+    use std::io::{Read, Write};
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    stream.write_all(frame).unwrap();
+    let mut header = [0u8; 4];
+    stream.read_exact(&mut header).unwrap();
+    let mut body = vec![0u8; u32::from_be_bytes(header) as usize];
+    stream.read_exact(&mut body).unwrap();
+    serde_json::from_slice(&body).unwrap()
+}
+
+/// Whether mfad closed `stream` within 15 s (an end of stream; a reset
+/// when it closed with a request unread).
+fn closed_by_mfad(stream: &mut std::os::unix::net::UnixStream) -> bool {
+    use std::io::Read;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(15))).unwrap();
+    match stream.read(&mut [0u8; 16]) {
+        Ok(n) => n == 0,
+        Err(err) => err.kind() == std::io::ErrorKind::ConnectionReset,
+    }
+}
+
+#[test]
+fn connections_beyond_the_limit_are_told_busy_and_held_ones_stall_no_one() {
+    use std::os::unix::net::UnixStream;
+    // More connections than mfad keeps threads idle for (8), each held
+    // open after its first answer, as a person at a prompt holds one.
+    let mfad = Mfad::start("max_connections = 12");
+    let frame = list_users_frame();
+    let mut held: Vec<UnixStream> = (0..12).map(|_| UnixStream::connect(&mfad.socket).unwrap()).collect();
+    for stream in held.iter_mut().rev() {
+        assert_eq!(ask(stream, &frame)["response"]["type"], "users");
+    }
+    // Root's pool is full: the next is told so, and closed.
+    let mut over = UnixStream::connect(&mfad.socket).unwrap();
+    let reply = ask(&mut over, &frame);
+    assert_eq!(reply["response"]["kind"], "busy", "{reply}");
+    assert!(reply["response"]["message"].as_str().unwrap().contains("too many connections"), "{reply}");
+    assert!(closed_by_mfad(&mut over));
+    // Every held connection still answers.
+    for stream in &mut held {
+        assert_eq!(ask(stream, &frame)["response"]["type"], "users");
+    }
+    // A slot comes back when its connection ends.
+    drop(held.pop());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let reply = ask(&mut UnixStream::connect(&mfad.socket).unwrap(), &frame);
+        if reply["response"]["type"] == "users" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no slot came back: {reply}");
+    }
+}
+
+#[test]
+fn a_client_trickling_a_request_is_dropped_at_the_idle_limit() {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+    use std::time::{Duration, Instant};
+    let mfad = Mfad::start("");
+    let mut slow = UnixStream::connect(&mfad.socket).unwrap();
+    let started = Instant::now();
+    // A frame announced, then a byte every second: each read is quick,
+    // the frame never completes.
+    slow.write_all(&200u32.to_be_bytes()).unwrap();
+    let mut writer = slow.try_clone().unwrap();
+    let trickle = std::thread::spawn(move || {
+        for _ in 0..30 {
+            if writer.write_all(b" ").is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    });
+    // Others are served meanwhile.
+    assert!(mfad.json(&["user", "list"])["users"].is_array());
+    assert!(closed_by_mfad(&mut slow), "mfad kept a trickling client");
+    let took = started.elapsed();
+    // The limit to send a request is 10 s; a frame may take a second more.
+    assert!(took >= Duration::from_secs(10) && took < Duration::from_secs(12), "closed after {took:?}");
+    trickle.join().unwrap();
+}
+
+#[test]
+fn sigterm_closes_connections_waiting_for_a_request_at_once() {
+    use std::os::unix::net::UnixStream;
+    use std::time::{Duration, Instant};
+    let mut mfad = Mfad::start("");
+    let frame = list_users_frame();
+    let mut waiting: Vec<UnixStream> = (0..3).map(|_| UnixStream::connect(&mfad.socket).unwrap()).collect();
+    for stream in &mut waiting {
+        assert_eq!(ask(stream, &frame)["response"]["type"], "users");
+    }
+    let started = Instant::now();
+    mfad.stop();
+    // Not the 10 s they could wait for their next request.
+    assert!(started.elapsed() < Duration::from_secs(5), "stopping took {:?}", started.elapsed());
+    for stream in &mut waiting {
+        assert!(closed_by_mfad(stream));
+    }
+    assert!(UnixStream::connect(&mfad.socket).is_err(), "still accepting");
+}

@@ -136,9 +136,9 @@ impl Daemon {
         Peer { uid, name: self.directory.name_of_uid(uid).ok().flatten() }
     }
 
-    /// Whether the store may be busy committing someone's write now.
-    pub fn store_may_be_writing(&self) -> bool {
-        self.store.may_be_writing()
+    /// Microseconds on the daemon's monotonic clock (see [`Clock`]).
+    pub fn monotonic_micros(&self) -> u64 {
+        self.clock.monotonic_micros()
     }
 
     /// Whether `uid` may make one more request now (root always may).
