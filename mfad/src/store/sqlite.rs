@@ -37,10 +37,11 @@ const MIGRATIONS: &[&str] = &[
      ) WITHOUT ROWID;",
 ];
 
-/// SQLite behind two connections. Writes go to the writer thread (see
-/// [`super::writer`]), which owns one connection and commits the changes
-/// waiting for it in one transaction, one fsync for all of them; every
-/// caller returns only once the transaction holding its change is on disk.
+/// SQLite behind two connections. Writes go through the writer (see
+/// [`super::writer`]), which owns one connection: the changes waiting for
+/// it are committed in one transaction, one fsync for all of them, by the
+/// first of their callers; every caller returns only once the transaction
+/// holding its change is on disk.
 ///
 /// Reads of a file-backed store go through a second connection: WAL gives it
 /// the last committed state, so nothing is read from a batch that has not
@@ -61,7 +62,7 @@ pub struct SqliteStore {
 }
 
 /// The reader checkpoints nothing into a file that is no longer the store
-/// (the writer thread sees to its own connection).
+/// (the writer sees to its own connection).
 impl Drop for SqliteStore {
     fn drop(&mut self) {
         if self.verify().is_ok() {
@@ -153,8 +154,7 @@ impl SqliteStore {
         reader.busy_timeout(Duration::from_secs(10)).map_err(|e| fail(db(e)))?;
         reader.pragma_update(None, "query_only", true).map_err(|e| fail(db(e)))?;
         let files = Arc::new(StoreFiles::pin(path, file)?);
-        let writer = Writer::start(conn, Some(files.clone()))
-            .map_err(|source| OpenError::Io { path: path.to_path_buf(), source })?;
+        let writer = Writer::new(conn, Some(files.clone()));
         Ok(SqliteStore { writer, files: Some(files), reader: Some(Mutex::new(reader)) })
     }
 
@@ -176,9 +176,7 @@ impl SqliteStore {
 
     pub fn open_in_memory() -> Result<Self, StoreError> {
         let conn = Self::setup(Connection::open_in_memory().map_err(db)?)?;
-        let writer =
-            Writer::start(conn, None).map_err(|err| StoreError::Database(format!("cannot start the writer: {err}")))?;
-        Ok(SqliteStore { writer, files: None, reader: None })
+        Ok(SqliteStore { writer: Writer::new(conn, None), files: None, reader: None })
     }
 
     /// Run `read` on the reader connection, or on the writer's for an
