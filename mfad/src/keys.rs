@@ -222,10 +222,6 @@ impl Keyed {
 }
 
 impl Store for Keyed {
-    fn may_be_writing(&self) -> bool {
-        self.store.may_be_writing()
-    }
-
     fn get_user(&self, user: &str) -> Result<Option<UserRecord>, StoreError> {
         self.ready()?.get_user(user)
     }

@@ -259,13 +259,6 @@ pub trait Store: Send + Sync {
     /// Set a store-wide setting unless it is set; the value in force after.
     /// Hosts starting at once agree on one value.
     fn init_meta(&self, name: &str, value: &str) -> Result<String, StoreError>;
-
-    /// Whether a write may be waiting on another's commit now: when not, a
-    /// request is answered on the thread that read it rather than handed to
-    /// another (see `server`). A backend that cannot tell says true.
-    fn may_be_writing(&self) -> bool {
-        true
-    }
 }
 
 /// A record from its stored JSON.

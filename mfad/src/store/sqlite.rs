@@ -225,10 +225,6 @@ impl SqliteStore {
 }
 
 impl Store for SqliteStore {
-    fn may_be_writing(&self) -> bool {
-        self.writer.busy()
-    }
-
     fn get_user(&self, user: &str) -> Result<Option<UserRecord>, StoreError> {
         self.read(|conn| read_user(conn, user))
     }

@@ -16,6 +16,7 @@
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
+#[cfg(test)]
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::Thread;
@@ -46,8 +47,6 @@ pub(super) struct Writer {
     /// before it commits.
     files: Option<Arc<StoreFiles>>,
     queue: Mutex<Queue>,
-    /// Callers inside [`Writer::write`].
-    inside: AtomicUsize,
     /// The most changes one transaction has held.
     #[cfg(test)]
     largest_batch: AtomicUsize,
@@ -170,16 +169,9 @@ impl Writer {
             conn: Mutex::new(conn),
             files,
             queue: Mutex::new(Queue { jobs: VecDeque::new(), leading: false }),
-            inside: AtomicUsize::new(0),
             #[cfg(test)]
             largest_batch: AtomicUsize::new(0),
         }
-    }
-
-    /// Whether a caller is writing or waiting to now (a hint: it may change
-    /// the moment after).
-    pub(super) fn busy(&self) -> bool {
-        self.inside.load(Ordering::Relaxed) > 0
     }
 
     /// Run `read` on the writer's connection, outside any batch (an
@@ -195,7 +187,6 @@ impl Writer {
         &self,
         apply: impl FnOnce(&Connection) -> Result<R, StoreError> + Send,
     ) -> Result<R, StoreError> {
-        self.inside.fetch_add(1, Ordering::Relaxed);
         let mut slot: Option<Result<R, StoreError>> = None;
         let answer = {
             let slot = &mut slot;
@@ -234,7 +225,6 @@ impl Writer {
                 }
             }
         };
-        self.inside.fetch_sub(1, Ordering::Relaxed);
         match answer {
             Ok(()) => slot.unwrap_or_else(|| Err(StoreError::Database("the change did not run".to_string()))),
             Err(err) => Err(err),
@@ -384,7 +374,6 @@ mod tests {
             .unwrap();
         assert_eq!(ran_on, std::thread::current().id());
         assert_eq!(count(&writer), 1);
-        assert!(!writer.busy());
         assert_eq!(writer.largest_batch(), 1);
     }
 
@@ -417,7 +406,6 @@ mod tests {
             writer.read(|conn| conn.query_row("SELECT sum(v) FROM t", [], |r| r.get(0)).map_err(db)).unwrap();
         assert_eq!(sum, (0..THREADS * EACH).sum::<i64>());
         assert!(writer.largest_batch() > 1, "no commit was shared");
-        assert!(!writer.busy());
     }
 
     #[test]
