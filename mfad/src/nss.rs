@@ -59,6 +59,14 @@ pub trait Directory: Send + Sync {
 
     /// The name NSS gives first for `uid` (several names may share a uid).
     fn name_of_uid(&self, uid: u32) -> Result<Option<String>, String>;
+
+    /// [`Directory::account`], and for an account found the name NSS gives
+    /// first for its uid: what resolving a name at login needs, in one go.
+    fn account_and_first_name(&self, name: &str) -> Result<Option<(Account, Option<String>)>, String> {
+        let Some(account) = self.account(name)? else { return Ok(None) };
+        let first = self.name_of_uid(account.uid)?;
+        Ok(Some((account, first)))
+    }
 }
 
 /// The system's NSS.
@@ -88,10 +96,9 @@ impl Directory for SystemDirectory {
 /// How long one lookup may take: well below the module's default timeout
 /// (10 s), so that a hung directory (LDAP) is a deny with a reason, never
 /// the silence that `failmode=safe` would let through.
-/// A login from a PAM stack makes at most four lookups (two per name, and
-/// the groups only for a login that is not elevation, whose PAM_RUSER is not
-/// looked up), so even a directory that answers each just in time answers
-/// within 8 s.
+/// A login makes at most three bounded lookups (one per name it resolves,
+/// at most two, and the groups, which elevation never needs), so even a
+/// directory that answers each just in time answers within 6 s.
 pub const LOOKUP_DEADLINE: Duration = Duration::from_secs(2);
 
 /// Lookups that may be left running past their deadline at once (a hung
@@ -235,6 +242,12 @@ impl Directory for DeadlineDirectory {
     fn name_of_uid(&self, uid: u32) -> Result<Option<String>, String> {
         self.bounded(move |d| d.name_of_uid(uid))
     }
+
+    /// One trip to a lookup thread for both lookups, within one deadline.
+    fn account_and_first_name(&self, name: &str) -> Result<Option<(Account, Option<String>)>, String> {
+        let name = name.to_string();
+        self.bounded(move |d| d.account_and_first_name(&name))
+    }
 }
 
 #[cfg(test)]
@@ -308,6 +321,36 @@ mod tests {
         let threads = recording.0.lock().unwrap();
         assert_eq!(threads.len(), 1);
         assert!(!threads.contains(&std::thread::current().id()));
+    }
+
+    /// Knows every name as uid 7, and notes which threads looked up what.
+    #[derive(Default)]
+    struct Known(std::sync::Mutex<Vec<(&'static str, std::thread::ThreadId)>>);
+
+    impl Directory for Known {
+        fn groups_of(&self, _: &str) -> Result<Vec<String>, String> {
+            Ok(Vec::new())
+        }
+        fn account(&self, name: &str) -> Result<Option<Account>, String> {
+            self.0.lock().unwrap().push(("account", std::thread::current().id()));
+            Ok(Some(Account { name: name.to_string(), uid: 7 }))
+        }
+        fn name_of_uid(&self, _: u32) -> Result<Option<String>, String> {
+            self.0.lock().unwrap().push(("name_of_uid", std::thread::current().id()));
+            Ok(Some("first".to_string()))
+        }
+    }
+
+    #[test]
+    fn a_name_and_its_uids_first_name_are_one_trip_to_a_lookup_thread() {
+        let known = Arc::new(Known::default());
+        let directory = DeadlineDirectory::new(known.clone(), LOOKUP_DEADLINE);
+        let (account, first) = directory.account_and_first_name("alias").unwrap().unwrap();
+        assert_eq!((account.name.as_str(), account.uid, first.as_deref()), ("alias", 7, Some("first")));
+        let calls = known.0.lock().unwrap();
+        assert_eq!(calls.iter().map(|(what, _)| *what).collect::<Vec<_>>(), ["account", "name_of_uid"]);
+        assert_eq!(calls[0].1, calls[1].1, "both on one thread");
+        assert_ne!(calls[0].1, std::thread::current().id(), "not the caller's");
     }
 
     #[test]

@@ -77,10 +77,10 @@ impl Daemon {
     /// reaches an account without its rules; a name NSS does not know,
     /// literally.
     pub(super) fn resolve(&self, given: &str) -> Result<Identity, String> {
-        let Some(found) = self.directory.account(given)? else {
+        let Some((found, first)) = self.directory.account_and_first_name(given)? else {
             return Ok(Identity { given: given.to_string(), account: given.to_string(), uid: None });
         };
-        let first = self.directory.name_of_uid(found.uid)?.unwrap_or_else(|| found.name.clone());
+        let first = first.unwrap_or_else(|| found.name.clone());
         let mut candidates: Vec<&str> = Vec::with_capacity(3);
         for name in [first.as_str(), found.name.as_str(), given] {
             if !candidates.contains(&name) {
