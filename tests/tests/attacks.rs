@@ -546,21 +546,31 @@ fn an_audit_flood_from_a_local_user_is_capped_and_real_decisions_stay() {
     mfad.audit_lines_until("user=root service=mfaa-login rhost=127.0.0.1 outcome=not_required");
 
     let refused = format!("uid {}: malformed request refused", user.uid);
+    // A connection may also find the user's 8 connections still held (by
+    // threads yet to see the flood's last closes) and be refused as busy.
+    let busy = format!("uid {}: too many connections, refused", user.uid);
     let summary = format!("uid {}: ", user.uid);
+    let count = |lines: &[String], prefix: &str, suffix: &str| -> usize {
+        lines.iter().filter_map(|l| l.split_once(prefix)?.1.strip_suffix(suffix)?.parse::<usize>().ok()).sum()
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let lines = mfad.audit_lines_until(&refused);
-        let written = lines.iter().filter(|l| l.contains(&refused)).count();
-        let suppressed: usize = lines
-            .iter()
-            .filter_map(|l| l.split_once(&summary)?.1.strip_suffix(" audit lines suppressed (more than 20 a second)\""))
-            .map(|n| n.parse::<usize>().unwrap())
-            .sum();
-        if written + suppressed == FRAMES {
+        let written = lines.iter().filter(|l| l.contains(&refused) || l.contains(&busy)).count();
+        let suppressed = count(&lines, &summary, " audit lines suppressed (more than 20 a second)\"");
+        // mfad never waits for syslog: what the test's log socket (10
+        // datagrams deep) had no room for is counted as lost, in a line of
+        // its own, whoever's lines they were.
+        let lost = count(&lines, "event=daemon message=\"", " audit lines lost: syslog was not taking them\"");
+        assert!(written + suppressed <= FRAMES, "{written} written and {suppressed} suppressed of {FRAMES}");
+        if written + suppressed + lost >= FRAMES {
             assert!(suppressed > 0 && written < FRAMES / 2, "{written} written, {suppressed} suppressed");
             return;
         }
-        assert!(Instant::now() < deadline, "{written} written and {suppressed} suppressed of {FRAMES}");
+        assert!(
+            Instant::now() < deadline,
+            "{written} written, {suppressed} suppressed and {lost} lost of {FRAMES}:\n{lines:#?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }

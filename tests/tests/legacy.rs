@@ -157,7 +157,10 @@ fn pamtester(services: &PamServices, service: &str, user: &str, answers: &[&str]
     run_with_input(&mut services.pamtester(service, user, &[("rhost", "127.0.0.7")]), &input)
 }
 
+/// Whether the login passed; what pamtester said is kept in the test's
+/// output (shown when the test fails).
 fn ok(out: &Output) -> bool {
+    eprintln!("pamtester: {}{}", stdout(out), stderr(out));
     out.status.success()
 }
 
