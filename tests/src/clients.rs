@@ -64,13 +64,9 @@ pub struct Interactive {
 impl Interactive {
     /// Start `cmd` (a [`PamServices::pam_client`] command) in interactive mode.
     pub fn start(mut cmd: Command) -> Interactive {
-        let mut child = cmd
-            .arg("--interactive")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+        let mut child = spawn_one_at_a_time(
+            cmd.arg("--interactive").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()),
+        );
         let (tx, lines) = std::sync::mpsc::channel();
         // stdout lines as they come; stderr lines marked, for the transcript.
         for (stream, prefix) in [

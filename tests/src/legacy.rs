@@ -70,17 +70,17 @@ impl Dovecot {
         );
         let conf_path = dir.path().join("dovecot.conf");
         std::fs::write(&conf_path, conf).unwrap();
-        let child = Command::new("dovecot")
-            .arg("-c")
-            .arg(&conf_path)
-            .arg("-F")
-            .env("PAM_WRAPPER", "1")
-            .env("PAM_WRAPPER_SERVICE_DIR", services.dir.path())
-            .env("LD_PRELOAD", pam_wrapper_lib())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let child = spawn_one_at_a_time(
+            Command::new("dovecot")
+                .arg("-c")
+                .arg(&conf_path)
+                .arg("-F")
+                .env("PAM_WRAPPER", "1")
+                .env("PAM_WRAPPER_SERVICE_DIR", services.dir.path())
+                .env("LD_PRELOAD", pam_wrapper_lib())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
         let dovecot = Dovecot { port, dir, child };
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {

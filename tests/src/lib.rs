@@ -102,26 +102,7 @@ pub fn password(user: &str) -> String {
 
 /// Run `cmd` with `input` on stdin; returns its output.
 pub fn run_with_input(cmd: &mut Command, input: &str) -> Output {
-    // libpam-wrapper picks its directory `/tmp/pam.X` by looking for a free
-    // name and then creating it: two clients starting at once can collide,
-    // and the loser runs on the machine's own PAM stacks (see pam_client).
-    // Such a run touched none of ours; it is made again.
-    for _ in 0..20 {
-        let out = run_once_with_input(cmd, input);
-        if !String::from_utf8_lossy(&out.stderr).contains("pwrap_init: Failed to create pam_wrapper config dir") {
-            return out;
-        }
-    }
-    panic!("libpam-wrapper did not set itself up in 20 tries: {cmd:?}");
-}
-
-fn run_once_with_input(cmd: &mut Command, input: &str) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let mut child = spawn_one_at_a_time(cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()));
     let mut stdin = child.stdin.take().unwrap();
     let input = input.to_string();
     // Write from a thread: a client that stops reading must not block us.
@@ -130,7 +111,43 @@ fn run_once_with_input(cmd: &mut Command, input: &str) -> Output {
     });
     let out = child.wait_with_output().unwrap();
     let _ = writer.join();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!said.contains("Failed to create pam_wrapper config dir"), "libpam-wrapper collided: {cmd:?}\n{said}");
     out
+}
+
+/// Clients of this process under libpam-wrapper, started one at a time.
+static PAM_WRAPPER_START: Mutex<()> = Mutex::new(());
+
+/// Spawn `cmd`; under libpam-wrapper, only once the client started last has
+/// its directory. libpam-wrapper picks `/tmp/pam.X` by looking for a free
+/// name and then creating it: two clients starting at once can pick the
+/// same one, and the loser only logs "Failed to create pam_wrapper config
+/// dir" and shares it (reading the other's service files; the first to
+/// end deletes it under the other). Such a run may still have logged in,
+/// used a code: it cannot be made again, so collisions are prevented.
+pub fn spawn_one_at_a_time(cmd: &mut Command) -> std::process::Child {
+    let wrapped = cmd.get_envs().any(|(key, value)| key == "PAM_WRAPPER" && value == Some("1".as_ref()));
+    let _turn = wrapped.then(|| PAM_WRAPPER_START.lock().unwrap_or_else(|p| p.into_inner()));
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    if wrapped {
+        let pid = child.id().to_string();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !has_pam_wrapper_dir(&pid) && matches!(child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+    child
+}
+
+/// Whether libpam-wrapper has made its directory for process `pid`.
+fn has_pam_wrapper_dir(pid: &str) -> bool {
+    let Ok(entries) = std::fs::read_dir("/tmp") else { return false };
+    entries.flatten().any(|entry| {
+        entry.file_name().to_string_lossy().starts_with("pam.")
+            && std::fs::read_to_string(entry.path().join("pid")).is_ok_and(|owner| owner.trim() == pid)
+    })
 }
 
 /// `socket.recv`, again after an interruption: Linux may fail a blocking

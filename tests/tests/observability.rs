@@ -121,7 +121,7 @@ fn the_metrics_textfile_counts_real_logins_exactly() {
 
     // A person who has not answered yet: one conversation open, one client.
     let mut waiting = services.pamtester(BYPASS_SERVICE, "obs_bypassed", &[("rhost", "127.0.0.6")]);
-    let mut waiting = waiting.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut waiting = spawn_one_at_a_time(waiting.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()));
     metrics_when(&textfile, |s| {
         s.get("mfad_open_conversations") == Some(&1.0) && s.get("mfad_connected_clients") == Some(&1.0)
     });

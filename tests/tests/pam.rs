@@ -149,11 +149,11 @@ fn of_many_parallel_logins_offering_one_code_exactly_one_wins() {
         let code = hotp(&secret, round);
         let children: Vec<_> = (0..8)
             .map(|_| {
-                services
-                    .pam_client("mfatest", "race_user", &[("answer", &code)])
-                    .stdout(std::process::Stdio::null())
-                    .spawn()
-                    .unwrap()
+                spawn_one_at_a_time(
+                    services
+                        .pam_client("mfatest", "race_user", &[("answer", &code)])
+                        .stdout(std::process::Stdio::null()),
+                )
             })
             .collect();
         let wins = children.into_iter().filter_map(|mut c| c.wait().unwrap().success().then_some(())).count();
