@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 #[cfg(test)]
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::Thread;
 
 use rusqlite::Connection;
@@ -179,21 +179,6 @@ impl Writer {
     pub(super) fn read<R>(&self, read: impl FnOnce(&Connection) -> Result<R, StoreError>) -> Result<R, StoreError> {
         let conn = lock(&self.conn);
         guarded(|| read(&conn))
-    }
-
-    /// Run `read` on the writer's connection if no batch holds it now
-    /// (between batches it is outside any transaction); `Err(read)` back
-    /// when one does.
-    pub(super) fn read_if_free<R, F>(&self, read: F) -> Result<Result<R, StoreError>, F>
-    where
-        F: FnOnce(&Connection) -> Result<R, StoreError>,
-    {
-        let conn = match self.conn.try_lock() {
-            Ok(conn) => conn,
-            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            Err(TryLockError::WouldBlock) => return Err(read),
-        };
-        Ok(guarded(|| read(&conn)))
     }
 
     /// Run `apply` in a batch and return its result once the batch is on
@@ -458,34 +443,6 @@ mod tests {
         }
         assert_eq!(writer.largest_batch(), 8);
         assert_eq!(count(&writer), 9);
-    }
-
-    #[test]
-    fn a_read_takes_the_writers_connection_only_between_batches() {
-        let dir = tempfile::tempdir().unwrap();
-        let writer = file_writer(dir.path());
-        writer.write(|conn| conn.execute("INSERT INTO t (k, v) VALUES (1, 1)", []).map_err(db)).unwrap();
-        let sum = |conn: &Connection| conn.query_row("SELECT sum(v) FROM t", [], |r| r.get::<_, i64>(0)).map_err(db);
-        assert_eq!(writer.read_if_free(sum).ok().map(Result::unwrap), Some(1), "free: read there");
-        let (started, has_started) = mpsc::channel();
-        let (release, released) = mpsc::channel::<()>();
-        let batch = {
-            let writer = writer.clone();
-            std::thread::spawn(move || {
-                writer.write(move |conn| {
-                    conn.execute("INSERT INTO t (k, v) VALUES (2, 2)", []).map_err(db)?;
-                    started.send(()).unwrap();
-                    released.recv().unwrap();
-                    Ok(())
-                })
-            })
-        };
-        has_started.recv().unwrap();
-        // Handed back at once, never a look inside the open batch.
-        assert!(writer.read_if_free(sum).is_err(), "a batch holds the connection");
-        release.send(()).unwrap();
-        batch.join().unwrap().unwrap();
-        assert_eq!(writer.read_if_free(sum).ok().map(Result::unwrap), Some(3), "the batch committed");
     }
 
     #[test]
