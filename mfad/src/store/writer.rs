@@ -346,6 +346,20 @@ mod tests {
         writer.read(|conn| conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).map_err(db)).unwrap()
     }
 
+    /// One thread per key, each inserting the row `(k, k)`.
+    fn insert_each(
+        writer: &Arc<Writer>,
+        keys: std::ops::RangeInclusive<i64>,
+    ) -> Vec<std::thread::JoinHandle<Result<usize, StoreError>>> {
+        keys.map(|k| {
+            let writer = writer.clone();
+            std::thread::spawn(move || {
+                writer.write(|conn| conn.execute("INSERT INTO t (k, v) VALUES (?1, ?1)", [k]).map_err(db))
+            })
+        })
+        .collect()
+    }
+
     /// Runs `f` on a thread; None when it did not finish within 10 s (a hang).
     fn within_10s<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Option<R> {
         let (tx, rx) = mpsc::channel();
@@ -427,14 +441,7 @@ mod tests {
         };
         // The first leads a batch now open, so every other queues behind it.
         has_started.recv().unwrap();
-        let others: Vec<_> = (1..=8i64)
-            .map(|k| {
-                let writer = writer.clone();
-                std::thread::spawn(move || {
-                    writer.write(|conn| conn.execute("INSERT INTO t (k, v) VALUES (?1, ?1)", [k]).map_err(db))
-                })
-            })
-            .collect();
+        let others = insert_each(&writer, 1..=8);
         until_queued(&writer, 8);
         release.send(()).unwrap();
         first.join().unwrap().unwrap();
@@ -466,14 +473,7 @@ mod tests {
             })
         };
         has_started.recv().unwrap();
-        let others: Vec<_> = (1..=4i64)
-            .map(|k| {
-                let writer = writer.clone();
-                std::thread::spawn(move || {
-                    writer.write(|conn| conn.execute("INSERT INTO t (k, v) VALUES (?1, ?1)", [k]).map_err(db))
-                })
-            })
-            .collect();
+        let others = insert_each(&writer, 1..=4);
         let led = within_10s(move || leader.join().unwrap());
         assert!(matches!(led, Some(Err(StoreError::Database(_)))), "the panicking change: {led:?}");
         let results = within_10s(move || others.into_iter().map(|o| o.join().unwrap()).collect::<Vec<_>>());
