@@ -1,7 +1,7 @@
 //! Every byte a local user can send to mfad's socket. The input is a
 //! connection's byte stream; it is read as mfad's `serve_connection` reads
-//! it (`frame::read_body`, frame after frame, the size cap
-//! checked before allocating) and each body goes through mfad's own
+//! it (`frame::read_buffered_body`, frame after frame, the size
+//! cap checked before allocating) and each body goes through mfad's own
 //! `server::request_of` (the version first, then the `RequestFrame`). The
 //! same bytes also go to the blocking `frame::read_frame`, and to the
 //! client's buffered reader (`client::read_buffered_frame`, as pam_mfa and
@@ -44,8 +44,9 @@ fuzz_target!(|data: &[u8]| {
 
     // mfad serving one connection: frames until the stream ends or fails.
     let mut stream = data;
+    let mut received = Default::default();
     loop {
-        let body = match frame::read_body(&mut stream) {
+        let body = match frame::read_buffered_body(&mut stream, &mut received) {
             Ok(Some(body)) => body,
             Ok(None) | Err(FrameError::Closed) => break,
             Err(FrameError::TooBig(len)) => {

@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::panic::AssertUnwindSafe;
@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use mfa_shared::frame::{FrameError, decode, encode, read_body};
+use mfa_shared::frame::{FrameError, decode, encode, read_buffered_body, wait_readable};
 use mfa_shared::protocol::{AuthStep, ErrorKind, PROTOCOL_VERSION, Request, RequestFrame, Response, ResponseFrame};
 use tokio::sync::watch;
 
@@ -312,7 +312,7 @@ impl Server {
             return;
         }
         let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
-        let mut reading = Reading { stream: &stream, timeout: None };
+        let mut reading = Reading { stream: &stream, received: Default::default() };
         // A person may be typing the answer to a prompt; otherwise a client
         // has no reason to sit idle.
         let mut awaiting_person = false;
@@ -327,7 +327,7 @@ impl Server {
             let stopped = self.request_read(id);
             let body = match body {
                 // A request may carry a code: wiped once read.
-                Ok(Some(body)) => zeroize::Zeroizing::new(body),
+                Ok(Some(body)) => body,
                 // Idle too long, closed, or broken: drop the connection.
                 Ok(None) | Err(FrameError::Closed | FrameError::TimedOut) => break,
                 Err(FrameError::TooBig(len)) => {
@@ -395,60 +395,44 @@ impl Drop for Ending<'_> {
     }
 }
 
-/// Reads frames from a connection, each within its own time limit (the
-/// socket's receive timeout is set to what is left of it before each read).
+/// Reads frames from a connection, each within its own time limit: every
+/// read first waits in poll(2) for what is left of it (see
+/// [`mfa_shared::frame::wait_readable`]).
 struct Reading<'a> {
     stream: &'a UnixStream,
-    /// The receive timeout in force, so that it is set only when it changes.
-    timeout: Option<Duration>,
+    /// What a read brought past the last frame (a client that sends its
+    /// next request early).
+    received: zeroize::Zeroizing<Vec<u8>>,
 }
 
 impl Reading<'_> {
     /// The next frame's body, `Ok(None)` at a clean end of stream, within
     /// `limit` in all (a client sending a byte at a time gains nothing).
-    fn body_within(&mut self, limit: Duration, daemon: &Daemon) -> Result<Option<Vec<u8>>, FrameError> {
+    fn body_within(
+        &mut self,
+        limit: Duration,
+        daemon: &Daemon,
+    ) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, FrameError> {
         let limit_us = u64::try_from(limit.as_micros()).unwrap_or(u64::MAX);
         let deadline = daemon.monotonic_micros().saturating_add(limit_us);
-        read_body(&mut Timed { reading: self, daemon, deadline, first: true })
-    }
-
-    fn set_timeout(&mut self, timeout: Duration) -> io::Result<()> {
-        if self.timeout != Some(timeout) {
-            self.stream.set_read_timeout(Some(timeout))?;
-            self.timeout = Some(timeout);
-        }
-        Ok(())
+        read_buffered_body(&mut Timed { stream: self.stream, daemon, deadline }, &mut self.received)
     }
 }
 
 /// One frame's reads, against its deadline.
-struct Timed<'r, 'a> {
-    reading: &'r mut Reading<'a>,
-    daemon: &'r Daemon,
+struct Timed<'a> {
+    stream: &'a UnixStream,
+    daemon: &'a Daemon,
     deadline: u64,
-    first: bool,
 }
 
-impl Read for Timed<'_, '_> {
+impl Read for Timed<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let left = self.deadline.saturating_sub(self.daemon.monotonic_micros());
-        if left == 0 {
+        if left == 0 || !wait_readable(self.stream.as_fd(), Duration::from_micros(left))? {
             return Err(io::ErrorKind::TimedOut.into());
         }
-        // The first read of a frame gets the whole limit (in whole
-        // seconds, so that a connection keeps one timeout); a later one
-        // what is left, once that is a second less than the timeout in
-        // force (so a frame takes at most a second more than its limit).
-        if self.first {
-            self.reading.set_timeout(Duration::from_secs(left.div_ceil(1_000_000)))?;
-        } else {
-            let left = Duration::from_micros(left);
-            if self.reading.timeout.is_none_or(|timeout| left + Duration::from_secs(1) < timeout) {
-                self.reading.set_timeout(left)?;
-            }
-        }
-        self.first = false;
-        (&mut &*self.reading.stream).read(buf)
+        (&mut &*self.stream).read(buf)
     }
 }
 

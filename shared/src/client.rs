@@ -3,12 +3,14 @@
 //! Every socket call has a timeout, so a hung daemon can never hang a login.
 //!
 //! It runs inside every login, so it makes as few system calls as it can:
-//! one socket, two setsockopt (the timeouts, set once for the connect and
-//! every later read and write), one connect, one getsockopt for the peer's
-//! uid when asked, then per request one send and, as mfad writes each
-//! response whole, usually one read for its header and body together.
+//! one socket, one setsockopt (the send timeout, which also bounds the
+//! connect), one connect, one getsockopt for the peer's uid when asked,
+//! then per request one send, one poll for the reply (bounded by the
+//! timeout) and, as mfad writes each response whole, usually one read for
+//! its header and body together.
 
 use std::io::Read;
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -48,14 +50,11 @@ impl From<FrameError> for ClientError {
     }
 }
 
-/// Room asked of each read: a login step (a prompt and its messages) fits,
-/// header and body, in one read; a larger frame (an inline set-up's QR
-/// code, a page of mfactl's user list) takes more.
-const READ_SIZE: usize = 4096;
-
 /// One connection to mfad; several requests may be sent over it in turn.
 pub struct Client {
     stream: UnixStream,
+    /// How long each read may wait.
+    timeout: Duration,
     /// Bytes received and not yet decoded: the rest of a frame, or (never
     /// from mfad, which answers each request with one frame) the start of
     /// the next. Responses may hold a code, a key or recovery codes: the
@@ -75,11 +74,11 @@ impl Client {
     pub fn connect(path: &Path, timeout: Duration) -> Result<Self, ClientError> {
         let stream = connect_with_timeout(path, timeout)
             .map_err(|source| ClientError::Connect { path: path.to_path_buf(), source })?;
-        Ok(Client::from_stream(stream))
+        Ok(Client::from_stream(stream, timeout))
     }
 
-    fn from_stream(stream: UnixStream) -> Self {
-        Client { stream, received: Zeroizing::new(Vec::new()) }
+    fn from_stream(stream: UnixStream, timeout: Duration) -> Self {
+        Client { stream, timeout, received: Zeroizing::new(Vec::new()) }
     }
 
     /// The uid of the process serving the socket (SO_PEERCRED), so a
@@ -111,7 +110,8 @@ impl Client {
     pub fn request(&mut self, request: Request) -> Result<Response, ClientError> {
         // One write: the frame is encoded whole.
         frame::write_frame(&mut self.stream, &RequestFrame::new(request))?;
-        let reply: ResponseFrame = read_buffered_frame(&mut self.stream, &mut self.received)?;
+        let mut replies = Polled { stream: &self.stream, timeout: self.timeout };
+        let reply: ResponseFrame = read_buffered_frame(&mut replies, &mut self.received)?;
         if reply.version != PROTOCOL_VERSION {
             return Err(ClientError::Version(reply.version));
         }
@@ -128,60 +128,43 @@ impl Client {
     }
 }
 
-/// Read one frame from `stream`, `received` holding what earlier reads
-/// brought past the previous frame. Unlike [`frame::read_frame`], which
-/// reads the header and then the body, each read asks for all the room
-/// there is, so a frame written whole usually takes one read. The same
-/// checks apply: the length is checked before the body is waited for or
-/// allocated, every read is bounded by the socket's timeout, and an end of
-/// stream inside a frame is [`FrameError::Closed`]. Public for the fuzz
-/// target that reads replies as a client does.
+/// Reads that first wait in poll(2) (see [`frame::wait_readable`]), each
+/// for at most `timeout`.
+struct Polled<'a> {
+    stream: &'a UnixStream,
+    timeout: Duration,
+}
+
+impl Read for Polled<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if !frame::wait_readable(self.stream.as_fd(), self.timeout)? {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        (&mut &*self.stream).read(buf)
+    }
+}
+
+/// Read one frame from `stream` as [`frame::buffer_frame`] reads,
+/// `received` holding what earlier reads brought past the previous frame.
+/// Public for the fuzz target that reads replies as a client does.
 pub fn read_buffered_frame<R: Read, T: DeserializeOwned>(
     stream: &mut R,
     received: &mut Zeroizing<Vec<u8>>,
 ) -> Result<T, FrameError> {
-    fill(stream, received, 4)?;
-    let header = [received[0], received[1], received[2], received[3]];
-    let end = 4 + frame::body_len(header)?;
-    fill(stream, received, end)?;
+    let end = frame::buffer_frame(stream, received)?.ok_or(FrameError::Closed)?;
     let message = frame::decode(&received[4..end]);
     received.drain(..end);
     message
 }
 
-/// Read until at least `want` bytes are buffered.
-fn fill<R: Read>(stream: &mut R, received: &mut Zeroizing<Vec<u8>>, want: usize) -> Result<(), FrameError> {
-    while received.len() < want {
-        let have = received.len();
-        let room = (want - have).max(READ_SIZE);
-        if received.capacity() < have + room {
-            // Grown by hand: a reallocation would free the old buffer unwiped.
-            let mut bigger = Zeroizing::new(Vec::with_capacity(have + room));
-            bigger.extend_from_slice(received);
-            *received = bigger;
-        }
-        received.resize(have + room, 0);
-        let read = stream.read(&mut received[have..]);
-        received.truncate(have + read.as_ref().map_or(0, |n| *n));
-        match read {
-            Ok(0) => return Err(FrameError::Closed),
-            Ok(_) => {}
-            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(err) => return Err(err.into()),
-        }
-    }
-    Ok(())
-}
-
 /// `UnixStream::connect` has no timeout, and a connect to a listener whose
 /// backlog is full blocks. Linux bounds that wait by the socket's send
-/// timeout, so the timeouts (kept for every later read and write) are set
-/// before connecting.
+/// timeout, so it (kept for every later write) is set before connecting.
+/// Reads are bounded by their poll.
 fn connect_with_timeout(path: &Path, timeout: Duration) -> std::io::Result<UnixStream> {
     use socket2::{Domain, SockAddr, Socket, Type};
     let socket = Socket::new(Domain::UNIX, Type::STREAM.cloexec(), None)?;
     socket.set_write_timeout(Some(timeout))?;
-    socket.set_read_timeout(Some(timeout))?;
     socket.connect(&SockAddr::unix(path)?)?;
     Ok(socket.into())
 }
@@ -233,8 +216,7 @@ mod tests {
     /// A client on one end of a socket pair, reads bounded by `timeout`.
     fn pair(timeout: Duration) -> (Client, UnixStream) {
         let (ours, theirs) = UnixStream::pair().unwrap();
-        ours.set_read_timeout(Some(timeout)).unwrap();
-        (Client::from_stream(ours), theirs)
+        (Client::from_stream(ours, timeout), theirs)
     }
 
     #[test]
@@ -286,7 +268,7 @@ mod tests {
 
     #[test]
     fn a_frame_larger_than_one_read() {
-        let text = "x".repeat(5 * READ_SIZE);
+        let text = "x".repeat(5 * frame::READ_SIZE);
         let bytes = frame_bytes(&text);
         let mut stream = Pieces::new(&bytes, usize::MAX);
         let mut received = Zeroizing::new(Vec::new());
