@@ -16,6 +16,13 @@
 #                                 Each run is made first without perf, for its
 #                                 latency and mfad's CPU time per login (from
 #                                 /proc) undisturbed, then under perf.
+#   bench/profile-placement.txt   the sequential and the no-code logins with
+#                                 mfad and the client where the scheduler
+#                                 puts them, both on CPU 0, and on a CPU
+#                                 each (taskset): latency and mfad's user and
+#                                 system CPU time per login; then mfad's
+#                                 user-space time alone by activity (perf
+#                                 record -e cpu-clock:u)
 #   bench/strace-login.txt        strace -c -f of one login from the PAM
 #                                 client's side (pamtester), the module's own
 #                                 system calls in a login, and mfad's system
@@ -214,3 +221,70 @@ profile sequential "$PROFILE_SEQ_CALLS" "(a) sequential, 1 user" \
   --users seq1 --iterations "$PROFILE_SEQ_CALLS"
 profile 32clients "${TP_CALLS[32]}" "(b) throughput, 32 clients" \
   --users "$(printf 'tp32_%s,' {1..32})" --procs 32 --iterations "${TP_CALLS[32]}"
+
+# ---------------------------------------------------------------- placement
+# Where the processes run: the scheduler's choice, both on CPU 0 (neither
+# ever waits for the other's vCPU to wake), or one CPU each (every hand-off
+# crosses). Fresh users (counter 1) for each run. taskset -a sets every
+# mfad thread; the threads it starts later inherit the set.
+PLACE_CALLS=$((PROFILE_SEQ_CALLS / 2))
+mfad_ticks() { awk '{ print $14, $15 }' "/proc/$MAIN_PID/stat"; }
+# placed LABEL MFAD_CPUS CLIENT_CPUS PAM_BENCH_ARGS...: one row of the table.
+placed() {
+  local label=$1 mfad_cpus=$2 client_cpus=$3 before after line
+  shift 3
+  taskset -a -p -c "$mfad_cpus" "$MAIN_PID" >/dev/null
+  before=$(mfad_ticks)
+  line=$(PAM_WRAPPER=1 PAM_WRAPPER_SERVICE_DIR=$SVC LD_PRELOAD=$WRAPPER taskset -c "$client_cpus" \
+    "$BIN/pam_bench" --scenario "$label" --module "$OURS" "$@")
+  after=$(mfad_ticks)
+  python3 -c 'import json, sys
+d = json.loads(sys.argv[1])
+(u0, s0), (u1, s1) = (map(int, t.split()) for t in sys.argv[2:4])
+n, us = d["successes"] + d["failures"], 1e6 / int(sys.argv[4])
+print("| {} | {} | {} | {:,} | {:.1f} | {:.1f} | {:.0f} | {:.0f} |".format(d["scenario"], sys.argv[5], sys.argv[6], n,
+      d["median_us"], d["p99_us"], (u1 - u0) * us / n, (s1 - s0) * us / n))' \
+    "$line" "$before" "$after" "$(getconf CLK_TCK)" "$mfad_cpus" "$client_cpus"
+}
+echo "== placement"
+for p in free cpu0 split; do enroll_at "$MAIN/mfad.sock" "place_$p"; done
+{
+  about
+  echo "# \$ taskset -a -p -c MFAD_CPUS MFAD_PID; taskset -c CLIENT_CPUS pam_bench --service mfa --users place_X --iterations $PLACE_CALLS"
+  echo "#   (and --service mfa-nocode --users not_enrolled --no-code --iterations $PLACE_CALLS), under libpam-wrapper as run.sh runs it;"
+  echo "#   mfad's CPU time from /proc/MFAD_PID/stat (utime, stime: clock ticks of 1/$(getconf CLK_TCK) s, so +-$((1000000 / $(getconf CLK_TCK) / PLACE_CALLS)) µs)"
+  echo
+  echo "| scenario | mfad's CPUs | client's CPUs | logins | median µs | p99 µs | mfad user µs/login | mfad system µs/login |"
+  echo "|---|---|---|---:|---:|---:|---:|---:|"
+  placed "(a) sequential, 1 user" 0,1 0,1 --service mfa --users place_free --secret-file "$SECRETS" --iterations "$PLACE_CALLS"
+  placed "(a) sequential, 1 user" 0 0 --service mfa --users place_cpu0 --secret-file "$SECRETS" --iterations "$PLACE_CALLS"
+  placed "(a) sequential, 1 user" 1 0 --service mfa --users place_split --secret-file "$SECRETS" --iterations "$PLACE_CALLS"
+  for cpus in "0,1 0,1" "0 0" "1 0"; do
+    # shellcheck disable=SC2086 # two words: mfad's CPUs, the client's
+    placed "(f) no-code round trip" $cpus --service mfa-nocode --users not_enrolled --no-code --iterations "$PLACE_CALLS"
+  done
+  taskset -a -p -c 0,1 "$MAIN_PID" >/dev/null
+} >"$PROF/placement.md"
+# mfad's user-space time alone: no kernel samples, so none of the time a
+# VM spends switching tasks, waking vCPUs or reprogramming perf's timer.
+enroll_at "$MAIN/mfad.sock" place_user
+user_data=$PROF/user.data
+perf record -e cpu-clock:u --call-graph dwarf -F 4000 -p "$MAIN_PID" -o "$user_data" >"$PROF/user.record.log" 2>&1 &
+perf_pid=$!
+PIDS+=("$perf_pid")
+sleep 2
+pam_bench --scenario "(a) sequential, 1 user" --module "$OURS" --service mfa --users place_user \
+  --secret-file "$SECRETS" --iterations "$PLACE_CALLS" >"$PROF/user.run"
+kill -INT "$perf_pid"
+wait "$perf_pid" || true
+{
+  cat "$PROF/placement.md"
+  echo
+  echo "# mfad's user-space CPU time by activity during $PLACE_CALLS sequential logins (perf's own cost included):"
+  echo "# \$ perf record -e cpu-clock:u --call-graph dwarf -F 4000 -p MFAD_PID -o SCRATCH/profile/user.data"
+  echo "# \$ perf script -i SCRATCH/profile/user.data -F comm,tid,period,ip,sym | python3 bench/profile_buckets.py $PLACE_CALLS"
+  echo "# pam_bench said: $(cat "$PROF/user.run")"
+  echo
+  perf script -i "$user_data" -F comm,tid,period,ip,sym 2>/dev/null | python3 "$ROOT/bench/profile_buckets.py" "$PLACE_CALLS"
+} >"$ROOT/bench/profile-placement.txt"
+echo "   wrote bench/profile-placement.txt"
