@@ -1,8 +1,9 @@
 //! Framing: a 4-byte big-endian length, then that many bytes of JSON.
 //!
 //! The length is checked against [`MAX_FRAME`] before anything is allocated,
-//! and bodies are read with `read_exact`, so a hostile or broken peer can
-//! neither make us allocate gigabytes nor spin on a half-closed socket.
+//! and an end of stream inside a frame is an error, so a hostile or broken
+//! peer can neither make us allocate gigabytes nor spin on a half-closed
+//! socket.
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, BorrowedFd};
