@@ -193,7 +193,7 @@ fn run(args: Args) -> Result<()> {
         store,
         vault,
         Arc::new(SystemClock),
-        Arc::new(DeadlineDirectory::new(Arc::new(SystemDirectory), LOOKUP_DEADLINE)),
+        Arc::new(DeadlineDirectory::new(Arc::new(SystemDirectory), LOOKUP_DEADLINE, Arc::new(SystemClock))),
         audit,
     ));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

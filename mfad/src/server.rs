@@ -3,11 +3,13 @@
 //!
 //! One thread serves a connection from start to end: it reads a request,
 //! answers it (store, account lookups and commit included) and writes the
-//! reply, so a login crosses no other thread than the ones it must (an
-//! account lookup's, see [`crate::nss`]; a commit shared with others, see
-//! the store). Idle threads wait in accept(2) on the listening socket, and
-//! the kernel wakes one per connection; when the last idle one takes a
-//! connection it starts another, so a slow client never holds up the next.
+//! reply, so a login crosses no other thread than a commit shared with
+//! others (see the store). When an account lookup for a login outlives its
+//! deadline, the lookup watchdog denies the login in the thread's place
+//! (see [`crate::nss`]). Idle threads wait in accept(2) on the listening
+//! socket, and the kernel wakes one per connection; when the last idle one
+//! takes a connection it starts another, so a slow client never holds up
+//! the next.
 //!
 //! Limits: `max_connections` for root (the PAM stacks) and as many again for
 //! everyone else, at most [`CONNECTIONS_PER_USER`] per non-root uid (beyond
@@ -30,10 +32,13 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use mfa_shared::frame::{FrameError, decode, encode, read_buffered_body, wait_readable};
-use mfa_shared::protocol::{AuthStep, ErrorKind, PROTOCOL_VERSION, Request, RequestFrame, Response, ResponseFrame};
+use mfa_shared::protocol::{
+    AuthStep, ErrorKind, Message, Outcome, PROTOCOL_VERSION, Request, RequestFrame, Response, ResponseFrame,
+};
 use tokio::sync::watch;
 
 use crate::audit::Severity;
+use crate::nss;
 use crate::service::{Daemon, Peer};
 
 /// How long shutdown waits for requests in flight.
@@ -306,11 +311,26 @@ impl Server {
             return;
         };
         let _connected = daemon.metrics.connected();
-        // Root needs no lookup (and PAM stacks, the hot path, run as root).
-        let peer = if uid == 0 { Peer { uid, name: Some("root".to_string()) } } else { daemon.peer(uid) };
         if stream.set_write_timeout(Some(SEND_LIMIT)).is_err() {
             return;
         }
+        let stream = Arc::new(stream);
+        let overdue = Arc::new(OverdueLookup {
+            stream: stream.clone(),
+            daemon: self.daemon.clone(),
+            uid,
+            answered: AtomicBool::new(false),
+        });
+        // Root needs no lookup (and PAM stacks, the hot path, run as root).
+        let peer = if uid == 0 {
+            Peer { uid, name: Some("root".to_string()) }
+        } else {
+            let peer = nss::with_early_answer(overdue.clone(), || daemon.peer(uid));
+            if overdue.claim() {
+                return;
+            }
+            peer
+        };
         let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
         let mut reading = Reading { stream: &stream, received: Default::default() };
         // A person may be typing the answer to a prompt; otherwise a client
@@ -340,6 +360,7 @@ impl Server {
                 }
                 Err(_) => break,
             };
+            overdue.answered.store(false, Ordering::SeqCst);
             let reply = match request_of(&body) {
                 Err(reply) => {
                     daemon.audit.event_from(uid, Severity::Notice, "malformed request refused");
@@ -355,11 +376,19 @@ impl Server {
                     daemon.audit.event_from(uid, Severity::Notice, "request dropped: the client had already gone");
                     break;
                 }
-                Ok(request) => std::panic::catch_unwind(AssertUnwindSafe(|| daemon.handle(&peer, request)))
-                    .unwrap_or_else(|_| Response::error(ErrorKind::Internal, "internal error in mfad")),
+                Ok(request) => {
+                    let login_step = request_is_a_login_step(&request);
+                    let handle = || {
+                        std::panic::catch_unwind(AssertUnwindSafe(|| daemon.handle(&peer, request)))
+                            .unwrap_or_else(|_| Response::error(ErrorKind::Internal, "internal error in mfad"))
+                    };
+                    // A login must hear no before the module gives up on
+                    // mfad, however long the directory takes.
+                    if login_step { nss::with_early_answer(overdue.clone(), handle) } else { handle() }
+                }
             };
             awaiting_person = matches!(reply, Response::Auth(AuthStep::Prompt { .. } | AuthStep::CodeInAnswer { .. }));
-            if send(&stream, reply).is_err() {
+            if overdue.claim() || send(&stream, reply).is_err() {
                 break;
             }
         }
@@ -393,6 +422,59 @@ impl Drop for Ending<'_> {
         lock(&self.0.threads).running -= 1;
         self.0.ended.notify_all();
     }
+}
+
+/// The early answer of a connection's requests (see
+/// [`nss::EarlyAnswer`]): when an account lookup for a login step outlives
+/// its deadline, the login is denied on the watchdog's thread and the
+/// connection closed, while the lookup keeps the connection's thread.
+struct OverdueLookup {
+    stream: Arc<UnixStream>,
+    daemon: Arc<Daemon>,
+    uid: u32,
+    /// Set by whichever answers the request first: the watchdog, or the
+    /// connection's thread with its reply.
+    answered: AtomicBool,
+}
+
+impl OverdueLookup {
+    /// Take the answering of the request in flight: true when the watchdog
+    /// has answered it already.
+    fn claim(&self) -> bool {
+        self.answered.swap(true, Ordering::SeqCst)
+    }
+}
+
+impl nss::EarlyAnswer for OverdueLookup {
+    fn answer(&self, reason: &str) {
+        if self.claim() {
+            return;
+        }
+        self.daemon.audit.event_from(self.uid, Severity::Warning, &format!("login denied: {reason}"));
+        let message = "Two-factor authentication cannot look up your account; try again later.";
+        let reply =
+            Response::Auth(AuthStep::Decision { outcome: Outcome::Denied, messages: vec![Message::error(message)] });
+        // Never blocks: a client that does not read its replies gets none.
+        if let Ok(bytes) = encode(&ResponseFrame::new(reply)) {
+            // SAFETY: send from a valid buffer of that length on a
+            // descriptor the connection keeps open while this runs.
+            let _ = unsafe {
+                libc::send(
+                    self.stream.as_raw_fd(),
+                    bytes.as_ptr().cast(),
+                    bytes.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+        }
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// Whether `request` is a step of a PAM login, which the module's failmode
+/// would decide if mfad stayed silent.
+fn request_is_a_login_step(request: &Request) -> bool {
+    matches!(request, Request::AuthBegin { .. } | Request::AuthAnswer { .. } | Request::AuthNotACode { .. })
 }
 
 /// Reads frames from a connection, each within its own time limit: every
@@ -542,5 +624,65 @@ mod tests {
         assert!(slots.take(1000).is_some(), "slots come back when connections end");
         drop(root);
         assert!(slots.take(0).is_some());
+    }
+
+    /// Knows every name, until asked for one: then never answers until
+    /// released (a hung LDAP server).
+    struct HungAccounts(Mutex<std::sync::mpsc::Receiver<()>>);
+
+    impl nss::Directory for HungAccounts {
+        fn groups_of(&self, _: &str) -> Result<Vec<String>, String> {
+            Ok(Vec::new())
+        }
+        fn account(&self, _: &str) -> Result<Option<nss::Account>, String> {
+            let _ = self.0.lock().unwrap_or_else(|p| p.into_inner()).recv();
+            Ok(None)
+        }
+        fn name_of_uid(&self, _: u32) -> Result<Option<String>, String> {
+            Ok(None)
+        }
+    }
+
+    #[test]
+    fn a_login_whose_account_lookup_hangs_is_denied_within_the_deadline() {
+        use mfa_shared::client::Client;
+        let dir = tempfile::tempdir().unwrap();
+        let (release, hung) = std::sync::mpsc::channel();
+        let clock = Arc::new(crate::clock::SystemClock);
+        let directory = nss::DeadlineDirectory::new(
+            Arc::new(HungAccounts(Mutex::new(hung))),
+            Duration::from_millis(200),
+            clock.clone(),
+        );
+        let config = mfa_shared::config::Config { enabled: true, ..Default::default() };
+        let daemon = Arc::new(Daemon::new(
+            config,
+            None,
+            Arc::new(crate::store::SqliteStore::open_in_memory().unwrap()),
+            Arc::new(crate::crypto::Vault::from_key(&[7u8; 32])),
+            clock,
+            Arc::new(directory),
+            crate::audit::Audit::new(dir.path().join("log")),
+        ));
+        let socket = dir.path().join("mfad.sock");
+        let _serving = start(daemon, bind(&socket).unwrap()).unwrap();
+        let mut client = Client::connect(&socket, Duration::from_secs(10)).unwrap();
+        let begin = Request::AuthBegin {
+            service: "sshd".into(),
+            user: "alice".into(),
+            ruser: None,
+            rhost: Some("10.0.0.1".into()),
+            tty: None,
+            forward_pass: false,
+        };
+        // Denied, not left to the module's timeout and its failmode.
+        match client.request(begin).unwrap() {
+            Response::Auth(AuthStep::Decision { outcome: Outcome::Denied, messages }) => {
+                assert!(messages[0].text.contains("cannot look up your account"), "{messages:?}")
+            }
+            other => panic!("not a denial: {other:?}"),
+        }
+        assert!(client.request(Request::ListUsers { after: None }).is_err(), "the connection stays open");
+        drop(release);
     }
 }

@@ -656,17 +656,39 @@ impl Directory for HungGroups {
     }
 }
 
+/// Passes on the early answer it is asked to give.
+struct Told(std::sync::Mutex<std::sync::mpsc::Sender<String>>);
+
+impl crate::nss::EarlyAnswer for Told {
+    fn answer(&self, reason: &str) {
+        self.0.lock().unwrap().send(reason.to_string()).unwrap();
+    }
+}
+
 #[test]
-fn a_hung_group_lookup_is_a_deny_with_a_reason_in_time() {
-    let (_release, rx) = std::sync::mpsc::channel();
+fn a_hung_group_lookup_is_answered_in_time_and_a_deny_with_a_reason_when_it_returns() {
+    let (release, rx) = std::sync::mpsc::channel();
     let hung = Arc::new(HungGroups(std::sync::Mutex::new(rx)));
     let deadline = std::time::Duration::from_millis(200);
-    let f = fixture_with(Arc::new(crate::nss::DeadlineDirectory::new(hung, deadline)), |_| {});
-    let (outcome, shown) = done(&f.begin("force_hal", "10.0.0.1"));
-    assert_eq!(outcome, Outcome::Denied, "{shown}");
+    let directory = crate::nss::DeadlineDirectory::new(hung, deadline, Arc::new(crate::clock::SystemClock));
+    let f = fixture_with(Arc::new(directory), |_| {});
+    let (told, early) = std::sync::mpsc::channel();
+    let told: Arc<dyn crate::nss::EarlyAnswer> = Arc::new(Told(std::sync::Mutex::new(told)));
+    std::thread::scope(|scope| {
+        let login = scope.spawn(|| crate::nss::with_early_answer(told, || f.begin("force_hal", "10.0.0.1")));
+        // The client is told while the lookup still hangs...
+        let reason = early.recv_timeout(std::time::Duration::from_secs(10)).expect("an early answer");
+        assert!(reason.contains("did not answer in time"), "{reason}");
+        // ... and the login, once the directory answers, does nothing but deny.
+        drop(release);
+        let (outcome, shown) = done(&login.join().unwrap());
+        assert_eq!(outcome, Outcome::Denied, "{shown}");
+    });
     let lines = f.audit_lines().join("\n");
     assert!(
-        lines.contains("outcome=denied reason=\"group membership unavailable: the user directory did not answer"),
+        lines.contains(
+            "outcome=denied reason=\"group membership unavailable: the user directory did not answer within 200 ms"
+        ),
         "{lines}"
     );
 }
