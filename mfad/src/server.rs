@@ -456,8 +456,8 @@ impl nss::EarlyAnswer for OverdueLookup {
             Response::Auth(AuthStep::Decision { outcome: Outcome::Denied, messages: vec![Message::error(message)] });
         // Never blocks: a client that does not read its replies gets none.
         if let Ok(bytes) = encode(&ResponseFrame::new(reply)) {
-            // SAFETY: send from a valid buffer of that length on a
-            // descriptor the connection keeps open while this runs.
+            // SAFETY: send from a valid buffer of that length on the
+            // descriptor of `self.stream`, which `self` holds open.
             let _ = unsafe {
                 libc::send(
                     self.stream.as_raw_fd(),
