@@ -112,8 +112,9 @@ const MAX_OVERDUE_LOOKUPS: usize = 16;
 /// its deadline. The lookup keeps the connection's thread (NSS cannot be
 /// interrupted), so the watchdog thread answers in its place.
 pub trait EarlyAnswer: Send + Sync {
-    /// Deny the request in flight, for `reason`. Called from the watchdog
-    /// thread, at most once per overdue lookup.
+    /// Deny the request in flight, for `reason`, without blocking. Called
+    /// from the watchdog thread, at most once per overdue lookup, before
+    /// the lookup's caller learns that it was overdue.
     fn answer(&self, reason: &str);
 }
 
@@ -238,14 +239,11 @@ impl Watch {
             }
             table.overdue += newly_overdue;
             table.wakes_at = next;
-            if !answers.is_empty() {
-                // Answering writes to sockets: not while holding the table.
-                drop(table);
-                for answer in answers {
-                    answer.answer("the user directory did not answer in time");
-                }
-                table = lock(&self.table);
-                continue;
+            // Answered while the table is held (an answer never blocks), so
+            // that a lookup's caller, which takes the table on its return,
+            // finds its request answered, not about to be.
+            for answer in answers {
+                answer.answer("the user directory did not answer in time");
             }
             table = match next {
                 Some(at) => {
