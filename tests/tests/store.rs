@@ -389,6 +389,37 @@ fn postgres_hosts_starting_at_once_migrate_once() {
     assert_eq!(stores[19].get_user("x").unwrap().unwrap().failures, 1, "one database behind all");
 }
 
+/// A write the database refuses (here a trigger) is an error, changes
+/// nothing, and leaves no transaction open on the pooled connection it
+/// used: the write is sent together with its COMMIT, which must then roll
+/// back, and the next updates, on the same single connection, still hold
+/// their row locks and commit.
+#[test]
+fn postgres_a_refused_write_commits_nothing_and_leaves_the_connection_clean() {
+    let url = PgCluster::shared().new_database();
+    let config =
+        StoreConfig { backend: StoreBackend::Postgres, url: Some(url.clone()), pool_size: 1, ..StoreConfig::default() };
+    let store = PostgresStore::open(Settings::from_config(&config).unwrap()).unwrap();
+    store.update_user("mallory", &mut |_| with_failures("mallory", 1)).unwrap();
+    PgCluster::shared().psql(
+        &url,
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN IF NEW.name = 'mallory' THEN RAISE EXCEPTION 'refused'; END IF; RETURN NEW; END $$; \
+         CREATE TRIGGER refuse BEFORE UPDATE ON users FOR EACH ROW EXECUTE FUNCTION refuse();",
+    );
+    let err = store.update_user("mallory", &mut |_| with_failures("mallory", 2)).unwrap_err();
+    assert!(err.to_string().contains("refused"), "{err}");
+    assert_eq!(store.get_user("mallory").unwrap().unwrap().failures, 1, "nothing committed");
+    // The one connection is back outside a transaction: what it commits
+    // now is seen by another connection, and its row lock is released.
+    store.update_user("alice", &mut |_| with_failures("alice", 3)).unwrap();
+    store.update_user("alice", &mut |current| with_failures("alice", current.unwrap().failures + 1)).unwrap();
+    let other = PostgresStore::open(settings(&url)).unwrap();
+    assert_eq!(other.get_user("alice").unwrap().unwrap().failures, 4);
+    other.update_user("alice", &mut |_| with_failures("alice", 5)).unwrap();
+    assert_eq!(store.get_user("alice").unwrap().unwrap().failures, 5);
+}
+
 /// A schema newer than this mfad (a later version already ran on the
 /// fleet) is refused with a message, never used.
 #[test]

@@ -32,12 +32,15 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime, TimeoutType};
+use deadpool_postgres::{
+    GenericClient, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime, TimeoutType,
+};
 use ipnet::IpNet;
 use mfa_shared::bypass::{BypassRule, RuleOrigin, parse_network};
 use tokio::time::Instant;
-use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row, Statement};
 
 use super::{Change, Store, StoreError, StoreFault, UserRecord, decode, encode};
 
@@ -265,18 +268,36 @@ impl PostgresStore {
     }
 }
 
+/// The statement that locks a user's row for the rest of the transaction
+/// and reads it.
+const LOCK_USER: &str = "SELECT record FROM users WHERE name = $1 FOR UPDATE";
+
 /// Lock `user`'s row for the rest of `tx` and read it; a user without a row
 /// gets an empty one (rolled back or deleted unless the change writes).
 /// Returns the record and whether the row was inserted here.
 async fn lock_user(
-    tx: &deadpool_postgres::Transaction<'_>,
+    tx: &impl GenericClient,
+    user: &str,
+    location: &str,
+) -> Result<(Option<UserRecord>, bool), StoreError> {
+    let select = tx.prepare_cached(LOCK_USER).await.map_err(|err| pg_error(location, &err))?;
+    let row = tx.query_opt(&select, &[&user]).await.map_err(|err| pg_error(location, &err))?;
+    locked_record(tx, &select, row, user, location).await
+}
+
+/// The record of a row `select` ([`LOCK_USER`]) locked and read, or, when
+/// there was none, of the empty row inserted and locked in its place; and
+/// whether it was inserted here.
+async fn locked_record(
+    tx: &impl GenericClient,
+    select: &Statement,
+    row: Option<Row>,
     user: &str,
     location: &str,
 ) -> Result<(Option<UserRecord>, bool), StoreError> {
     let db = |err: tokio_postgres::Error| pg_error(location, &err);
-    let select = tx.prepare_cached("SELECT record FROM users WHERE name = $1 FOR UPDATE").await.map_err(db)?;
     let mut inserted = false;
-    let row = match tx.query_opt(&select, &[&user]).await.map_err(db)? {
+    let row = match row {
         Some(row) => row,
         None => {
             let insert = tx
@@ -286,7 +307,7 @@ async fn lock_user(
             // Zero rows: another host inserted it meanwhile and has
             // committed; its row is read (and locked) below.
             inserted = tx.execute(&insert, &[&user]).await.map_err(db)? == 1;
-            tx.query_one(&select, &[&user]).await.map_err(db)?
+            tx.query_one(select, &[&user]).await.map_err(db)?
         }
     };
     let json: Option<String> = row.get(0);
@@ -294,9 +315,53 @@ async fn lock_user(
     Ok((record, inserted))
 }
 
+/// [`Store::update_user`] in two round trips where one after the other
+/// would take four: BEGIN goes with the locking read, and the write with
+/// COMMIT. The server runs a connection's statements in the order they
+/// were sent, so each pair does what it would one after the other; every
+/// statement is prepared before its pair is sent, so that no prepare's
+/// round trip can come between the two. A failed write leaves the
+/// transaction aborted, and the COMMIT sent with it then rolls back; the
+/// write's error is returned, so nothing is acknowledged that was not
+/// committed. On any error the caller rolls back.
+async fn update_pipelined(
+    client: &deadpool_postgres::Client,
+    user: &str,
+    change: &mut (dyn FnMut(Option<&UserRecord>) -> Change + Send),
+    location: &str,
+) -> Result<(), StoreError> {
+    let db = |err: tokio_postgres::Error| pg_error(location, &err);
+    let select = client.prepare_cached(LOCK_USER).await.map_err(db)?;
+    let name: [&(dyn ToSql + Sync); 1] = [&user];
+    let (began, row) = tokio::join!(client.batch_execute("BEGIN"), client.query_opt(&select, &name));
+    began.map_err(db)?;
+    // Whether the row was inserted here does not matter: a kept change
+    // rolls it back, a written one writes it.
+    let (current, _) = locked_record(client, &select, row.map_err(db)?, user, location).await?;
+    let (statement, json) = match change(current.as_ref()) {
+        // Nothing to write: end the transaction without a commit to wait
+        // for (an inserted empty row goes with it).
+        Change::Keep => return client.batch_execute("ROLLBACK").await.map_err(db),
+        Change::Delete => (client.prepare_cached("DELETE FROM users WHERE name = $1").await.map_err(db)?, None),
+        Change::Put(record) => {
+            let json = encode(&record)?;
+            (client.prepare_cached("UPDATE users SET record = $2 WHERE name = $1").await.map_err(db)?, Some(json))
+        }
+    };
+    let write = async {
+        match &json {
+            Some(json) => client.execute(&statement, &[&user, json]).await,
+            None => client.execute(&statement, &[&user]).await,
+        }
+    };
+    let (written, committed) = tokio::join!(write, client.batch_execute("COMMIT"));
+    written.map_err(db)?;
+    committed.map_err(db)
+}
+
 /// Write what `change` decided for a row locked by [`lock_user`].
 async fn write_user(
-    tx: &deadpool_postgres::Transaction<'_>,
+    tx: &impl GenericClient,
     user: &str,
     change: Change,
     inserted: bool,
@@ -334,17 +399,13 @@ impl Store for PostgresStore {
         change: &mut (dyn FnMut(Option<&UserRecord>) -> Change + Send),
     ) -> Result<(), StoreError> {
         self.run(async |client| {
-            let tx = client.transaction().await.map_err(|e| self.db(e))?;
-            let (current, inserted) = lock_user(&tx, user, &self.location).await?;
-            match change(current.as_ref()) {
-                // Nothing to write: end the transaction without a commit
-                // to wait for (an inserted empty row goes with it).
-                Change::Keep => tx.rollback().await.map_err(|e| self.db(e)),
-                decided => {
-                    write_user(&tx, user, decided, inserted, &self.location).await?;
-                    tx.commit().await.map_err(|e| self.db(e))
-                }
+            let updated = update_pipelined(client, user, change, &self.location).await;
+            if updated.is_err() {
+                // Back to the pool outside any transaction (a broken
+                // connection is dropped by `run_once`).
+                let _ = client.batch_execute("ROLLBACK").await;
             }
+            updated
         })
     }
 
