@@ -32,14 +32,12 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use mfa_shared::frame::{FrameError, decode, encode, read_buffered_body, wait_readable};
-use mfa_shared::protocol::{
-    AuthStep, ErrorKind, Message, Outcome, PROTOCOL_VERSION, Request, RequestFrame, Response, ResponseFrame,
-};
+use mfa_shared::protocol::{AuthStep, ErrorKind, PROTOCOL_VERSION, Request, RequestFrame, Response, ResponseFrame};
 use tokio::sync::watch;
 
 use crate::audit::Severity;
 use crate::nss;
-use crate::service::{Daemon, Peer};
+use crate::service::{Daemon, Peer, lookup_denied};
 
 /// How long shutdown waits for requests in flight.
 const DRAIN_LIMIT: Duration = Duration::from_secs(30);
@@ -451,11 +449,8 @@ impl nss::EarlyAnswer for OverdueLookup {
             return;
         }
         self.daemon.audit.event_from(self.uid, Severity::Warning, &format!("login denied: {reason}"));
-        let message = "Two-factor authentication cannot look up your account; try again later.";
-        let reply =
-            Response::Auth(AuthStep::Decision { outcome: Outcome::Denied, messages: vec![Message::error(message)] });
         // Never blocks: a client that does not read its replies gets none.
-        if let Ok(bytes) = encode(&ResponseFrame::new(reply)) {
+        if let Ok(bytes) = encode(&ResponseFrame::new(lookup_denied())) {
             // SAFETY: send from a valid buffer of that length on the
             // descriptor of `self.stream`, which `self` holds open.
             let _ = unsafe {
@@ -646,6 +641,7 @@ mod tests {
     #[test]
     fn a_login_whose_account_lookup_hangs_is_denied_within_the_deadline() {
         use mfa_shared::client::Client;
+        use mfa_shared::protocol::Outcome;
         let dir = tempfile::tempdir().unwrap();
         let (release, hung) = std::sync::mpsc::channel();
         let clock = Arc::new(crate::clock::SystemClock);
@@ -665,6 +661,8 @@ mod tests {
             crate::audit::Audit::new(dir.path().join("log")),
         ));
         let socket = dir.path().join("mfad.sock");
+        let audit = std::os::unix::net::UnixDatagram::bind(dir.path().join("log")).unwrap();
+        audit.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let _serving = start(daemon, bind(&socket).unwrap()).unwrap();
         let mut client = Client::connect(&socket, Duration::from_secs(10)).unwrap();
         let begin = Request::AuthBegin {
@@ -683,6 +681,10 @@ mod tests {
             other => panic!("not a denial: {other:?}"),
         }
         assert!(client.request(Request::ListUsers { after: None }).is_err(), "the connection stays open");
+        let mut line = [0u8; 4096];
+        let n = audit.recv(&mut line).unwrap();
+        let line = String::from_utf8_lossy(&line[..n]);
+        assert!(line.contains("login denied: the user directory did not answer in time"), "{line}");
         drop(release);
     }
 }

@@ -394,7 +394,9 @@ fn is_own(peer: &Peer, identity: &Identity) -> bool {
     }
 }
 
-fn lookup_denied() -> Response {
+/// The denial of a login whose account could not be looked up (the
+/// directory failed, or did not answer in time).
+pub(crate) fn lookup_denied() -> Response {
     let message = "Two-factor authentication cannot look up your account; try again later.";
     decision_response(Outcome::Denied, vec![Message::error(message)])
 }

@@ -44,6 +44,7 @@ use crate::store::{Change, Store, StoreError, UserRecord};
 
 use loaded::Loaded;
 pub use loaded::Snapshot;
+pub(crate) use login::lookup_denied;
 use sessions::Sessions;
 
 /// Who is on the other end of the socket (SO_PEERCRED).
