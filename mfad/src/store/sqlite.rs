@@ -43,9 +43,11 @@ const MIGRATIONS: &[&str] = &[
 /// first of their callers; every caller returns only once the transaction
 /// holding its change is on disk.
 ///
-/// Reads of a file-backed store go through a second connection: WAL gives it
-/// the last committed state, so nothing is read from a batch that has not
-/// committed yet (and may still fail), and reads do not wait for writes.
+/// Reads of a file-backed store go through the writer's connection while no
+/// batch holds it (its cache is current), else through a second connection:
+/// WAL gives it the last committed state, so nothing is read from a batch
+/// that has not committed yet (and may still fail), and reads do not wait
+/// for writes.
 ///
 /// Before every read and every commit the store's files are checked (see
 /// [`files`]); every error is explained with what the files and their file
@@ -179,18 +181,19 @@ impl SqliteStore {
         Ok(SqliteStore { writer: Writer::new(conn, None), files: None, reader: None })
     }
 
-    /// Run `read` on the reader connection, or on the writer's for an
-    /// in-memory store.
+    /// Run `read` on the writer's connection when no batch holds it, else
+    /// on the reader connection (an in-memory store waits for the writer's).
     fn read<R: Send>(&self, read: impl FnOnce(&Connection) -> Result<R, StoreError> + Send) -> Result<R, StoreError> {
         // SQLite would answer from its cache, or from a deleted file.
         self.verify()?;
-        let result = match &self.reader {
-            Some(reader) => {
+        let result = match (&self.reader, self.writer.idle_connection()) {
+            (_, Some(conn)) => read(&conn),
+            (Some(reader), None) => {
                 // A connection between two statements is consistent.
                 let conn = reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
                 read(&conn)
             }
-            None => self.writer.read(read),
+            (None, None) => self.writer.read(read),
         };
         result.map_err(|err| self.explain(err))
     }

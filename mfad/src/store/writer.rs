@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 #[cfg(test)]
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::thread::Thread;
 
 use rusqlite::Connection;
@@ -43,8 +43,7 @@ pub(super) struct Writer {
     /// Held by a leader for the whole of its batch, so between batches (and
     /// only then) it is free and out of any transaction.
     conn: Mutex<Connection>,
-    /// None for an in-memory store; checked before each batch begins and
-    /// before it commits.
+    /// None for an in-memory store; checked before each batch commits.
     files: Option<Arc<StoreFiles>>,
     queue: Mutex<Queue>,
     /// The most changes one transaction has held.
@@ -163,7 +162,7 @@ impl Drop for Writer {
 
 impl Writer {
     /// The writer of `conn`; `files`, when the store is a file, are checked
-    /// before each batch begins and before it commits.
+    /// before each batch commits.
     pub(super) fn new(conn: Connection, files: Option<Arc<StoreFiles>>) -> Writer {
         Writer {
             conn: Mutex::new(conn),
@@ -179,6 +178,17 @@ impl Writer {
     pub(super) fn read<R>(&self, read: impl FnOnce(&Connection) -> Result<R, StoreError>) -> Result<R, StoreError> {
         let conn = lock(&self.conn);
         guarded(|| read(&conn))
+    }
+
+    /// The writer's connection while no batch holds it, for a read: its
+    /// cache is current (a reader connection rereads every page a commit
+    /// touched), and a read never waits behind a commit for it.
+    pub(super) fn idle_connection(&self) -> Option<MutexGuard<'_, Connection>> {
+        match self.conn.try_lock() {
+            Ok(conn) => Some(conn),
+            Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
     }
 
     /// Run `apply` in a batch and return its result once the batch is on
@@ -244,8 +254,10 @@ impl Writer {
         #[cfg(test)]
         self.largest_batch.fetch_max(batch.len(), Ordering::Relaxed);
         // IMMEDIATE takes the write lock before reading, so another process
-        // sharing the file cannot interleave with the batch.
-        let begun = self.verify().and_then(|()| conn.execute_batch("BEGIN IMMEDIATE").map_err(db));
+        // sharing the file cannot interleave with the batch. The files are
+        // checked once, before the commit: nothing of the batch is answered
+        // before it, and a file gone or replaced stays so.
+        let begun = run(&conn, "BEGIN IMMEDIATE");
         let transaction = Transaction(&conn);
         let answered: Vec<(Reply, Result<(), StoreError>)> = match begun {
             Err(err) => batch.into_iter().map(|job| (job.reply, Err(err.clone()))).collect(),
@@ -306,11 +318,18 @@ fn apply(conn: &Connection, task: Task) -> Result<(), StoreError> {
     if conn.is_autocommit() {
         return Err(StoreError::Database("the batch was rolled back after an error".to_string()));
     }
-    conn.execute_batch("SAVEPOINT one_write").map_err(db)?;
+    run(conn, "SAVEPOINT one_write")?;
     let result = guarded(|| task(conn));
-    let end = if result.is_ok() { "RELEASE one_write" } else { "ROLLBACK TO one_write; RELEASE one_write" };
-    conn.execute_batch(end).map_err(db)?;
+    match result {
+        Ok(()) => run(conn, "RELEASE one_write")?,
+        Err(_) => conn.execute_batch("ROLLBACK TO one_write; RELEASE one_write").map_err(db)?,
+    }
     result
+}
+
+/// Run one statement of the batch's own, prepared once per connection.
+fn run(conn: &Connection, sql: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(sql).and_then(|mut statement| statement.execute([])).map(drop).map_err(db)
 }
 
 /// Commit the batch, after a last look that the file is still the store;
@@ -319,7 +338,7 @@ fn apply(conn: &Connection, task: Task) -> Result<(), StoreError> {
 fn commit(conn: &Connection, verified: Result<(), StoreError>) -> Option<StoreError> {
     match verified {
         Err(err) => Some(err),
-        Ok(()) => conn.execute_batch("COMMIT").err().map(db),
+        Ok(()) => run(conn, "COMMIT").err(),
     }
 }
 
