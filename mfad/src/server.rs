@@ -386,7 +386,11 @@ impl Server {
                 }
             };
             awaiting_person = matches!(reply, Response::Auth(AuthStep::Prompt { .. } | AuthStep::CodeInAnswer { .. }));
-            if overdue.claim() || send(&stream, reply).is_err() {
+            // A login's decision ends its conversation, and its connection:
+            // the thread goes back to accept(2) without waiting to be woken
+            // by the client's close.
+            let decided = matches!(reply, Response::Auth(AuthStep::Decision { .. }));
+            if overdue.claim() || send(&stream, reply).is_err() || decided {
                 break;
             }
         }
@@ -680,7 +684,7 @@ mod tests {
             }
             other => panic!("not a denial: {other:?}"),
         }
-        assert!(client.request(Request::ListUsers { after: None }).is_err(), "the connection stays open");
+        assert!(client.request(Request::ListUsers { after: None }).is_err(), "the decision ends the connection");
         let mut line = [0u8; 4096];
         let n = audit.recv(&mut line).unwrap();
         let line = String::from_utf8_lossy(&line[..n]);

@@ -419,6 +419,25 @@ fn requests_sent_together_are_answered_one_after_the_other() {
 }
 
 #[test]
+fn a_login_decision_ends_its_connection() {
+    let mfad = Mfad::start("");
+    let mut stream = std::os::unix::net::UnixStream::connect(&mfad.socket).unwrap();
+    // nobody has no device: no code needed, decided at once.
+    let body = br#"{"version":1,"request":{"type":"auth_begin","service":"sshd","user":"nobody","rhost":"192.0.2.7"}}"#;
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(body);
+    let reply = ask(&mut stream, &frame);
+    assert_eq!(reply["response"]["step"], "decision", "{reply}");
+    let answered = std::time::Instant::now();
+    assert!(closed_by_mfad(&mut stream), "the connection is closed after the decision");
+    assert!(answered.elapsed() < std::time::Duration::from_secs(5), "closed at once, not at the idle limit (10 s)");
+    // Any other request keeps its connection open for the next.
+    let mut stream = std::os::unix::net::UnixStream::connect(&mfad.socket).unwrap();
+    assert_eq!(ask(&mut stream, &list_users_frame())["response"]["type"], "users");
+    assert_eq!(ask(&mut stream, &list_users_frame())["response"]["type"], "users");
+}
+
+#[test]
 fn a_client_trickling_a_request_is_dropped_at_the_idle_limit() {
     use std::io::Write;
     use std::os::unix::net::UnixStream;
