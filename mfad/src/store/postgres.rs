@@ -28,19 +28,21 @@
 //! `unavailable` and the connection dropped; the next request connects
 //! again, after a short backoff while attempts keep failing.
 
-use std::sync::Mutex;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use deadpool_postgres::{
-    GenericClient, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime, TimeoutType,
-};
 use ipnet::IpNet;
 use mfa_shared::bypass::{BypassRule, RuleOrigin, parse_network};
 use tokio::time::Instant;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row, Statement};
+use tokio_postgres::{Client, NoTls, Row, Statement};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{Change, Store, StoreError, StoreFault, UserRecord, decode, encode};
 
@@ -55,10 +57,6 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 pub struct PostgresStore {
-    /// The connections' own runtime: the [`Store`] trait is blocking, and is
-    /// called from mfad's blocking threads and from the command line. None
-    /// only while dropped.
-    runtime: Option<tokio::runtime::Runtime>,
     pool: Pool,
     /// "database DB on HOST", for messages (never a password).
     location: String,
@@ -79,16 +77,6 @@ struct Backoff {
     delay: Duration,
     /// Why the last attempt failed, repeated until the next one.
     cause: String,
-}
-
-/// The store may be dropped inside mfad's own runtime (at shutdown), where
-/// a runtime must not block waiting for its threads: they are let go.
-impl Drop for PostgresStore {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -127,11 +115,251 @@ fn pg_error(location: &str, err: &tokio_postgres::Error) -> StoreError {
     }
 }
 
+/// What drives a connection: the future that reads and writes its socket.
+type Driver = Pin<Box<dyn Future<Output = Result<(), tokio_postgres::Error>> + Send>>;
+
+/// One connection to the database, driven on the thread that uses it: a
+/// runtime of its own (a current-thread one, with which its socket is
+/// registered) runs the exchanges and the connection together inside the
+/// caller's call. A shared runtime would take every exchange to one of its
+/// threads and back: two thread wakeups per round trip.
+struct Connection {
+    client: Client,
+    driver: Driver,
+    /// Statements prepared on this connection, by their text.
+    statements: HashMap<&'static str, Statement>,
+    /// None only while dropped.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+/// The store may be dropped inside mfad's own runtime (at shutdown), where
+/// a runtime must not block waiting for its threads: they are let go.
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// How connections are secured.
+#[derive(Clone)]
+enum Tls {
+    None,
+    Rustls(MakeRustlsConnect),
+}
+
+impl Connection {
+    /// Connect within `limit`.
+    fn open(pg: &tokio_postgres::Config, tls: &Tls, limit: Duration, location: &str) -> Result<Connection, StoreError> {
+        let unreachable = |cause: String| StoreError::Unusable {
+            fault: StoreFault::Unreachable,
+            location: location.to_string(),
+            cause,
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|err| unreachable(format!("cannot start a connection's runtime: {err}")))?;
+        let connect = async {
+            match tls {
+                Tls::None => pg.connect(NoTls).await.map(|(client, conn)| (client, Box::pin(conn) as Driver)),
+                Tls::Rustls(tls) => {
+                    pg.connect(tls.clone()).await.map(|(client, conn)| (client, Box::pin(conn) as Driver))
+                }
+            }
+        };
+        // The timer is made inside: it belongs to the runtime.
+        let connected = runtime.block_on(async { tokio::time::timeout(limit, connect).await });
+        match connected {
+            Ok(Ok((client, driver))) => {
+                Ok(Connection { client, driver, statements: HashMap::new(), runtime: Some(runtime) })
+            }
+            Ok(Err(err)) => Err(pg_error(location, &err)),
+            Err(_) => Err(unreachable(format!("no connection within {} ms", limit.as_millis()))),
+        }
+    }
+
+    /// Run `op` to its end or until `deadline`, driving the connection
+    /// meanwhile. The connection ending first is an error.
+    fn run<R>(
+        &mut self,
+        location: &str,
+        deadline: Instant,
+        late: impl FnOnce() -> StoreError,
+        op: impl AsyncFnOnce(&Db<'_>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let Connection { client, driver, statements, runtime } = self;
+        let Some(runtime) = runtime else {
+            return Err(StoreError::Database("the connection is closing".to_string()));
+        };
+        let db = Db { client, statements: RefCell::new(statements), location };
+        runtime.block_on(async {
+            let work = tokio::time::timeout_at(deadline, op(&db));
+            tokio::select! {
+                biased;
+                done = work => done.unwrap_or_else(|_| Err(late())),
+                ended = driver.as_mut() => Err(match ended {
+                    Err(err) => pg_error(location, &err),
+                    Ok(()) => StoreError::Unusable {
+                        fault: StoreFault::Unreachable,
+                        location: location.to_string(),
+                        cause: "the database closed the connection".to_string(),
+                    },
+                }),
+            }
+        })
+    }
+}
+
+/// A connection as an operation sees it: its client, and its statements
+/// prepared once.
+struct Db<'c> {
+    client: &'c Client,
+    statements: RefCell<&'c mut HashMap<&'static str, Statement>>,
+    location: &'c str,
+}
+
+impl Db<'_> {
+    /// `sql` prepared on this connection (once: then from the cache).
+    async fn prepared(&self, sql: &'static str) -> Result<Statement, StoreError> {
+        if let Some(statement) = self.statements.borrow().get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.client.prepare(sql).await.map_err(|err| self.error(err))?;
+        self.statements.borrow_mut().insert(sql, statement.clone());
+        Ok(statement)
+    }
+
+    fn error(&self, err: tokio_postgres::Error) -> StoreError {
+        pg_error(self.location, &err)
+    }
+
+    /// Run `op` in a transaction: committed when it succeeds, rolled back
+    /// when it fails.
+    async fn transaction<R>(&self, op: impl AsyncFnOnce(&Db<'_>) -> Result<R, StoreError>) -> Result<R, StoreError> {
+        self.client.batch_execute("BEGIN").await.map_err(|err| self.error(err))?;
+        match op(self).await {
+            Ok(done) => {
+                self.client.batch_execute("COMMIT").await.map_err(|err| self.error(err))?;
+                Ok(done)
+            }
+            Err(err) => {
+                let _ = self.client.batch_execute("ROLLBACK").await;
+                Err(err)
+            }
+        }
+    }
+}
+
+/// The connections: at most `max` open, idle ones kept for the next
+/// request.
+struct Pool {
+    pg: tokio_postgres::Config,
+    tls: Tls,
+    max: usize,
+    /// How long a request waits for a free connection, and how long a new
+    /// one may take to connect.
+    timeout: Duration,
+    state: Mutex<PoolState>,
+    /// Told when a connection is given back or closed.
+    freed: Condvar,
+}
+
+#[derive(Default)]
+struct PoolState {
+    idle: Vec<Connection>,
+    /// Idle, in use, or being opened.
+    open: usize,
+}
+
+/// Why no connection was had.
+enum Unavailable {
+    /// Every connection stayed in use.
+    Busy,
+    Failed(StoreError),
+}
+
+impl Pool {
+    fn state(&self) -> MutexGuard<'_, PoolState> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// An idle connection still open, else a new one while fewer than
+    /// `max` are open, else the first given back within the timeout.
+    fn take(&self, location: &str) -> Result<Lease<'_>, Unavailable> {
+        let wait_until = Instant::now() + self.timeout;
+        let mut state = self.state();
+        loop {
+            while let Some(connection) = state.idle.pop() {
+                if !connection.client.is_closed() {
+                    return Ok(Lease { pool: self, connection: Some(connection) });
+                }
+                state.open -= 1;
+            }
+            if state.open < self.max {
+                state.open += 1;
+                drop(state);
+                return match Connection::open(&self.pg, &self.tls, self.timeout, location) {
+                    Ok(connection) => Ok(Lease { pool: self, connection: Some(connection) }),
+                    Err(err) => {
+                        self.closed();
+                        Err(Unavailable::Failed(err))
+                    }
+                };
+            }
+            let now = Instant::now();
+            if now >= wait_until {
+                return Err(Unavailable::Busy);
+            }
+            state = match self.freed.wait_timeout(state, wait_until - now) {
+                Ok((state, _)) => state,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+    }
+
+    /// A connection was closed (or never opened).
+    fn closed(&self) {
+        self.state().open -= 1;
+        self.freed.notify_one();
+    }
+}
+
+/// A connection taken from the pool: given back when dropped, unless
+/// discarded (or dropped by a panic, which may have left a transaction
+/// open on it).
+struct Lease<'p> {
+    pool: &'p Pool,
+    connection: Option<Connection>,
+}
+
+impl Lease<'_> {
+    fn discard(mut self) {
+        if self.connection.take().is_some() {
+            self.pool.closed();
+        }
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        let Some(connection) = self.connection.take() else { return };
+        if std::thread::panicking() {
+            drop(connection);
+            self.pool.closed();
+            return;
+        }
+        self.pool.state().idle.push(connection);
+        self.pool.freed.notify_one();
+    }
+}
+
 impl PostgresStore {
     /// Connect, and bring the schema up to date (under an advisory lock, so
     /// that hosts starting at once migrate once).
     pub fn open(settings: Settings) -> Result<PostgresStore, StoreError> {
-        let store = Self::new(settings)?;
+        let store = Self::new(settings);
         match store.run(async |_| Ok(())) {
             Ok(()) => Ok(store),
             Err(StoreError::Unusable { location, cause, .. }) => {
@@ -144,45 +372,35 @@ impl PostgresStore {
     /// [`PostgresStore::open`], or, while the database cannot be reached, a
     /// store that connects (and migrates) at its first use once it can.
     pub fn open_lazily(settings: Settings) -> Result<PostgresStore, StoreError> {
-        let store = Self::new(settings)?;
+        let store = Self::new(settings);
         match store.run(async |_| Ok(())) {
             Ok(()) | Err(StoreError::Unusable { .. }) => Ok(store),
             Err(err) => Err(err),
         }
     }
 
-    fn new(settings: Settings) -> Result<PostgresStore, StoreError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("mfad-postgres")
-            .enable_all()
-            .build()
-            .map_err(|err| StoreError::Database(format!("cannot start the database runtime: {err}")))?;
-        let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Fast };
-        let manager = match settings.tls {
-            Some(tls) => Manager::from_config(settings.pg, tls.into_make(), manager_config),
-            None => Manager::from_config(settings.pg, NoTls, manager_config),
+    fn new(settings: Settings) -> PostgresStore {
+        let tls = match settings.tls {
+            Some(tls) => Tls::Rustls(tls.into_make()),
+            None => Tls::None,
         };
         // Half the deadline each for a free connection and a new one, so a
         // request that had to wait still has time for its queries.
-        let timeout = Some(settings.connect_timeout / 2);
-        let pool = Pool::builder(manager)
-            .max_size(settings.pool_size)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(timeout)
-            .create_timeout(timeout)
-            .recycle_timeout(timeout)
-            .build()
-            .map_err(|err| StoreError::Database(format!("cannot build the connection pool: {err}")))?;
-        let store = PostgresStore {
-            runtime: Some(runtime),
+        let pool = Pool {
+            pg: settings.pg,
+            tls,
+            max: settings.pool_size.max(1),
+            timeout: settings.connect_timeout / 2,
+            state: Mutex::new(PoolState::default()),
+            freed: Condvar::new(),
+        };
+        PostgresStore {
             pool,
             location: settings.location,
             deadline: settings.connect_timeout,
             backoff: Mutex::new(Backoff::default()),
             migrated: AtomicBool::new(false),
-        };
-        Ok(store)
+        }
     }
 
     fn unreachable(&self, cause: impl Into<String>) -> StoreError {
@@ -192,7 +410,7 @@ impl PostgresStore {
     /// A pooled connection, or why there is none. While connecting keeps
     /// failing, attempts are spaced out (doubling up to [`MAX_BACKOFF`]) and
     /// requests in between are answered at once.
-    async fn client(&self) -> Result<Object, StoreError> {
+    fn connection(&self) -> Result<Lease<'_>, StoreError> {
         let now = Instant::now();
         let waiting = {
             let backoff = self.backoff();
@@ -201,23 +419,17 @@ impl PostgresStore {
         if let Some((wait, cause)) = waiting {
             return Err(self.unreachable(format!("{cause}; next attempt in {} ms", wait.as_millis())));
         }
-        match self.pool.get().await {
-            Ok(client) => {
+        match self.pool.take(&self.location) {
+            Ok(lease) => {
                 *self.backoff() = Backoff::default();
-                Ok(client)
+                Ok(lease)
             }
-            Err(err) => {
-                let err = match err {
-                    PoolError::Backend(err) => pg_error(&self.location, &err),
-                    // Every connection is in use: overload, not an outage
-                    // (which would open logins under failmode=safe).
-                    PoolError::Timeout(TimeoutType::Wait) => StoreError::Busy(format!(
-                        "all {} connections to the {} are in use",
-                        self.pool.status().max_size,
-                        self.location
-                    )),
-                    other => self.unreachable(other.to_string()),
-                };
+            // Every connection is in use: overload, not an outage (which
+            // would open logins under failmode=safe).
+            Err(Unavailable::Busy) => {
+                Err(StoreError::Busy(format!("all {} connections to the {} are in use", self.pool.max, self.location)))
+            }
+            Err(Unavailable::Failed(err)) => {
                 if let StoreError::Unusable { cause, .. } = &err {
                     let mut backoff = self.backoff();
                     backoff.delay = (backoff.delay * 2).clamp(FIRST_BACKOFF, MAX_BACKOFF);
@@ -234,37 +446,29 @@ impl PostgresStore {
     }
 
     /// Run `op` once the schema is up to date (see [`PostgresStore::run_once`]).
-    fn run<R>(&self, op: impl AsyncFnOnce(&mut Object) -> Result<R, StoreError>) -> Result<R, StoreError> {
+    fn run<R>(&self, op: impl AsyncFnOnce(&Db<'_>) -> Result<R, StoreError>) -> Result<R, StoreError> {
         if !self.migrated.load(Ordering::Acquire) {
-            self.run_once(async |client| schema::migrate(client, &self.location).await)?;
+            self.run_once(async |db| schema::migrate(db).await)?;
             self.migrated.store(true, Ordering::Release);
         }
         self.run_once(op)
     }
 
-    /// Run `op` on a pooled connection, the whole within the deadline. A
-    /// connection that failed or timed out mid-operation is closed rather
-    /// than returned to the pool (it may hold an open transaction).
-    fn run_once<R>(&self, op: impl AsyncFnOnce(&mut Object) -> Result<R, StoreError>) -> Result<R, StoreError> {
-        let Some(runtime) = &self.runtime else {
-            return Err(self.unreachable("the store is closing"));
+    /// Run `op` on a pooled connection, on this thread, the whole within
+    /// the deadline. A connection that failed or timed out mid-operation
+    /// is closed rather than given back (it may hold an open transaction).
+    fn run_once<R>(&self, op: impl AsyncFnOnce(&Db<'_>) -> Result<R, StoreError>) -> Result<R, StoreError> {
+        let deadline = Instant::now() + self.deadline;
+        let late = || self.unreachable(format!("no answer within {} s", self.deadline.as_secs()));
+        let mut lease = self.connection()?;
+        let result = match lease.connection.as_mut() {
+            Some(connection) => connection.run(&self.location, deadline, late, op),
+            None => Err(self.unreachable("no connection")),
         };
-        runtime.block_on(async {
-            let deadline = Instant::now() + self.deadline;
-            let late = || self.unreachable(format!("no answer within {} s", self.deadline.as_secs()));
-            // Bounded by the pool's own timeouts, which tell a busy pool
-            // from an unreachable database.
-            let mut client = self.client().await?;
-            let result = tokio::time::timeout_at(deadline, op(&mut client)).await.unwrap_or_else(|_| Err(late()));
-            if matches!(result, Err(StoreError::Unusable { .. })) {
-                drop(Object::take(client));
-            }
-            result
-        })
-    }
-
-    fn db(&self, err: tokio_postgres::Error) -> StoreError {
-        pg_error(&self.location, &err)
+        if matches!(result, Err(StoreError::Unusable { .. })) {
+            lease.discard();
+        }
+        result
     }
 }
 
@@ -272,42 +476,34 @@ impl PostgresStore {
 /// and reads it.
 const LOCK_USER: &str = "SELECT record FROM users WHERE name = $1 FOR UPDATE";
 
-/// Lock `user`'s row for the rest of `tx` and read it; a user without a row
-/// gets an empty one (rolled back or deleted unless the change writes).
-/// Returns the record and whether the row was inserted here.
-async fn lock_user(
-    tx: &impl GenericClient,
-    user: &str,
-    location: &str,
-) -> Result<(Option<UserRecord>, bool), StoreError> {
-    let select = tx.prepare_cached(LOCK_USER).await.map_err(|err| pg_error(location, &err))?;
-    let row = tx.query_opt(&select, &[&user]).await.map_err(|err| pg_error(location, &err))?;
-    locked_record(tx, &select, row, user, location).await
+/// Lock `user`'s row for the rest of the transaction and read it; a user
+/// without a row gets an empty one (rolled back or deleted unless the
+/// change writes). Returns the record and whether the row was inserted here.
+async fn lock_user(db: &Db<'_>, user: &str) -> Result<(Option<UserRecord>, bool), StoreError> {
+    let select = db.prepared(LOCK_USER).await?;
+    let row = db.client.query_opt(&select, &[&user]).await.map_err(|err| db.error(err))?;
+    locked_record(db, &select, row, user).await
 }
 
 /// The record of a row `select` ([`LOCK_USER`]) locked and read, or, when
 /// there was none, of the empty row inserted and locked in its place; and
 /// whether it was inserted here.
 async fn locked_record(
-    tx: &impl GenericClient,
+    db: &Db<'_>,
     select: &Statement,
     row: Option<Row>,
     user: &str,
-    location: &str,
 ) -> Result<(Option<UserRecord>, bool), StoreError> {
-    let db = |err: tokio_postgres::Error| pg_error(location, &err);
     let mut inserted = false;
     let row = match row {
         Some(row) => row,
         None => {
-            let insert = tx
-                .prepare_cached("INSERT INTO users (name, record) VALUES ($1, NULL) ON CONFLICT (name) DO NOTHING")
-                .await
-                .map_err(db)?;
+            let insert =
+                db.prepared("INSERT INTO users (name, record) VALUES ($1, NULL) ON CONFLICT (name) DO NOTHING").await?;
             // Zero rows: another host inserted it meanwhile and has
             // committed; its row is read (and locked) below.
-            inserted = tx.execute(&insert, &[&user]).await.map_err(db)? == 1;
-            tx.query_one(select, &[&user]).await.map_err(db)?
+            inserted = db.client.execute(&insert, &[&user]).await.map_err(|err| db.error(err))? == 1;
+            db.client.query_one(select, &[&user]).await.map_err(|err| db.error(err))?
         }
     };
     let json: Option<String> = row.get(0);
@@ -325,27 +521,26 @@ async fn locked_record(
 /// write's error is returned, so nothing is acknowledged that was not
 /// committed. On any error the caller rolls back.
 async fn update_pipelined(
-    client: &deadpool_postgres::Client,
+    db: &Db<'_>,
     user: &str,
     change: &mut (dyn FnMut(Option<&UserRecord>) -> Change + Send),
-    location: &str,
 ) -> Result<(), StoreError> {
-    let db = |err: tokio_postgres::Error| pg_error(location, &err);
-    let select = client.prepare_cached(LOCK_USER).await.map_err(db)?;
+    let client = db.client;
+    let select = db.prepared(LOCK_USER).await?;
     let name: [&(dyn ToSql + Sync); 1] = [&user];
     let (began, row) = tokio::join!(client.batch_execute("BEGIN"), client.query_opt(&select, &name));
-    began.map_err(db)?;
+    began.map_err(|err| db.error(err))?;
     // Whether the row was inserted here does not matter: a kept change
     // rolls it back, a written one writes it.
-    let (current, _) = locked_record(client, &select, row.map_err(db)?, user, location).await?;
+    let (current, _) = locked_record(db, &select, row.map_err(|err| db.error(err))?, user).await?;
     let (statement, json) = match change(current.as_ref()) {
         // Nothing to write: end the transaction without a commit to wait
         // for (an inserted empty row goes with it).
-        Change::Keep => return client.batch_execute("ROLLBACK").await.map_err(db),
-        Change::Delete => (client.prepare_cached("DELETE FROM users WHERE name = $1").await.map_err(db)?, None),
+        Change::Keep => return client.batch_execute("ROLLBACK").await.map_err(|err| db.error(err)),
+        Change::Delete => (db.prepared("DELETE FROM users WHERE name = $1").await?, None),
         Change::Put(record) => {
             let json = encode(&record)?;
-            (client.prepare_cached("UPDATE users SET record = $2 WHERE name = $1").await.map_err(db)?, Some(json))
+            (db.prepared("UPDATE users SET record = $2 WHERE name = $1").await?, Some(json))
         }
     };
     let write = async {
@@ -355,39 +550,31 @@ async fn update_pipelined(
         }
     };
     let (written, committed) = tokio::join!(write, client.batch_execute("COMMIT"));
-    written.map_err(db)?;
-    committed.map_err(db)
+    written.map_err(|err| db.error(err))?;
+    committed.map_err(|err| db.error(err))
 }
 
 /// Write what `change` decided for a row locked by [`lock_user`].
-async fn write_user(
-    tx: &impl GenericClient,
-    user: &str,
-    change: Change,
-    inserted: bool,
-    location: &str,
-) -> Result<(), StoreError> {
-    let db = |err: tokio_postgres::Error| pg_error(location, &err);
+async fn write_user(db: &Db<'_>, user: &str, change: Change, inserted: bool) -> Result<(), StoreError> {
     match change {
         Change::Keep if !inserted => Ok(()),
         Change::Keep | Change::Delete => {
-            let delete = tx.prepare_cached("DELETE FROM users WHERE name = $1").await.map_err(db)?;
-            tx.execute(&delete, &[&user]).await.map(drop).map_err(db)
+            let delete = db.prepared("DELETE FROM users WHERE name = $1").await?;
+            db.client.execute(&delete, &[&user]).await.map(drop).map_err(|err| db.error(err))
         }
         Change::Put(record) => {
             let json = encode(&record)?;
-            let update = tx.prepare_cached("UPDATE users SET record = $2 WHERE name = $1").await.map_err(db)?;
-            tx.execute(&update, &[&user, &json]).await.map(drop).map_err(db)
+            let update = db.prepared("UPDATE users SET record = $2 WHERE name = $1").await?;
+            db.client.execute(&update, &[&user, &json]).await.map(drop).map_err(|err| db.error(err))
         }
     }
 }
 
 impl Store for PostgresStore {
     fn get_user(&self, user: &str) -> Result<Option<UserRecord>, StoreError> {
-        self.run(async |client| {
-            let select =
-                client.prepare_cached("SELECT record FROM users WHERE name = $1").await.map_err(|e| self.db(e))?;
-            let row = client.query_opt(&select, &[&user]).await.map_err(|e| self.db(e))?;
+        self.run(async |db| {
+            let select = db.prepared("SELECT record FROM users WHERE name = $1").await?;
+            let row = db.client.query_opt(&select, &[&user]).await.map_err(|err| db.error(err))?;
             let json: Option<String> = row.and_then(|row| row.get(0));
             json.map(|json| decode(user, &json)).transpose()
         })
@@ -398,12 +585,12 @@ impl Store for PostgresStore {
         user: &str,
         change: &mut (dyn FnMut(Option<&UserRecord>) -> Change + Send),
     ) -> Result<(), StoreError> {
-        self.run(async |client| {
-            let updated = update_pipelined(client, user, change, &self.location).await;
+        self.run(async |db| {
+            let updated = update_pipelined(db, user, change).await;
             if updated.is_err() {
                 // Back to the pool outside any transaction (a broken
-                // connection is dropped by `run_once`).
-                let _ = client.batch_execute("ROLLBACK").await;
+                // connection is closed by `run_once`).
+                let _ = db.client.batch_execute("ROLLBACK").await;
             }
             updated
         })
@@ -418,27 +605,30 @@ impl Store for PostgresStore {
         let mut names: Vec<&String> = users.iter().collect();
         names.sort();
         names.dedup();
-        self.run(async |client| {
-            let tx = client.transaction().await.map_err(|e| self.db(e))?;
-            for user in names {
-                let (current, inserted) = lock_user(&tx, user, &self.location).await?;
-                let decided = change(user, current.as_ref());
-                write_user(&tx, user, decided, inserted, &self.location).await?;
-            }
-            tx.commit().await.map_err(|e| self.db(e))
+        self.run(async |db| {
+            db.transaction(async |db| {
+                for user in names {
+                    let (current, inserted) = lock_user(db, user).await?;
+                    let decided = change(user, current.as_ref());
+                    write_user(db, user, decided, inserted).await?;
+                }
+                Ok(())
+            })
+            .await
         })
     }
 
     fn list_users(&self, after: Option<&str>, limit: usize) -> Result<Vec<UserRecord>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.run(async |client| {
-            let rows = client
+        self.run(async |db| {
+            let rows = db
+                .client
                 .query(
                     "SELECT name, record FROM users WHERE name > $1 AND record IS NOT NULL ORDER BY name LIMIT $2",
                     &[&after.unwrap_or(""), &limit],
                 )
                 .await
-                .map_err(|e| self.db(e))?;
+                .map_err(|err| db.error(err))?;
             rows.iter()
                 .map(|row| {
                     let (name, json): (String, String) = (row.get(0), row.get(1));
@@ -450,25 +640,23 @@ impl Store for PostgresStore {
 
     fn add_ip_rule(&self, network: IpNet, bypass_2fa: bool, expires_at: Option<u64>) -> Result<i64, StoreError> {
         let expires = expires_at.map(|t| i64::try_from(t).unwrap_or(i64::MAX));
-        self.run(async |client| {
-            let row = client
+        self.run(async |db| {
+            let row = db
+                .client
                 .query_one(
                     "INSERT INTO ip_rules (cidr, bypass_2fa, expires_at) VALUES ($1, $2, $3) RETURNING id",
                     &[&network.to_string(), &bypass_2fa, &expires],
                 )
                 .await
-                .map_err(|e| self.db(e))?;
+                .map_err(|err| db.error(err))?;
             Ok(row.get(0))
         })
     }
 
     fn list_ip_rules(&self) -> Result<Vec<BypassRule>, StoreError> {
-        self.run(async |client| {
-            let select = client
-                .prepare_cached("SELECT id, cidr, bypass_2fa, expires_at FROM ip_rules ORDER BY id")
-                .await
-                .map_err(|e| self.db(e))?;
-            let rows = client.query(&select, &[]).await.map_err(|e| self.db(e))?;
+        self.run(async |db| {
+            let select = db.prepared("SELECT id, cidr, bypass_2fa, expires_at FROM ip_rules ORDER BY id").await?;
+            let rows = db.client.query(&select, &[]).await.map_err(|err| db.error(err))?;
             rows.iter()
                 .map(|row| {
                     let (id, cidr, bypass_2fa): (i64, String, bool) = (row.get(0), row.get(1), row.get(2));
@@ -484,49 +672,56 @@ impl Store for PostgresStore {
     }
 
     fn remove_ip_rule(&self, id: i64) -> Result<bool, StoreError> {
-        self.run(async |client| {
-            let removed = client.execute("DELETE FROM ip_rules WHERE id = $1", &[&id]).await.map_err(|e| self.db(e))?;
+        self.run(async |db| {
+            let removed =
+                db.client.execute("DELETE FROM ip_rules WHERE id = $1", &[&id]).await.map_err(|err| db.error(err))?;
             Ok(removed > 0)
         })
     }
 
     fn get_meta(&self, name: &str) -> Result<Option<String>, StoreError> {
-        self.run(async |client| {
-            let row =
-                client.query_opt("SELECT value FROM meta WHERE name = $1", &[&name]).await.map_err(|e| self.db(e))?;
+        self.run(async |db| {
+            let row = db
+                .client
+                .query_opt("SELECT value FROM meta WHERE name = $1", &[&name])
+                .await
+                .map_err(|err| db.error(err))?;
             Ok(row.map(|row| row.get(0)))
         })
     }
 
     fn set_meta(&self, name: &str, value: Option<&str>) -> Result<(), StoreError> {
-        self.run(async |client| {
+        self.run(async |db| {
             match value {
                 Some(value) => {
-                    client
+                    db.client
                         .execute(
                             "INSERT INTO meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
                             &[&name, &value],
                         )
                         .await
                 }
-                None => client.execute("DELETE FROM meta WHERE name = $1", &[&name]).await,
+                None => db.client.execute("DELETE FROM meta WHERE name = $1", &[&name]).await,
             }
             .map(drop)
-            .map_err(|e| self.db(e))
+            .map_err(|err| db.error(err))
         })
     }
 
     fn init_meta(&self, name: &str, value: &str) -> Result<String, StoreError> {
-        self.run(async |client| {
-            client
+        self.run(async |db| {
+            db.client
                 .execute(
                     "INSERT INTO meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
                     &[&name, &value],
                 )
                 .await
-                .map_err(|e| self.db(e))?;
-            let row =
-                client.query_one("SELECT value FROM meta WHERE name = $1", &[&name]).await.map_err(|e| self.db(e))?;
+                .map_err(|err| db.error(err))?;
+            let row = db
+                .client
+                .query_one("SELECT value FROM meta WHERE name = $1", &[&name])
+                .await
+                .map_err(|err| db.error(err))?;
             Ok(row.get(0))
         })
     }
