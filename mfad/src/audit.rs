@@ -32,9 +32,6 @@ pub const LINES_PER_UID: u32 = 20;
 
 const FACILITY_AUTHPRIV: u8 = 10;
 
-/// How long lines go to syslog after journald refused one.
-const JOURNAL_RETRY_SECS: u64 = 10;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Severity {
     Warning = 4,
@@ -46,10 +43,6 @@ pub struct Audit {
     socket_path: PathBuf,
     /// journald's native socket, used while it accepts entries.
     journal_path: Option<PathBuf>,
-    /// When journald refused an entry (not running, or never here): not
-    /// tried again before this time (clock seconds), so that each line
-    /// costs one datagram, not a failed one first.
-    journal_retry_at: AtomicU64,
     socket: Option<UnixDatagram>,
     pid: u32,
     clock: Arc<dyn Clock>,
@@ -70,7 +63,6 @@ impl Audit {
         Audit {
             socket_path,
             journal_path: None,
-            journal_retry_at: AtomicU64::new(0),
             socket,
             pid: std::process::id(),
             clock,
@@ -164,10 +156,7 @@ impl Audit {
     /// To the journal with `fields` (and the common ones), or as a syslog line.
     fn send(&self, severity: Severity, event: AuditOutcome, line: &Line, fields: journal::Entry) {
         let line = line.as_str();
-        let now = self.clock.now();
-        if let (Some(socket), Some(path)) = (&self.socket, &self.journal_path)
-            && now >= self.journal_retry_at.load(Ordering::Relaxed)
-        {
+        if let (Some(socket), Some(path)) = (&self.socket, &self.journal_path) {
             let entry = fields
                 .field("MESSAGE", line)
                 .field("PRIORITY", &(severity as u8).to_string())
@@ -183,7 +172,7 @@ impl Audit {
                     return;
                 }
                 // No journald (not running, or never here): syslog.
-                Err(_) => self.journal_retry_at.store(now.saturating_add(JOURNAL_RETRY_SECS), Ordering::Relaxed),
+                Err(_) => {}
             }
         }
         let priority = FACILITY_AUTHPRIV * 8 + severity as u8;
