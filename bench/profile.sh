@@ -23,6 +23,10 @@
 #                                 system CPU time per login; then mfad's
 #                                 user-space time alone by activity (perf
 #                                 record -e cpu-clock:u)
+#   bench/profile-switches.txt    why mfad's threads leave the CPU, per login
+#                                 (perf's sched_switch with kernel stacks): in
+#                                 which system call each sleeps, and who
+#                                 preempts it; sequential, 32 clients, no-code
 #   bench/strace-login.txt        strace -c -f of one login from the PAM
 #                                 client's side (pamtester), the module's own
 #                                 system calls in a login, and mfad's system
@@ -247,7 +251,10 @@ print("| {} | {} | {} | {:,} | {:.1f} | {:.1f} | {:.0f} | {:.0f} |".format(d["sc
     "$line" "$before" "$after" "$(getconf CLK_TCK)" "$mfad_cpus" "$client_cpus"
 }
 echo "== placement"
-for p in free cpu0 split; do enroll_at "$MAIN/mfad.sock" "place_$p"; done
+for p in free cpu0 split; do
+  accounts "place_$p"
+  enroll_at "$MAIN/mfad.sock" "place_$p"
+done
 {
   about
   echo "# \$ taskset -a -p -c MFAD_CPUS MFAD_PID; taskset -c CLIENT_CPUS pam_bench --service mfa --users place_X --iterations $PLACE_CALLS"
@@ -267,6 +274,7 @@ for p in free cpu0 split; do enroll_at "$MAIN/mfad.sock" "place_$p"; done
 } >"$PROF/placement.md"
 # mfad's user-space time alone: no kernel samples, so none of the time a
 # VM spends switching tasks, waking vCPUs or reprogramming perf's timer.
+accounts place_user
 enroll_at "$MAIN/mfad.sock" place_user
 user_data=$PROF/user.data
 perf record -e cpu-clock:u --call-graph dwarf -F 4000 -p "$MAIN_PID" -o "$user_data" >"$PROF/user.record.log" 2>&1 &
@@ -288,3 +296,48 @@ wait "$perf_pid" || true
   perf script -i "$user_data" -F comm,tid,period,ip,sym 2>/dev/null | python3 "$ROOT/bench/profile_buckets.py" "$PLACE_CALLS"
 } >"$ROOT/bench/profile-placement.txt"
 echo "   wrote bench/profile-placement.txt"
+
+# ---------------------------------------------------------------- task switches
+# Why mfad's threads leave the CPU, per login: each switch is a sleep and
+# a wakeup (or a preemption), which on this VM costs tens of µs when the
+# other vCPU must be woken. perf's sched_switch tracepoint with kernel call
+# stacks says in which system call each thread stopped, and who took the
+# CPU from a thread that was still runnable. Fresh users (counter 1).
+SWITCH_SEQ=$((PROFILE_SEQ_CALLS / 5)) SWITCH_PER_CLIENT=$((TP_CALLS[32] / 5)) SWITCH_NOCODE=$((PROFILE_SEQ_CALLS / 2))
+accounts switch_seq
+enroll_at "$MAIN/mfad.sock" switch_seq
+for ((i = 1; i <= 32; i++)); do
+  accounts "switch32_$i"
+  enroll_at "$MAIN/mfad.sock" "switch32_$i"
+done
+# switches NAME LOGINS LABEL PAM_BENCH_ARGS...: one section of the file.
+switches() {
+  local name=$1 logins=$2 label=$3 data=$PROF/switches-$1.data perf_pid
+  shift 3
+  perf record -e sched:sched_switch -g -p "$MAIN_PID" -o "$data" >"$PROF/switches-$name.log" 2>&1 &
+  perf_pid=$!
+  PIDS+=("$perf_pid")
+  sleep 2
+  pam_bench --scenario "$label" --module "$OURS" "$@" >"$PROF/switches-$name.run"
+  kill -INT "$perf_pid"
+  wait "$perf_pid" || true
+  echo "## $label: pam_bench $*"
+  echo "# pam_bench said: $(cat "$PROF/switches-$name.run")"
+  perf script -i "$data" -F comm,tid,event,trace,ip,sym 2>/dev/null | python3 "$ROOT/bench/profile_switches.py" "$logins"
+  echo
+}
+echo "== task switches"
+{
+  about
+  echo "# \$ perf record -e sched:sched_switch -g -p MFAD_PID -o SCRATCH/profile/switches-NAME.data   (during each run below)"
+  echo "# \$ perf script -i SCRATCH/profile/switches-NAME.data -F comm,tid,event,trace,ip,sym | python3 bench/profile_switches.py LOGINS"
+  echo "# state S: went to sleep waiting (a request, a connection, a lock); D: waited for the disk; R: preempted while runnable"
+  echo
+  switches seq "$SWITCH_SEQ" "(a) sequential, 1 user" \
+    --service mfa --users switch_seq --secret-file "$SECRETS" --iterations "$SWITCH_SEQ"
+  switches 32clients $((32 * SWITCH_PER_CLIENT)) "(b) throughput, 32 clients" \
+    --service mfa --users "$(printf 'switch32_%s,' {1..32})" --secret-file "$SECRETS" --procs 32 --iterations "$SWITCH_PER_CLIENT"
+  switches nocode "$SWITCH_NOCODE" "(f) no-code round trip" \
+    --service mfa-nocode --users not_enrolled --no-code --iterations "$SWITCH_NOCODE"
+} >"$ROOT/bench/profile-switches.txt"
+echo "   wrote bench/profile-switches.txt"
