@@ -32,7 +32,8 @@ BUCKETS = [
      r"futex|eventfd|__x64_sys_epoll_wait|do_epoll_wait|try_to_wake_up|__schedule\b|finish_task_switch|"
      r"tokio::runtime::.*(park|unpark|Unparker|spawn_blocking|spawn_task|Notify|wake)|std::sync::mpmc|Condvar|"
      r"__x64_sys_sched_yield|tokio::sync::"),
-    ("NSS lookups (account by name)", r"^comm:nss-lookup$|_nss_|getpw(nam|uid)|getgr(nam|gid)|mfad::nss::"),
+    ("NSS lookups (account by name)", r"^comm:nss-lookup$|_nss_|getpw(nam|uid)|getgr(nam|gid)|"
+                                      r"mfad::nss::(?!with_early_answer)"),
     ("PBKDF2 / HMAC / SHA / OTP / sealing", r"pbkdf2|hmac|sha1::|sha2::|otp::|aes|chacha|poly1305|ring::|mfad::crypto::|"
                                             r"mfad::keys::.*(seal|open)"),
     ("JSON (serde_json, serde)", r"serde_json|serde_core::|serde::|Serialize|Deserialize"),
