@@ -420,6 +420,29 @@ fn postgres_a_refused_write_commits_nothing_and_leaves_the_connection_clean() {
     assert_eq!(store.get_user("alice").unwrap().unwrap().failures, 5);
 }
 
+/// A connection the server closed while it sat in the pool (a restart, a
+/// failover, `idle_session_timeout`) is found closed when it is taken, not
+/// by the request it would have been lent to: that request is served, on a
+/// new connection, instead of being answered `unavailable`.
+#[test]
+fn postgres_connections_the_server_closed_while_idle_are_not_lent() {
+    let url = PgCluster::shared().new_database();
+    let config =
+        StoreConfig { backend: StoreBackend::Postgres, url: Some(url.clone()), pool_size: 2, ..StoreConfig::default() };
+    let store = PostgresStore::open(Settings::from_config(&config).unwrap()).unwrap();
+    store.update_user("idle", &mut |_| with_failures("idle", 1)).unwrap();
+    let terminated = PgCluster::shared().psql(
+        &url,
+        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 5000)) FROM \
+         (SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+          AND application_name = 'mfad' AND pid <> pg_backend_pid() OFFSET 0) AS pooled",
+    );
+    assert_eq!(terminated.trim(), "1", "the pooled connection was there, and is gone");
+    for _ in 0..3 {
+        assert_eq!(store.get_user("idle").unwrap().unwrap().failures, 1);
+    }
+}
+
 /// A schema newer than this mfad (a later version already ran on the
 /// fleet) is refused with a message, never used.
 #[test]

@@ -34,6 +34,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
+use std::task::Poll;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -171,13 +172,35 @@ impl Connection {
         };
         // The timer is made inside: it belongs to the runtime.
         let connected = runtime.block_on(async { tokio::time::timeout(limit, connect).await });
-        match connected {
+        let failure = match connected {
             Ok(Ok((client, driver))) => {
-                Ok(Connection { client, driver, statements: HashMap::new(), runtime: Some(runtime) })
+                return Ok(Connection { client, driver, statements: HashMap::new(), runtime: Some(runtime) });
             }
-            Ok(Err(err)) => Err(pg_error(location, &err)),
-            Err(_) => Err(unreachable(format!("no connection within {} ms", limit.as_millis()))),
+            Ok(Err(err)) => pg_error(location, &err),
+            Err(_) => unreachable(format!("no connection within {} ms", limit.as_millis())),
+        };
+        // A name lookup still running (getaddrinfo, on the runtime's
+        // blocking threads: a resolver that does not answer) is let go,
+        // not waited for.
+        runtime.shutdown_background();
+        Err(failure)
+    }
+
+    /// Whether the connection is still open. The server may have closed it
+    /// while it sat idle (a restart, a failover, `idle_session_timeout`)
+    /// with nobody driving it to notice: its runtime's reactor is turned
+    /// once, without waiting, and the connection driven, so that what the
+    /// server sent is read now and not by the next request.
+    fn still_open(&mut self) -> bool {
+        let Connection { client, driver, runtime, .. } = self;
+        let Some(runtime) = runtime else { return false };
+        if client.is_closed() {
+            return false;
         }
+        runtime.block_on(async {
+            tokio::task::yield_now().await;
+            std::future::poll_fn(|cx| Poll::Ready(driver.as_mut().poll(cx).is_pending())).await
+        })
     }
 
     /// Run `op` to its end or until `deadline`, driving the connection
@@ -191,7 +214,8 @@ impl Connection {
     ) -> Result<R, StoreError> {
         let Connection { client, driver, statements, runtime } = self;
         let Some(runtime) = runtime else {
-            return Err(StoreError::Database("the connection is closing".to_string()));
+            let cause = "the connection is closing".to_string();
+            return Err(StoreError::Unusable { fault: StoreFault::Unreachable, location: location.to_string(), cause });
         };
         let db = Db { client, statements: RefCell::new(statements), location };
         runtime.block_on(async {
@@ -285,27 +309,36 @@ impl Pool {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// An idle connection still open, else a new one while fewer than
-    /// `max` are open, else the first given back within the timeout.
+    /// An idle connection still open (the last given back first: its
+    /// server process is the likeliest to be warm), else a new one while
+    /// fewer than `max` are open, else the first given back within the
+    /// timeout.
     fn take(&self, location: &str) -> Result<Lease<'_>, Unavailable> {
         let wait_until = Instant::now() + self.timeout;
         let mut state = self.state();
         loop {
-            while let Some(connection) = state.idle.pop() {
-                if !connection.client.is_closed() {
-                    return Ok(Lease { pool: self, connection: Some(connection) });
+            if let Some(connection) = state.idle.pop() {
+                drop(state);
+                let mut lease = Lease { pool: self, connection: Some(connection) };
+                if lease.connection.as_mut().is_some_and(Connection::still_open) {
+                    return Ok(lease);
                 }
-                state.open -= 1;
+                lease.discard();
+                state = self.state();
+                continue;
             }
             if state.open < self.max {
                 state.open += 1;
                 drop(state);
-                return match Connection::open(&self.pg, &self.tls, self.timeout, location) {
-                    Ok(connection) => Ok(Lease { pool: self, connection: Some(connection) }),
-                    Err(err) => {
-                        self.closed();
-                        Err(Unavailable::Failed(err))
+                // Counted back out however the attempt ends (a panic too).
+                let slot = Opening(self);
+                let opened = Connection::open(&self.pg, &self.tls, self.timeout, location);
+                return match opened {
+                    Ok(connection) => {
+                        std::mem::forget(slot);
+                        Ok(Lease { pool: self, connection: Some(connection) })
                     }
+                    Err(err) => Err(Unavailable::Failed(err)),
                 };
             }
             let now = Instant::now();
@@ -323,6 +356,16 @@ impl Pool {
     fn closed(&self) {
         self.state().open -= 1;
         self.freed.notify_one();
+    }
+}
+
+/// A slot of the pool taken for a connection being opened: given back
+/// when dropped (forgotten once the connection is open).
+struct Opening<'p>(&'p Pool);
+
+impl Drop for Opening<'_> {
+    fn drop(&mut self) {
+        self.0.closed();
     }
 }
 
@@ -389,7 +432,7 @@ impl PostgresStore {
         let pool = Pool {
             pg: settings.pg,
             tls,
-            max: settings.pool_size.max(1),
+            max: settings.pool_size,
             timeout: settings.connect_timeout / 2,
             state: Mutex::new(PoolState::default()),
             freed: Condvar::new(),
