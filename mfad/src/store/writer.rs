@@ -180,14 +180,14 @@ impl Writer {
         guarded(|| read(&conn))
     }
 
-    /// The writer's connection while no write is queued or running, for a
-    /// read: its cache is current (a reader connection rereads every page a
-    /// commit touched), a read never waits behind a commit for it, and a
-    /// write waits at most for the reads that took it before the write came.
+    /// The writer's connection while no batch holds it, for a read: its
+    /// cache is current (a reader connection rereads every page a commit
+    /// touched), and a read never waits behind a commit for it. A leader
+    /// may find it taken by a read (one at a time, a few µs each; rarely
+    /// by another one right after), which costs less than sending reads to
+    /// the reader connection whenever a write is queued: at 32 clients that
+    /// is nearly always, and cost 4 % of the throughput.
     pub(super) fn idle_connection(&self) -> Option<MutexGuard<'_, Connection>> {
-        if lock(&self.queue).leading {
-            return None;
-        }
         match self.conn.try_lock() {
             Ok(conn) => Some(conn),
             Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
@@ -397,22 +397,6 @@ mod tests {
         while writer.queued() < n {
             std::thread::yield_now();
         }
-    }
-
-    #[test]
-    fn reads_get_the_idle_connection_only_while_no_write_is_on_its_way() {
-        let dir = tempfile::tempdir().unwrap();
-        let writer = file_writer(dir.path());
-        assert!(writer.idle_connection().is_some(), "nothing written: lent");
-        // A write queued (its leader about to take the connection) goes first.
-        lock(&writer.queue).leading = true;
-        assert!(writer.idle_connection().is_none(), "a write is on its way");
-        lock(&writer.queue).leading = false;
-        let held = writer.idle_connection().unwrap();
-        assert!(writer.idle_connection().is_none(), "one read at a time");
-        drop(held);
-        writer.write(|conn| conn.execute("INSERT INTO t (k, v) VALUES (1, 1)", []).map_err(db)).unwrap();
-        assert!(writer.idle_connection().is_some(), "lent again once the batch is done");
     }
 
     #[test]
