@@ -53,6 +53,17 @@ fn settings(url: &str) -> Settings {
     Settings::from_config(&config).unwrap()
 }
 
+/// A PostgreSQL store at `url` holding at most `pool_size` connections.
+fn with_pool(url: &str, pool_size: usize) -> PostgresStore {
+    let config = StoreConfig {
+        backend: StoreBackend::Postgres,
+        url: Some(url.to_string()),
+        pool_size,
+        ..StoreConfig::default()
+    };
+    PostgresStore::open(Settings::from_config(&config).unwrap()).unwrap()
+}
+
 /// Each property as a test per backend.
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
@@ -397,9 +408,7 @@ fn postgres_hosts_starting_at_once_migrate_once() {
 #[test]
 fn postgres_a_refused_write_commits_nothing_and_leaves_the_connection_clean() {
     let url = PgCluster::shared().new_database();
-    let config =
-        StoreConfig { backend: StoreBackend::Postgres, url: Some(url.clone()), pool_size: 1, ..StoreConfig::default() };
-    let store = PostgresStore::open(Settings::from_config(&config).unwrap()).unwrap();
+    let store = with_pool(&url, 1);
     store.update_user("mallory", &mut |_| with_failures("mallory", 1)).unwrap();
     PgCluster::shared().psql(
         &url,
@@ -427,9 +436,7 @@ fn postgres_a_refused_write_commits_nothing_and_leaves_the_connection_clean() {
 #[test]
 fn postgres_connections_the_server_closed_while_idle_are_not_lent() {
     let url = PgCluster::shared().new_database();
-    let config =
-        StoreConfig { backend: StoreBackend::Postgres, url: Some(url.clone()), pool_size: 2, ..StoreConfig::default() };
-    let store = PostgresStore::open(Settings::from_config(&config).unwrap()).unwrap();
+    let store = with_pool(&url, 2);
     store.update_user("idle", &mut |_| with_failures("idle", 1)).unwrap();
     let terminated = PgCluster::shared().psql(
         &url,
