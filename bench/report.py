@@ -17,6 +17,11 @@ The fleet rows are mfad on a PostgreSQL store: module "pam_mfa (ours),
 PostgreSQL" through one daemon, "..., 2 hosts" through two daemons on one
 database (such a row has successes_by_service, one PAM service per daemon).
 They carry the scenario label of the SQLite rows they are compared with.
+The rows of module "ideal daemon (I/O only)" are the same module against
+bench_ideal, a daemon that only reads the requests and sends canned
+answers, with one fdatasync per verified login: what any daemon costs this
+client at the least. Each speed target also says how the ideal daemon
+fares against it (a target it misses is out of reach for any daemon here).
 """
 import json
 import sys
@@ -24,6 +29,7 @@ import sys
 OURS, GA, OATH = "pam_mfa (ours)", "google-authenticator", "pam_oath"
 OURS_PG = "pam_mfa (ours), PostgreSQL"
 OURS_FLEET = "pam_mfa (ours), PostgreSQL, 2 hosts"
+IDEAL = "ideal daemon (I/O only)"
 
 SEQ = "(a) sequential, 1 user"
 
@@ -147,6 +153,19 @@ def main() -> None:
                         if connect else "") +
                        (f", {n['median_us'] / connect1:.2f}x the same on one CPU ({connect1:,.1f} µs)"
                         if connect1 else ""))
+    for scenario, what in ((SEQ, "sequential login"), (throughput_label(32), "32 clients"), (NOCODE, "no-code round trip")):
+        ours, ideal = by.get((scenario, OURS)), by.get((scenario, IDEAL))
+        if not ours or not ideal:
+            continue
+        line = (f"- {what}, the ideal daemon (the same module; a daemon that only reads the requests, sends canned "
+                f"answers and, for a code, writes once and fdatasyncs): median {ideal['median_us']:,.1f} µs, "
+                f"{ideal['throughput_per_s']:,.0f} logins/s; ours {ours['median_us'] / ideal['median_us']:.2f}x its "
+                f"median, {ours['throughput_per_s'] / ideal['throughput_per_s']:.2f}x its throughput")
+        if scenario == SEQ and seq_floor:
+            line += f"; the ideal daemon is {ideal['median_us'] / seq_floor:.2f}x the floor"
+        if scenario == NOCODE and rtt:
+            line += f"; the ideal daemon is {ideal['median_us'] / rtt:.2f}x one socket round trip"
+        against.append(line)
     if against:
         out.append("Ours against the floor (as measured at the start of the run; a socket round trip is "
                    "unix_rtt_1cpu, both ends on one CPU, the least a request and its reply between two processes "
@@ -254,16 +273,23 @@ def main() -> None:
     def row(scenario, module):
         return by.get((scenario, module))
 
+    def ideal(scenario, figure):
+        """How the ideal daemon fares by the same measure, for a target's line."""
+        r = row(scenario, IDEAL)
+        return f"; the ideal daemon: {figure(r)}" if r else ""
+
     targets = []
     a, ga = row(SEQ, OURS), row(SEQ, GA)
     if a and ga:
         q = a["median_us"] / ga["median_us"]
         targets.append((q <= 0.6, f"sequential median <= 0.6x google-authenticator's: {q:.2f}x "
-                                  f"({a['median_us']:.1f} vs {ga['median_us']:.1f} µs)"))
+                                  f"({a['median_us']:.1f} vs {ga['median_us']:.1f} µs)" +
+                                  ideal(SEQ, lambda r: f"{r['median_us'] / ga['median_us']:.2f}x")))
     if a and seq_floor:
         q = a["median_us"] / seq_floor
         targets.append((q <= 1.5, f"sequential median <= 1.5x the floor (fdatasync + 2 socket round trips, one CPU): "
-                                  f"{q:.2f}x ({a['median_us']:.1f} vs {seq_floor:.1f} µs)"))
+                                  f"{q:.2f}x ({a['median_us']:.1f} vs {seq_floor:.1f} µs)" +
+                                  ideal(SEQ, lambda r: f"{r['median_us'] / seq_floor:.2f}x")))
     else:
         targets.append((None, "sequential median <= 1.5x the floor (fdatasync + 2 socket round trips, one CPU): "
                               "not measured"))
@@ -271,18 +297,22 @@ def main() -> None:
     if t and g:
         q = t["throughput_per_s"] / g["throughput_per_s"]
         targets.append((q >= 3.0, f"32 clients throughput >= 3x google-authenticator's: {q:.2f}x "
-                                  f"({t['throughput_per_s']:.0f} vs {g['throughput_per_s']:.0f} /s)"))
+                                  f"({t['throughput_per_s']:.0f} vs {g['throughput_per_s']:.0f} /s)" +
+                                  ideal(throughput_label(32),
+                                        lambda r: f"{r['throughput_per_s'] / g['throughput_per_s']:.2f}x")))
     if t:
         q = t["p99_us"] / t["median_us"]
         targets.append((q <= 2.0, f"32 clients p99 <= 2x their median: {q:.2f}x "
                                   f"({t['p99_us']:.1f} vs {t['median_us']:.1f} µs)"))
     n = row(NOCODE, OURS)
     if n:
-        targets.append((n["median_us"] <= 50, f"no-code round trip median <= 50 µs: {n['median_us']:.1f} µs"))
+        targets.append((n["median_us"] <= 50, f"no-code round trip median <= 50 µs: {n['median_us']:.1f} µs" +
+                        ideal(NOCODE, lambda r: f"{r['median_us']:.1f} µs")))
         if rtt:
             q = n["median_us"] / rtt
             targets.append((q <= 2.0, f"no-code round trip median <= 2x one socket round trip (one CPU): {q:.2f}x "
                                       f"({n['median_us']:.1f} vs {rtt:.1f} µs)" +
+                                      ideal(NOCODE, lambda r: f"{r['median_us'] / rtt:.2f}x") +
                                       (f"; a login's own connection (connect, one round trip, close, one CPU) "
                                        f"costs {connect1 / rtt:.2f}x by itself ({connect1:.1f} µs)" if connect1 else "")))
         else:

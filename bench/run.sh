@@ -10,6 +10,9 @@
 # machine and the scratch file system: one fdatasync of a small write, one
 # SQLite WAL commit of one row (mfad's pragmas), one Unix socket round trip
 # (bench_floor, floor_sqlite.py); the report gives our figures against them.
+# Beside ours, the same module against the ideal daemon (bench_ideal: canned
+# answers and one fdatasync per verified login, nothing else): what any
+# daemon costs this client at the least.
 #
 #   bench/run.sh [--quick] [--keep] [--profile]   # as root, on Debian 12
 #
@@ -358,6 +361,20 @@ machine_line() {
     sizes "$([[ $QUICK == 1 ]] && echo quick || echo full): sequential $SEQ_CALLS calls, throughput ${TP_CALLS[1]}/${TP_CALLS[8]}/${TP_CALLS[32]} calls per client, contested $ROUNDS rounds, no-code $NOCODE_CALLS calls" \
     load_start "$LOAD_START" load_end "$(cut -d' ' -f1-3 /proc/loadavg)" elapsed_s "$SECONDS"
 }
+# ---------------------------------------------------------------- the ideal daemon
+# pam_mfa against a daemon that does only a login's I/O (bench_ideal): its
+# requests read, answers encoded once, one fdatasync per verified login
+# shared by concurrent logins as mfad's commits are. It accepts any code.
+IDEAL="ideal daemon (I/O only)"
+"$BIN/bench_ideal" "$SCRATCH/ideal.sock" "$SCRATCH/ideal.state" &
+PIDS+=($!)
+"$BIN/bench_ideal" "$SCRATCH/ideal-nocode.sock" "$SCRATCH/ideal-nocode.state" --no-code &
+PIDS+=($!)
+wait_for_socket "$SCRATCH/ideal.sock"
+wait_for_socket "$SCRATCH/ideal-nocode.sock"
+service ideal "auth required $BIN/libpam_mfa.so socket=$SCRATCH/ideal.sock"
+service ideal-nocode "auth required $BIN/libpam_mfa.so socket=$SCRATCH/ideal-nocode.sock" "auth required pam_permit.so"
+
 STARTED_AT=$(date -u '+%Y-%m-%d %H:%M UTC') LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 SECONDS=0
 
@@ -367,6 +384,7 @@ measure_floors start
 
 echo "== (a) sequential durable verification, 1 user, $SEQ_CALLS calls"
 three "(a) sequential, 1 user" --users seq1 --secret-file "$SECRETS" --iterations "$SEQ_CALLS"
+run "(a) sequential, 1 user" "$IDEAL" ideal --users seq1 --secret-file "$SECRETS" --iterations "$SEQ_CALLS"
 fleet "(a) sequential, 1 user" "$OURS_PG" mfa-pg-a --users pgseq1 --secret-file "$SECRETS" --iterations "$SEQ_CALLS"
 
 echo "== (b) throughput, concurrent clients on distinct users"
@@ -374,6 +392,8 @@ for p in 1 8 32; do
   users=$(for ((i = 1; i <= p; i++)); do printf 'tp%s_%s,' "$p" "$i"; done)
   if ((p == 1)); then plural=; else plural=s; fi
   three "(b) throughput, $p client$plural" --users "$users" --secret-file "$SECRETS" \
+    --procs "$p" --iterations "${TP_CALLS[$p]}"
+  run "(b) throughput, $p client$plural" "$IDEAL" ideal --users "$users" --secret-file "$SECRETS" \
     --procs "$p" --iterations "${TP_CALLS[$p]}"
 done
 fleet "(b) throughput, 32 clients" "$OURS_PG" mfa-pg-a \
@@ -431,6 +451,7 @@ fleet "(d) contested, 32 procs" "$OURS_FLEET" mfa-pg-a,mfa-pg-b \
 echo "== (f) round trip of a login that needs no code (user not enrolled)"
 run "(f) no-code round trip" "$OURS" mfa-nocode --users not_enrolled --no-code --iterations "$NOCODE_CALLS"
 run "(f) no-code round trip" "$PERMIT" permit --users not_enrolled --no-code --iterations "$NOCODE_CALLS"
+run "(f) no-code round trip" "$IDEAL" ideal-nocode --users not_enrolled --no-code --iterations "$NOCODE_CALLS"
 
 echo "== the floor, at the end"
 measure_floors end
