@@ -15,7 +15,7 @@ use crate::clock::SystemClock;
 use crate::crypto::Vault;
 use crate::keys::{KeyError, Keyed};
 use crate::metrics::publish::Publisher;
-use crate::nss::{DeadlineDirectory, LOOKUP_DEADLINE, SystemDirectory};
+use crate::nss::{DeadlineDirectory, FilesCache, LOOKUP_DEADLINE, SystemDirectory};
 use crate::server;
 use crate::service::Daemon;
 use crate::store::postgres::Settings;
@@ -193,7 +193,11 @@ fn run(args: Args) -> Result<()> {
         store,
         vault,
         Arc::new(SystemClock),
-        Arc::new(DeadlineDirectory::new(Arc::new(SystemDirectory), LOOKUP_DEADLINE, Arc::new(SystemClock))),
+        Arc::new(DeadlineDirectory::new(
+            Arc::new(FilesCache::system(Arc::new(SystemDirectory), Arc::new(SystemClock))),
+            LOOKUP_DEADLINE,
+            Arc::new(SystemClock),
+        )),
         audit,
     ));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

@@ -10,6 +10,9 @@ use nix::unistd::{Group, Uid, User};
 
 use crate::clock::Clock;
 
+mod files;
+pub use files::FilesCache;
+
 /// The account name of a uid, if NSS knows it.
 pub fn user_name(uid: u32) -> Option<String> {
     User::from_uid(Uid::from_raw(uid)).ok().flatten().map(|u| u.name)
