@@ -188,7 +188,9 @@ fn matches(stored: &str, typed: &str, pepper: &Pepper) -> bool {
 /// keep working); true when anything changed.
 pub fn upgrade(hashes: &mut [String], pepper: &Pepper) -> bool {
     let mut changed = false;
-    for stored in hashes.iter_mut() {
+    // Every code check comes here: only an entry of the unkeyed form is
+    // decoded, the others are told by their scheme.
+    for stored in hashes.iter_mut().filter(|stored| stored.split('$').next() == Some(UNKEYED_SCHEME)) {
         let Some(entry) = parse(stored).filter(|e| e.scheme == UNKEYED_SCHEME) else { continue };
         *stored = format!(
             "{SCHEME}${}${}${}",
