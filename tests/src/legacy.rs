@@ -2,10 +2,15 @@
 //! scratch config, a real IMAP client (Python's imaplib), and a proxy that
 //! keeps every frame the PAM module sends to mfad.
 //!
-//! dovecot's auth worker runs PAM in-process; libpam-wrapper's variables
-//! reach it through `import_environment`, so its PAM stack is a file in the
-//! test's own directory: nothing under /etc is touched, and the package's
+//! dovecot's auth worker runs PAM in-process, from a service file of the
+//! test's own (`/etc/pam.d/mfae-PID-TAG`, removed on drop); the package's
 //! own service never runs (installed with services kept from starting).
+//! Not libpam-wrapper: every process that loads it claims a `/tmp/pam.X`
+//! directory, and dovecot starts processes (one per IMAP connection) at
+//! times no lock of the tests can order, so one of them could share, and
+//! on exit delete, the directory of another test's client or of dovecot's
+//! own auth worker, whose next login then failed as "Temporary
+//! authentication failure".
 
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -38,17 +43,28 @@ pub fn ensure_dovecot() {
     });
 }
 
-/// dovecot serving IMAP on a loopback port, its PAM service `service` read
-/// from `services` (libpam-wrapper); stopped on drop.
+/// dovecot serving IMAP on a loopback port, through a PAM service of the
+/// test's own; stopped on drop.
 pub struct Dovecot {
     pub port: u16,
+    /// The PAM service name, `mfae-PID-TAG`, as mfad's audit lines show it.
+    pub service: String,
     dir: tempfile::TempDir,
     child: Child,
+    _pam: EtcFile,
 }
 
 impl Dovecot {
-    pub fn start(services: &PamServices, service: &str) -> Dovecot {
+    /// `tag` tells apart the services of tests running at once; `auth_lines`
+    /// are the service's auth stack (account and session permit).
+    pub fn start(tag: &str, auth_lines: &[String]) -> Dovecot {
         ensure_dovecot();
+        let service = Sudo::service_name(tag);
+        let pam = EtcFile::write(
+            PathBuf::from("/etc/pam.d").join(&service),
+            &format!("{}\naccount required pam_permit.so\nsession required pam_permit.so\n", auth_lines.join("\n")),
+            0o644,
+        );
         let dir = tempfile::Builder::new().prefix("dovecot-e2e-").tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let d = dir.path().display();
@@ -61,7 +77,6 @@ impl Dovecot {
             "base_dir = {d}/run\nstate_dir = {d}/state\nprotocols = imap\nlisten = 127.0.0.1\nssl = no\n\
              disable_plaintext_auth = no\nauth_mechanisms = plain login\nauth_failure_delay = 0\n\
              auth_verbose = yes\nlog_path = {d}/dovecot.log\n\
-             import_environment = TZ PAM_WRAPPER PAM_WRAPPER_SERVICE_DIR LD_PRELOAD\n\
              mail_location = maildir:{d}/mail/%u\n\
              passdb {{\n  driver = pam\n  args = {service}\n}}\n\
              userdb {{\n  driver = static\n  args = uid=nobody gid=nogroup home={d}/mail/%u\n}}\n\
@@ -70,18 +85,15 @@ impl Dovecot {
         );
         let conf_path = dir.path().join("dovecot.conf");
         std::fs::write(&conf_path, conf).unwrap();
-        let child = spawn_one_at_a_time(
-            Command::new("dovecot")
-                .arg("-c")
-                .arg(&conf_path)
-                .arg("-F")
-                .env("PAM_WRAPPER", "1")
-                .env("PAM_WRAPPER_SERVICE_DIR", services.dir.path())
-                .env("LD_PRELOAD", pam_wrapper_lib())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-        );
-        let dovecot = Dovecot { port, dir, child };
+        let child = Command::new("dovecot")
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-F")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run dovecot: {e}"));
+        let dovecot = Dovecot { port, service, dir, child, _pam: pam };
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "dovecot did not listen: {}", dovecot.log());

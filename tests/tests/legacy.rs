@@ -87,9 +87,7 @@ fn imap_with_forward_pass() {
     let (dan_secret, _) = enroll_hotp(&mfad, dan, 6);
 
     let proxy = FrameProxy::start(&mfad.socket);
-    let services = PamServices::new();
-    services.add("imap-fwd", &forward_pass_stack(&proxy.socket, ""));
-    let imap = Dovecot::start(&services, "imap-fwd");
+    let imap = Dovecot::start("imap-fwd", &forward_pass_stack(&proxy.socket, ""));
     let alice_pw = password(alice);
 
     let code = hotp(&alice_secret, 1);
@@ -110,9 +108,11 @@ fn imap_with_forward_pass() {
     assert!(imap.login(dan, dan_password).is_err(), "its last digits are no code");
 
     assert_no_password_reached_mfad(&proxy, &[&alice_pw, &password(bob), &password(carol), dan_password]);
-    let lines = mfad.audit_lines_until("service=imap-fwd");
+    let lines = mfad.audit_lines_until(&format!("service={}", imap.service));
     assert!(
-        lines.iter().any(|l| l.contains(&format!("user={alice} service=imap-fwd rhost=127.0.0.1 outcome=success")))
+        lines
+            .iter()
+            .any(|l| l.contains(&format!("user={alice} service={} rhost=127.0.0.1 outcome=success", imap.service)))
     );
     assert!(lines.iter().any(|l| l.contains("outcome=failure") && l.contains("forward_pass")), "{lines:#?}");
 }
@@ -127,8 +127,9 @@ fn imap_with_two_prompts_never_locks_out() {
     let services = PamServices::new();
     // What `pam-auth-update --enable mfa` makes of a service: the password,
     // then a code prompt, which dovecot answers with the password.
-    services.add("imap-two", &["auth required pam_unix.so nodelay".into(), module("required", &proxy.socket, "")]);
-    let imap = Dovecot::start(&services, "imap-two");
+    let stack = ["auth required pam_unix.so nodelay".into(), module("required", &proxy.socket, "")];
+    services.add("imap-two", &stack);
+    let imap = Dovecot::start("imap-two", &stack);
     for _ in 0..10 {
         assert!(imap.login(user, &password(user)).is_err(), "no code, no login");
     }
