@@ -59,12 +59,8 @@ impl Dovecot {
     /// are the service's auth stack (account and session permit).
     pub fn start(tag: &str, auth_lines: &[String]) -> Dovecot {
         ensure_dovecot();
-        let service = Sudo::service_name(tag);
-        let pam = EtcFile::write(
-            PathBuf::from("/etc/pam.d").join(&service),
-            &format!("{}\naccount required pam_permit.so\nsession required pam_permit.so\n", auth_lines.join("\n")),
-            0o644,
-        );
+        let service = own_service_name(tag);
+        let pam = EtcFile::write(PathBuf::from("/etc/pam.d").join(&service), &service_file(auth_lines), 0o644);
         let dir = tempfile::Builder::new().prefix("dovecot-e2e-").tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let d = dir.path().display();

@@ -55,6 +55,11 @@ pub fn pam_wrapper_lib() -> PathBuf {
     path
 }
 
+/// A PAM service file: `auth_lines`, then pam_permit for account and session.
+pub fn service_file(auth_lines: &[String]) -> String {
+    format!("{}\naccount required pam_permit.so\nsession required pam_permit.so\n", auth_lines.join("\n"))
+}
+
 /// A directory of PAM service files, used through libpam-wrapper.
 pub struct PamServices {
     pub dir: tempfile::TempDir,
@@ -69,9 +74,7 @@ impl PamServices {
 
     /// Write service `name` with `auth` lines; account and session permit.
     pub fn add(&self, name: &str, auth_lines: &[String]) {
-        let mut text = auth_lines.join("\n");
-        text.push_str("\naccount required pam_permit.so\nsession required pam_permit.so\n");
-        std::fs::write(self.dir.path().join(name), text).unwrap();
+        std::fs::write(self.dir.path().join(name), service_file(auth_lines)).unwrap();
     }
 
     /// A pamtester command for `service`/`user` under libpam-wrapper.

@@ -32,11 +32,7 @@ impl Sshd {
         let sshd = dir.join(&service);
         std::os::unix::fs::symlink("/usr/sbin/sshd", &sshd).unwrap();
         let pam_file = PathBuf::from("/etc/pam.d").join(&service);
-        let stack = format!(
-            "{}\naccount required pam_permit.so\nsession required pam_permit.so\n",
-            mfad.module_line("required", "")
-        );
-        std::fs::write(&pam_file, stack).unwrap();
+        std::fs::write(&pam_file, service_file(&[mfad.module_line("required", "")])).unwrap();
         let key = dir.join("host_key");
         let keygen = run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key));
         assert!(keygen.status.success(), "ssh-keygen: {}", stderr(&keygen));

@@ -33,21 +33,19 @@ pub struct Sudo {
     _files: Vec<EtcFile>,
 }
 
-impl Sudo {
-    /// `tag` tells apart the services of tests running at once; the
-    /// service name is `mfae-PID-TAG`, to be listed in `[elevation] services`.
-    pub fn service_name(tag: &str) -> String {
-        format!("mfae-{}-{tag}", std::process::id())
-    }
+/// The name of a PAM service of the test's own under /etc/pam.d,
+/// `mfae-PID-TAG`: `tag` tells apart the services of tests running at once.
+pub fn own_service_name(tag: &str) -> String {
+    format!("mfae-{}-{tag}", std::process::id())
+}
 
+impl Sudo {
+    /// The service is `own_service_name(tag)`, to be listed in `[elevation] services`.
     pub fn new(mfad: &Mfad, user: &str, tag: &str) -> Sudo {
-        let service = Self::service_name(tag);
+        let service = own_service_name(tag);
         let pam = EtcFile::write(
             PathBuf::from("/etc/pam.d").join(&service),
-            &format!(
-                "{}\naccount required pam_permit.so\nsession required pam_permit.so\n",
-                mfad.module_line("required", "")
-            ),
+            &service_file(&[mfad.module_line("required", "")]),
             0o644,
         );
         // Validate in a temp file first: a broken drop-in would break sudo
@@ -83,14 +81,8 @@ impl Mfad {
     /// this daemon's verdict.
     pub fn su_stack(&self) -> PathBuf {
         let stack = self.dir.path().join("su-stack");
-        std::fs::write(
-            &stack,
-            format!(
-                "auth sufficient pam_rootok.so\n{}\naccount required pam_permit.so\nsession required pam_permit.so\n",
-                self.module_line("required", "")
-            ),
-        )
-        .unwrap();
+        let auth = ["auth sufficient pam_rootok.so".to_string(), self.module_line("required", "")];
+        std::fs::write(&stack, service_file(&auth)).unwrap();
         stack
     }
 }

@@ -186,7 +186,7 @@ fn a_locked_account_is_refused_even_a_right_code() {
 fn sudo_needs_enrollment_approval_and_a_code() {
     let user = "mfae_sudoer";
     ensure_user(user, &[]);
-    let service = Sudo::service_name("elev");
+    let service = own_service_name("elev");
     let mfad = Mfad::start(&format!("max_tries = 1\n[elevation]\nservices = [\"{service}\"]"));
     let sudo = Sudo::new(&mfad, user, "elev");
 
@@ -457,7 +457,7 @@ fn ip_bypass_switch_config_and_runtime_rules() {
 fn a_recovery_code_logs_in_once_never_for_sudo() {
     let user = "mfae_recovery";
     ensure_user(user, &[]);
-    let service = Sudo::service_name("recov");
+    let service = own_service_name("recov");
     let mfad =
         Mfad::start(&format!("default_level = \"always\"\nmax_tries = 1\n[elevation]\nservices = [\"{service}\"]"));
     let secret = mfad.json(&["user", "setup", user, "--type", "hotp"])["secret"].as_str().unwrap().to_string();
