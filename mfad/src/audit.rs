@@ -32,6 +32,11 @@ pub const LINES_PER_UID: u32 = 20;
 
 const FACILITY_AUTHPRIV: u8 = 10;
 
+/// Microseconds before journald's socket is tried again once it was missing
+/// or refused a line (the lines go to syslog meanwhile): on a host without
+/// journald a failed attempt per line would cost a system call each.
+const JOURNAL_RETRY_MICROS: u64 = 1_000_000;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Severity {
     Warning = 4,
@@ -43,12 +48,19 @@ pub struct Audit {
     socket_path: PathBuf,
     /// journald's native socket, used while it accepts entries.
     journal_path: Option<PathBuf>,
+    /// Sends to journald's socket (by its path).
     socket: Option<UnixDatagram>,
+    /// Sends to syslog's, connected to it on first use and again after a
+    /// send fails (syslog restarted): a send then costs no path lookup.
+    syslog: Option<UnixDatagram>,
     pid: u32,
     clock: Arc<dyn Clock>,
     per_uid: Ceiling,
     /// Lines a stalled syslog did not take since the last summary.
     stalled: AtomicU64,
+    /// When to try journald's socket again (the clock's monotonic
+    /// microseconds), after it was missing or refused a line; 0 at first.
+    journal_retry_at: AtomicU64,
 }
 
 impl Audit {
@@ -59,15 +71,18 @@ impl Audit {
     pub fn with_clock(socket_path: PathBuf, clock: Arc<dyn Clock>) -> Self {
         // Non-blocking: a stalled syslog must never stall a login; a line it
         // cannot take goes to stderr instead.
-        let socket = UnixDatagram::unbound().ok().filter(|s| s.set_nonblocking(true).is_ok());
+        let unbound = || UnixDatagram::unbound().ok().filter(|s| s.set_nonblocking(true).is_ok());
+        let (socket, syslog) = (unbound(), unbound());
         Audit {
             socket_path,
             journal_path: None,
             socket,
+            syslog,
             pid: std::process::id(),
             clock,
             per_uid: Ceiling::new(LINES_PER_UID),
             stalled: AtomicU64::new(0),
+            journal_retry_at: AtomicU64::new(0),
         }
     }
 
@@ -156,7 +171,9 @@ impl Audit {
     /// To the journal with `fields` (and the common ones), or as a syslog line.
     fn send(&self, severity: Severity, event: AuditOutcome, line: &Line, fields: journal::Entry) {
         let line = line.as_str();
-        if let (Some(socket), Some(path)) = (&self.socket, &self.journal_path) {
+        if let (Some(socket), Some(path)) = (&self.socket, &self.journal_path)
+            && self.clock.monotonic_micros() >= self.journal_retry_at.load(Ordering::Relaxed)
+        {
             let entry = fields
                 .field("MESSAGE", line)
                 .field("PRIORITY", &(severity as u8).to_string())
@@ -172,12 +189,21 @@ impl Audit {
                     return;
                 }
                 // No journald (not running, or never here): syslog.
-                Err(_) => {}
+                Err(_) => {
+                    let retry_at = self.clock.monotonic_micros().saturating_add(JOURNAL_RETRY_MICROS);
+                    self.journal_retry_at.store(retry_at, Ordering::Relaxed);
+                }
             }
         }
         let priority = FACILITY_AUTHPRIV * 8 + severity as u8;
         let datagram = format!("<{priority}>mfad[{}]: {line}", self.pid);
-        match self.socket.as_ref().map(|s| s.send_to(datagram.as_bytes(), &self.socket_path)) {
+        let send = |syslog: &UnixDatagram| match syslog.send(datagram.as_bytes()) {
+            Err(err) if err.kind() != std::io::ErrorKind::WouldBlock => {
+                syslog.connect(&self.socket_path).and_then(|()| syslog.send(datagram.as_bytes()))
+            }
+            sent => sent,
+        };
+        match self.syslog.as_ref().map(send) {
             Some(Ok(_)) => {}
             // A stalled syslog: never wait for it, nor fall back to stderr,
             // which under systemd is the same journal and would block.

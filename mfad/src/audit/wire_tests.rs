@@ -145,6 +145,50 @@ fn events_go_to_the_journal_with_structured_fields() {
     assert!(String::from_utf8_lossy(&buf[..n]).ends_with("event=daemon message=\"still logged\""));
 }
 
+/// Lines keep reaching syslog after it restarts (a new socket at the same
+/// path), though mfad's socket stays connected to the old one between lines.
+#[test]
+fn lines_reach_a_restarted_syslog() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    let first = UnixDatagram::bind(&path).unwrap();
+    let audit = Audit::new(path.clone());
+    audit.event(Severity::Info, "before");
+    let line = String::from_utf8(receive(&first)).unwrap();
+    assert!(line.ends_with("message=\"before\""), "{line}");
+    drop(first);
+    std::fs::remove_file(&path).unwrap();
+    let second = UnixDatagram::bind(&path).unwrap();
+    audit.event(Severity::Info, "after");
+    assert!(String::from_utf8(receive(&second)).unwrap().ends_with("message=\"after\""));
+}
+
+/// On a host without journald, a line does not first try its socket every
+/// time: after a failed try, lines go straight to syslog for a second, and
+/// then the journal is tried again.
+#[test]
+fn a_missing_journal_is_tried_again_after_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let (syslog, journal_path) = (dir.path().join("log"), dir.path().join("journal"));
+    let syslog_sink = UnixDatagram::bind(&syslog).unwrap();
+    syslog_sink.set_nonblocking(true).unwrap();
+    let clock = std::sync::Arc::new(crate::clock::ManualClock::new(100));
+    let audit = Audit::with_clock(syslog, clock.clone()).with_journal(journal_path.clone());
+    audit.event(Severity::Info, "no journal yet");
+    assert!(String::from_utf8(receive(&syslog_sink)).unwrap().ends_with("message=\"no journal yet\""));
+
+    let journal_sink = UnixDatagram::bind(&journal_path).unwrap();
+    journal_sink.set_nonblocking(true).unwrap();
+    audit.event(Severity::Info, "within the second");
+    assert!(String::from_utf8(receive(&syslog_sink)).unwrap().ends_with("message=\"within the second\""));
+    assert!(journal_sink.recv(&mut [0u8; 16]).is_err(), "the journal is not tried within the second");
+
+    clock.advance(1);
+    audit.event(Severity::Info, "journal back");
+    assert_eq!(text(&journal_fields(&receive(&journal_sink)), "MESSAGE"), "event=daemon message=\"journal back\"");
+    assert!(syslog_sink.recv(&mut [0u8; 16]).is_err(), "one copy of each event: not also to syslog");
+}
+
 #[test]
 fn every_event_kind_has_its_own_message_id() {
     use AuditOutcome::*;
