@@ -7,8 +7,11 @@
 //! until closed, and its writes are lost at the next start) and answers
 //! reads from its page cache.
 
+use std::ffi::CString;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io;
+use std::mem::MaybeUninit;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -144,6 +147,29 @@ fn identity(meta: &fs::Metadata) -> Identity {
     (meta.dev(), meta.ino())
 }
 
+/// The identity of the file at `path` (a link itself, not followed), asking
+/// for nothing else. `stat` would ask for its times too, and on a file
+/// system with fine-grained time stamps (ext4, XFS, btrfs and tmpfs since
+/// Linux 6.13) a file whose times were asked for takes a new time stamp at
+/// its next write, which dirties its inode: each commit's fsync of the WAL,
+/// checked before each commit, would then write the inode too, a second
+/// disk write per commit.
+fn identity_at(path: &Path) -> io::Result<Identity> {
+    let path = CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut stx = MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: `path` is NUL-terminated and `stx` is a writable statx buffer;
+    // the kernel fills what it returns (device and inode always).
+    let rc = unsafe {
+        libc::statx(libc::AT_FDCWD, path.as_ptr(), libc::AT_SYMLINK_NOFOLLOW, libc::STATX_INO, stx.as_mut_ptr())
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: statx succeeded, so the buffer is filled.
+    let stx = unsafe { stx.assume_init() };
+    Ok((libc::makedev(stx.stx_dev_major, stx.stx_dev_minor), stx.stx_ino))
+}
+
 /// The files of an open store, as they were when it was opened.
 #[derive(Debug)]
 pub(super) struct StoreFiles {
@@ -162,8 +188,8 @@ impl StoreFiles {
         let own = identity(&file.metadata().map_err(|e| OpenError::io(path, e))?);
         let mut pinned = vec![(path.to_path_buf(), own)];
         for companion in companions(path) {
-            if let Ok(meta) = fs::symlink_metadata(&companion) {
-                pinned.push((companion, identity(&meta)));
+            if let Ok(found) = identity_at(&companion) {
+                pinned.push((companion, found));
             }
         }
         let files = StoreFiles { path: path.to_path_buf(), file, pinned };
@@ -179,8 +205,8 @@ impl StoreFiles {
     /// the store file still starts with a SQLite header.
     pub(super) fn verify(&self) -> Result<(), StoreError> {
         for (path, pinned) in &self.pinned {
-            match fs::symlink_metadata(path) {
-                Ok(meta) if identity(&meta) == *pinned => {}
+            match identity_at(path) {
+                Ok(found) if found == *pinned => {}
                 Ok(_) => {
                     let cause = format!("{} is another file than the one opened", path.display());
                     return Err(self.unusable(StoreFault::Missing, cause));
