@@ -6,7 +6,7 @@ usage: floor_sqlite.py DIR [ITERATIONS]
 A database in DIR (the run's scratch directory) with mfad's pragmas
 (journal_mode=WAL, synchronous=FULL: one fsync of the WAL per commit; see
 mfad/src/store/sqlite.rs, `setup`) and mfad's users table (name TEXT PRIMARY
-KEY, record TEXT, WITHOUT ROWID), holding one row. Times ITERATIONS (2,000)
+KEY, record TEXT), holding one row. Times ITERATIONS (2,000)
 single-row UPDATEs in autocommit mode, each its own transaction, committed
 when the statement ends; a tenth as many first, untimed. Prints one JSON
 line {"kind": "floor", "floor": "sqlite_commit", ...} like bench_floor's.
@@ -37,7 +37,7 @@ def main() -> None:
     conn = sqlite3.connect(path, isolation_level=None)  # autocommit
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("CREATE TABLE users (name TEXT PRIMARY KEY NOT NULL, record TEXT NOT NULL) WITHOUT ROWID")
+    conn.execute("CREATE TABLE users (name TEXT PRIMARY KEY NOT NULL, record TEXT NOT NULL)")
     # About the size of a record of mfad's (JSON with the sealed secret).
     record = '{"type":"hotp","secret":"%s","counter":%d,"failures":0}'
     conn.execute("INSERT INTO users VALUES ('seq1', ?)", (record % ("A" * 300, 0),))
