@@ -251,9 +251,12 @@ pam_bench() {
   PAM_WRAPPER=1 PAM_WRAPPER_SERVICE_DIR=$SVC LD_PRELOAD=$WRAPPER "$BIN/pam_bench" "$@"
 }
 # run LABEL MODULE SERVICE ARGS...: one pam_bench run, kept in results.jsonl.
+# With CPU_PID set (a daemon's pid), pam_bench also says where the machine's
+# CPU time went while its workers ran (--cpu-of).
 run() {
   local label=$1 module=$2 svc=$3 line
   shift 3
+  if [[ -n ${CPU_PID:-} ]]; then set -- "$@" --cpu-of "$CPU_PID"; fi
   if ! line=$(pam_bench --scenario "$label" --module "$module" --service "$svc" "$@"); then
     echo "   $label / $module: FAILED (pam_bench's message above)"
     json_line kind skipped what "$label / $module" reason "pam_bench failed" >>"$RESULTS"
@@ -367,7 +370,8 @@ machine_line() {
 # shared by concurrent logins as mfad's commits are. It accepts any code.
 IDEAL="ideal daemon (I/O only)"
 "$BIN/bench_ideal" "$SCRATCH/ideal.sock" "$SCRATCH/ideal.state" &
-PIDS+=($!)
+IDEAL_PID=$!
+PIDS+=("$IDEAL_PID")
 "$BIN/bench_ideal" "$SCRATCH/ideal-nocode.sock" "$SCRATCH/ideal-nocode.state" --no-code &
 PIDS+=($!)
 wait_for_socket "$SCRATCH/ideal.sock"
@@ -391,9 +395,13 @@ echo "== (b) throughput, concurrent clients on distinct users"
 for p in 1 8 32; do
   users=$(for ((i = 1; i <= p; i++)); do printf 'tp%s_%s,' "$p" "$i"; done)
   if ((p == 1)); then plural=; else plural=s; fi
-  three "(b) throughput, $p client$plural" --users "$users" --secret-file "$SECRETS" \
+  # At 32 clients the CPU is the limit: where its time goes (for the
+  # peers, CPU_PID is mfad, idle then).
+  cpu_ours= cpu_ideal=
+  if ((p == 32)); then cpu_ours=$MAIN_PID cpu_ideal=$IDEAL_PID; fi
+  CPU_PID=$cpu_ours three "(b) throughput, $p client$plural" --users "$users" --secret-file "$SECRETS" \
     --procs "$p" --iterations "${TP_CALLS[$p]}"
-  run "(b) throughput, $p client$plural" "$IDEAL" ideal --users "$users" --secret-file "$SECRETS" \
+  CPU_PID=$cpu_ideal run "(b) throughput, $p client$plural" "$IDEAL" ideal --users "$users" --secret-file "$SECRETS" \
     --procs "$p" --iterations "${TP_CALLS[$p]}"
 done
 fleet "(b) throughput, 32 clients" "$OURS_PG" mfa-pg-a \

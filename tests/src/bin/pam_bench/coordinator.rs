@@ -110,10 +110,56 @@ impl Tally {
     }
 }
 
+/// Clock ticks of CPU time: the machine's busy time (user, nice, system,
+/// irq, softirq, steal), its idle time (idle, iowait) and one process's
+/// (user + system).
+#[derive(Clone, Copy)]
+pub(crate) struct CpuTicks {
+    busy: u64,
+    idle: u64,
+    process: u64,
+}
+
+impl CpuTicks {
+    pub(crate) fn now(pid: u32) -> CpuTicks {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap();
+        let cpu: Vec<u64> =
+            stat.lines().next().unwrap().split_whitespace().skip(1).map(|f| f.parse().unwrap()).collect();
+        let own =
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_else(|e| panic!("--cpu-of {pid}: {e}"));
+        // The fields after the command name, which is in parentheses.
+        let fields: Vec<&str> = own.rsplit_once(')').unwrap().1.split_whitespace().collect();
+        let (utime, stime): (u64, u64) = (fields[11].parse().unwrap(), fields[12].parse().unwrap());
+        CpuTicks {
+            busy: cpu[0] + cpu[1] + cpu[2] + cpu[5] + cpu[6] + cpu[7],
+            idle: cpu[3] + cpu[4],
+            process: utime + stime,
+        }
+    }
+
+    /// The JSON of the time from `self` to `end`.
+    pub(crate) fn until(self, end: CpuTicks) -> serde_json::Value {
+        // SAFETY: sysconf has no preconditions.
+        let per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        serde_json::json!({
+            "busy_ticks": end.busy - self.busy,
+            "idle_ticks": end.idle - self.idle,
+            "process_ticks": end.process - self.process,
+            "ticks_per_s": per_s,
+        })
+    }
+}
+
 /// Loop and no-code modes: one start for all, then each worker's `done`
 /// line. Returns the wall time, from the first worker's start to the last
-/// one's end, in seconds.
-pub(crate) fn collect_loop(workers: &mut [Worker], tally: &mut Tally) -> f64 {
+/// one's end, in seconds, and with `cpu_of`, the CPU time from just before
+/// the start to the last `done`.
+pub(crate) fn collect_loop(
+    workers: &mut [Worker],
+    tally: &mut Tally,
+    cpu_of: Option<u32>,
+) -> (f64, Option<serde_json::Value>) {
+    let before = cpu_of.map(CpuTicks::now);
     release(workers);
     let (mut first_start, mut last_end) = (u64::MAX, 0u64);
     for w in workers {
@@ -125,7 +171,8 @@ pub(crate) fn collect_loop(workers: &mut [Worker], tally: &mut Tally) -> f64 {
         last_end = last_end.max(fields[3]);
         tally.latencies.extend_from_slice(&fields[4..]);
     }
-    (last_end - first_start) as f64 / 1e9
+    let cpu = before.zip(cpu_of).map(|(before, pid)| before.until(CpuTicks::now(pid)));
+    ((last_end - first_start) as f64 / 1e9, cpu)
 }
 
 /// The rounds of a contested run.
@@ -217,7 +264,13 @@ pub(crate) fn coordinate(o: &Options) -> serde_json::Value {
     });
     let mut tally = Tally::new(o.services.len());
     let wall_s = match o.mode {
-        Mode::Loop | Mode::NoCode => collect_loop(&mut workers, &mut tally),
+        Mode::Loop | Mode::NoCode => {
+            let (wall_s, cpu) = collect_loop(&mut workers, &mut tally, o.cpu_of);
+            if let Some(cpu) = cpu {
+                doc["cpu"] = cpu;
+            }
+            wall_s
+        }
         Mode::Contested => {
             let contest = collect_contested(&mut workers, o.iterations, &mut tally);
             let wall_s = contest.wall_s;

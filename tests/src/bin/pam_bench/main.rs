@@ -7,7 +7,7 @@
 //! ```text
 //! pam_bench --service S[,S2] (--users u1,u2 | --user-file F) --secret-file F
 //!           [--iterations N] [--procs P] [--contested | --no-code]
-//!           [--rhost HOST] [--scenario TEXT] [--module TEXT]
+//!           [--rhost HOST] [--scenario TEXT] [--module TEXT] [--cpu-of PID]
 //! ```
 //! - `--secret-file`: lines `USER BASE32SECRET FIRST_COUNTER` (`#` comments).
 //!   Without `--users`/`--user-file`, its users are used in file order.
@@ -31,7 +31,10 @@
 //! start_spread_{median,max}_us (how far apart a round's calls began);
 //! with several services, `service` is their comma-separated list and
 //! successes_by_service ({service: successes}, acceptances when contested)
-//! says which service each went through.
+//! says which service each went through; with `--cpu-of PID` (loop and
+//! no-code modes), `cpu` holds the clock ticks from just before the start to
+//! the last worker's end: the machine's busy and idle time and PID's own
+//! (busy_ticks, idle_ticks, process_ticks, ticks_per_s).
 //!
 //! Refuses to run unless libpam-wrapper is in effect (PAM_WRAPPER=1,
 //! PAM_WRAPPER_SERVICE_DIR, LD_PRELOAD=...libpam_wrapper.so), so it never

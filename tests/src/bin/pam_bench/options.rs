@@ -80,6 +80,11 @@ pub(crate) struct Cli {
     /// Copied into the JSON line
     #[arg(long, value_name = "TEXT", default_value = "")]
     pub(crate) module: String,
+    /// Also report where the machine's CPU time went while the workers ran
+    /// (loop and no-code modes): busy and idle, and this process's share
+    /// (the daemon's)
+    #[arg(long, value_name = "PID")]
+    pub(crate) cpu_of: Option<u32>,
 }
 
 pub(crate) fn at_least_one(text: &str) -> Result<usize, String> {
@@ -101,6 +106,7 @@ pub(crate) struct Options {
     pub(crate) rhost: Option<String>,
     pub(crate) scenario: String,
     pub(crate) module: String,
+    pub(crate) cpu_of: Option<u32>,
 }
 
 pub(crate) fn read_lines(path: &str) -> Vec<String> {
@@ -175,8 +181,8 @@ pub(crate) fn parse_options() -> Options {
     if services.is_empty() {
         fail(ErrorKind::InvalidValue, "no service: give --service S".into());
     }
-    let Cli { iterations, procs, rhost, scenario, module, .. } = cli;
-    Options { services, users, secrets, iterations, procs, mode, rhost, scenario, module }
+    let Cli { iterations, procs, rhost, scenario, module, cpu_of, .. } = cli;
+    Options { services, users, secrets, iterations, procs, mode, rhost, scenario, module, cpu_of }
 }
 
 /// The libpam-wrapper environment must be in effect: never the machine's stacks.
