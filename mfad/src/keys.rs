@@ -135,6 +135,9 @@ pub fn rekey(vault: &Vault, store: &dyn Store, new: &KeyId) -> Result<Rekeyed, K
             let mut failure = None;
             let mut resealed = false;
             store.update_user(&record.user, &mut |current| {
+                // Called again on a record changed meanwhile: only the last
+                // call's failure counts.
+                failure = None;
                 let Some(current) = current else { return Change::Keep };
                 let mut next = current.clone();
                 let user = current.user.clone();

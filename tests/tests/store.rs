@@ -82,6 +82,8 @@ conformance!(
     users_are_listed_in_byte_order_page_by_page,
     concurrent_updates_lose_nothing,
     a_contested_counter_is_taken_exactly_once,
+    a_contested_counter_read_first_is_taken_exactly_once,
+    a_change_after_a_read_sees_the_writes_since,
     bulk_updates_are_all_or_nothing_per_call,
     ip_rules_are_added_listed_and_removed,
     settings_are_set_once_by_the_first_of_many,
@@ -182,6 +184,35 @@ fn concurrent_updates_lose_nothing(backend: &dyn Backend) {
 /// one offered, advance it. Stores opened separately (two hosts' pools)
 /// race on it; exactly one must win each round.
 fn a_contested_counter_is_taken_exactly_once(backend: &dyn Backend) {
+    contested_counter(backend, false);
+}
+
+/// The same as a login makes it: each contender has read the record (its
+/// prompt) before it offers the code.
+fn a_contested_counter_read_first_is_taken_exactly_once(backend: &dyn Backend) {
+    contested_counter(backend, true);
+}
+
+/// A change to a record read before is made to the record as it is when
+/// written: another host's write in between is never lost.
+fn a_change_after_a_read_sees_the_writes_since(backend: &dyn Backend) {
+    let hosts = [backend.open(), backend.open()];
+    hosts[0].update_user("dave", &mut |_| with_failures("dave", 1)).unwrap();
+    assert_eq!(hosts[0].get_user("dave").unwrap().unwrap().failures, 1);
+    hosts[1].update_user("dave", &mut |_| with_failures("dave", 5)).unwrap();
+    let mut seen = Vec::new();
+    hosts[0]
+        .update_user("dave", &mut |current| {
+            let failures = current.unwrap().failures;
+            seen.push(failures);
+            with_failures("dave", failures + 1)
+        })
+        .unwrap();
+    assert_eq!(seen.last(), Some(&5), "the change was made to the record as written by the other host: {seen:?}");
+    assert_eq!(hosts[1].get_user("dave").unwrap().unwrap().failures, 6);
+}
+
+fn contested_counter(backend: &dyn Backend, read_first: bool) {
     let hosts = [backend.open(), backend.open()];
     let device = |counter| Device {
         otp_type: OtpType::Hotp,
@@ -209,6 +240,9 @@ fn a_contested_counter_is_taken_exactly_once(backend: &dyn Backend) {
                 let barrier = barrier.clone();
                 std::thread::spawn(move || {
                     let mut won = false;
+                    if read_first {
+                        store.get_user("carol").unwrap();
+                    }
                     barrier.wait();
                     store
                         .update_user("carol", &mut |current| {

@@ -69,7 +69,15 @@ pub struct PostgresStore {
     /// The schema was brought up to date (at start, or at the first
     /// contact after a start without the database).
     migrated: AtomicBool,
+    /// Each user's record as last read here (its text, at most
+    /// [`SEEN_MAX`] users): see [`Store::update_user`].
+    seen: Mutex<HashMap<String, String>>,
 }
+
+/// Users whose last read record is kept for [`PostgresStore::seen`]; when
+/// full, the map starts over (a record not kept costs a round trip, never
+/// a wrong answer).
+const SEEN_MAX: usize = 4096;
 
 #[derive(Default)]
 struct Backoff {
@@ -443,7 +451,21 @@ impl PostgresStore {
             deadline: settings.connect_timeout,
             backoff: Mutex::new(Backoff::default()),
             migrated: AtomicBool::new(false),
+            seen: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn seen(&self) -> MutexGuard<'_, HashMap<String, String>> {
+        self.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Keep `json` as `user`'s record as last read.
+    fn saw(&self, user: &str, json: &str) {
+        let mut seen = self.seen();
+        if seen.len() >= SEEN_MAX && !seen.contains_key(user) {
+            seen.clear();
+        }
+        seen.insert(user.to_string(), json.to_string());
     }
 
     fn unreachable(&self, cause: impl Into<String>) -> StoreError {
@@ -615,19 +637,45 @@ async fn write_user(db: &Db<'_>, user: &str, change: Change, inserted: bool) -> 
 
 impl Store for PostgresStore {
     fn get_user(&self, user: &str) -> Result<Option<UserRecord>, StoreError> {
-        self.run(async |db| {
+        let json = self.run(async |db| {
             let select = db.prepared("SELECT record FROM users WHERE name = $1").await?;
             let row = db.client.query_opt(&select, &[&user]).await.map_err(|err| db.error(err))?;
-            let json: Option<String> = row.and_then(|row| row.get(0));
-            json.map(|json| decode(user, &json)).transpose()
-        })
+            Ok(row.and_then(|row| row.get::<_, Option<String>>(0)))
+        })?;
+        let Some(json) = json else { return Ok(None) };
+        let record = decode(user, &json)?;
+        self.saw(user, &json);
+        Ok(Some(record))
     }
 
+    /// A change to a record read here before (a login's code check after
+    /// its prompt) is first tried in one statement that writes only while
+    /// the row still holds the record as read: one round trip and its
+    /// commit, where locking the row first takes two. Any other change,
+    /// and one whose row has changed since (another host, a concurrent
+    /// login: the database re-reads a row updated meanwhile before it
+    /// writes), goes through the row lock, with `change` called again on
+    /// the record as it is then. Of two hosts offering the same code, one
+    /// write wins either way.
     fn update_user(
         &self,
         user: &str,
         change: &mut (dyn FnMut(Option<&UserRecord>) -> Change + Send),
     ) -> Result<(), StoreError> {
+        let seen = self.seen().remove(user);
+        if let Some(seen) = seen
+            && let Ok(current) = decode(user, &seen)
+            && let Change::Put(record) = change(Some(&current))
+        {
+            let json = encode(&record)?;
+            let swapped = self.run(async |db| {
+                let swap = db.prepared("UPDATE users SET record = $2 WHERE name = $1 AND record = $3").await?;
+                db.client.execute(&swap, &[&user, &json, &seen]).await.map_err(|err| db.error(err))
+            })?;
+            if swapped == 1 {
+                return Ok(());
+            }
+        }
         self.run(async |db| {
             let updated = update_pipelined(db, user, change).await;
             if updated.is_err() {
