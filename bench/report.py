@@ -227,8 +227,8 @@ def main() -> None:
                    "(spread: how far apart the processes' pam_authenticate calls began in a round)")
         out.append("")
         out.append("| module | procs | rounds | exactly one | accepted per round (accepted: rounds) "
-                   "| spread median µs | spread max µs |")
-        out.append("|---|---:|---:|---:|---|---:|---:|")
+                   "| codes repeated within 9 counters | spread median µs | spread max µs |")
+        out.append("|---|---:|---:|---:|---|---:|---:|---:|")
         for r in contested:
             dist = ", ".join(f"{k}: {v}" for k, v in sorted(r["accepted_per_round"].items(), key=lambda kv: int(kv[0])))
             procs = r["procs"]
@@ -236,6 +236,7 @@ def main() -> None:
             if daemons:
                 procs = f"{procs} ({' + '.join([str(procs // len(daemons))] * len(daemons))})"
             out.append(f"| {r['module']} | {procs} | {fmt(r['rounds'])} | {fmt(r['rounds_exactly_one'])} | {dist} "
+                       f"| {fmt(r.get('repeated_codes'))} "
                        f"| {fmt(r.get('start_spread_median_us'))} | {fmt(r.get('start_spread_max_us'))} |")
         out.append("")
 
@@ -372,8 +373,18 @@ def main() -> None:
         c = row(contested_label(p), OURS)
         if c:
             ok = c["rounds_exactly_one"] == c["rounds"]
+            # A 6-digit code recurs now and then: when one offered recurs
+            # within the next 9 counters, a second process's offer matches
+            # that later counter in the look-ahead window (accepted as it,
+            # by RFC 4226's rules), and the rounds up to it then find their
+            # counters used: an acceptance of another counter, not a replay.
+            repeated = c.get("repeated_codes", 0)
+            verb = "reappears" if repeated == 1 else "reappear"
+            why = (f" ({repeated} of the codes offered {verb} within the next 9 counters: a second process's "
+                   f"offer of such a code is taken as that later counter, and the rounds up to it then find no "
+                   f"counter left to accept)" if not ok and repeated else "")
             targets.append((ok, f"contested, {p} procs: exactly one acceptance in "
-                                f"{c['rounds_exactly_one']} of {c['rounds']} rounds"))
+                                f"{c['rounds_exactly_one']} of {c['rounds']} rounds{why}"))
     out.extend(target_lines("Targets:", targets))
 
     # Fleet targets: PostgreSQL against SQLite, both from this run.
