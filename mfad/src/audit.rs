@@ -188,19 +188,23 @@ impl Audit {
                     self.stalled.fetch_add(1, Ordering::Relaxed);
                     return;
                 }
-                // No journald (not running, or never here): syslog.
-                Err(_) => {
-                    let retry_at = self.clock.monotonic_micros().saturating_add(JOURNAL_RETRY_MICROS);
-                    self.journal_retry_at.store(retry_at, Ordering::Relaxed);
+                // No journald (not running, or never here): syslog, and
+                // for a second no more tries.
+                Err(err) => {
+                    if matches!(err.raw_os_error(), Some(libc::ENOENT | libc::ECONNREFUSED | libc::ENOTCONN)) {
+                        let retry_at = self.clock.monotonic_micros().saturating_add(JOURNAL_RETRY_MICROS);
+                        self.journal_retry_at.store(retry_at, Ordering::Relaxed);
+                    }
                 }
             }
         }
         let priority = FACILITY_AUTHPRIV * 8 + severity as u8;
         let datagram = format!("<{priority}>mfad[{}]: {line}", self.pid);
+        // Not connected yet, or the socket's reader gone or not reading (a
+        // syslog restarted at the same path): connect again and send once
+        // more.
         let send = |syslog: &UnixDatagram| match syslog.send(datagram.as_bytes()) {
-            Err(err) if err.kind() != std::io::ErrorKind::WouldBlock => {
-                syslog.connect(&self.socket_path).and_then(|()| syslog.send(datagram.as_bytes()))
-            }
+            Err(_) => syslog.connect(&self.socket_path).and_then(|()| syslog.send(datagram.as_bytes())),
             sent => sent,
         };
         match self.syslog.as_ref().map(send) {

@@ -155,18 +155,26 @@ fn identity(meta: &fs::Metadata) -> Identity {
 /// checked before each commit, would then write the inode too, a second
 /// disk write per commit.
 fn identity_at(path: &Path) -> io::Result<Identity> {
-    let path = CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let c_path = CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     let mut stx = MaybeUninit::<libc::statx>::zeroed();
-    // SAFETY: `path` is NUL-terminated and `stx` is a writable statx buffer;
-    // the kernel fills what it returns (device and inode always).
+    // SAFETY: `c_path` is NUL-terminated and `stx` is a writable statx
+    // buffer; the kernel fills what it returns.
     let rc = unsafe {
-        libc::statx(libc::AT_FDCWD, path.as_ptr(), libc::AT_SYMLINK_NOFOLLOW, libc::STATX_INO, stx.as_mut_ptr())
+        libc::statx(libc::AT_FDCWD, c_path.as_ptr(), libc::AT_SYMLINK_NOFOLLOW, libc::STATX_INO, stx.as_mut_ptr())
     };
     if rc != 0 {
-        return Err(io::Error::last_os_error());
+        let err = io::Error::last_os_error();
+        // No statx (an old kernel, a seccomp filter without it): stat.
+        return match err.raw_os_error() {
+            Some(libc::ENOSYS | libc::EPERM) => fs::symlink_metadata(path).map(|meta| identity(&meta)),
+            _ => Err(err),
+        };
     }
-    // SAFETY: statx succeeded, so the buffer is filled.
+    // SAFETY: statx succeeded; the buffer was zeroed and is now filled.
     let stx = unsafe { stx.assume_init() };
+    if stx.stx_mask & libc::STATX_INO == 0 {
+        return fs::symlink_metadata(path).map(|meta| identity(&meta));
+    }
     Ok((libc::makedev(stx.stx_dev_major, stx.stx_dev_minor), stx.stx_ino))
 }
 

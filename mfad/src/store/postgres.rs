@@ -1,8 +1,9 @@
 //! The fleet store: one PostgreSQL database shared by every host's mfad.
 //!
-//! Nothing is cached on the host: every request reads the database, so a
-//! change made through one host (a code used, a failure counted, an
-//! approval, an IP rule) is in force on every other at once.
+//! Nothing is answered from the host: every request reads the database, so
+//! a change made through one host (a code used, a failure counted, an
+//! approval, an IP rule) is in force on every other at once. The text of a
+//! record last read here is kept only to write it back conditionally (below).
 //!
 //! Verification is serialised per user by a row lock: `update_user` runs
 //! `SELECT ... FOR UPDATE` on the user's row, calls the change, writes and
@@ -10,11 +11,13 @@
 //! user waits at its `SELECT` until the first commits, then reads the
 //! committed row (READ COMMITTED re-reads a row it waited for), so it sees
 //! the advanced counter and refuses the replay: of N hosts offering one
-//! code, exactly one accepts. A row lock was chosen over a version column
-//! with compare-and-set because the loser waits once instead of retrying
-//! (no retry storm under contention, and `change` runs exactly once). A
-//! user without a row gets one inserted (holding its lock) before the
-//! change runs, so two first writes cannot both start from nothing.
+//! code, exactly one accepts. A user without a row gets one inserted
+//! (holding its lock) before the change runs, so two first writes cannot
+//! both start from nothing. A change to a record read here just before (a
+//! login's code check after its prompt) is first tried without the lock,
+//! as an UPDATE that applies only while the row still holds the text read;
+//! when it applies to nothing, the locking path runs (and `change` again):
+//! the loser of a race retries once, then waits on the lock like any other.
 //!
 //! A write is acknowledged only after its COMMIT returned, with
 //! `synchronous_commit = on` set for every connection: the commit is on the
@@ -619,6 +622,24 @@ async fn update_pipelined(
     committed.map_err(|err| db.error(err))
 }
 
+/// Write `json` as `user`'s record if the row still holds `seen`, in one
+/// round trip: BEGIN, the UPDATE and COMMIT sent together (a transaction of
+/// its own whatever state the connection was left in). Whether it wrote.
+/// Under READ COMMITTED an UPDATE that finds the row changed by a
+/// transaction committed meanwhile (or waits for one holding its lock)
+/// checks the condition on the row as it is then.
+async fn swap_pipelined(db: &Db<'_>, user: &str, json: &str, seen: &str) -> Result<bool, StoreError> {
+    let client = db.client;
+    let swap = db.prepared("UPDATE users SET record = $2 WHERE name = $1 AND record = $3").await?;
+    let params: [&(dyn ToSql + Sync); 3] = [&user, &json, &seen];
+    let (began, swapped, committed) =
+        tokio::join!(client.batch_execute("BEGIN"), client.execute(&swap, &params), client.batch_execute("COMMIT"));
+    began.map_err(|err| db.error(err))?;
+    let swapped = swapped.map_err(|err| db.error(err))?;
+    committed.map_err(|err| db.error(err))?;
+    Ok(swapped == 1)
+}
+
 /// Write what `change` decided for a row locked by [`lock_user`].
 async fn write_user(db: &Db<'_>, user: &str, change: Change, inserted: bool) -> Result<(), StoreError> {
     match change {
@@ -663,20 +684,25 @@ impl Store for PostgresStore {
         change: &mut (dyn FnMut(Option<&UserRecord>) -> Change + Send),
     ) -> Result<(), StoreError> {
         let seen = self.seen().remove(user);
+        let mut swap = None;
         if let Some(seen) = seen
             && let Ok(current) = decode(user, &seen)
             && let Change::Put(record) = change(Some(&current))
         {
-            let json = encode(&record)?;
-            let swapped = self.run(async |db| {
-                let swap = db.prepared("UPDATE users SET record = $2 WHERE name = $1 AND record = $3").await?;
-                db.client.execute(&swap, &[&user, &json, &seen]).await.map_err(|err| db.error(err))
-            })?;
-            if swapped == 1 {
-                return Ok(());
-            }
+            swap = Some((encode(&record)?, seen));
         }
+        // Both tries on one connection, within one deadline.
         self.run(async |db| {
+            if let Some((json, seen)) = &swap {
+                match swap_pipelined(db, user, json, seen).await {
+                    Ok(true) => return Ok(()),
+                    Ok(false) => {}
+                    Err(err) => {
+                        let _ = db.client.batch_execute("ROLLBACK").await;
+                        return Err(err);
+                    }
+                }
+            }
             let updated = update_pipelined(db, user, change).await;
             if updated.is_err() {
                 // Back to the pool outside any transaction (a broken

@@ -44,8 +44,10 @@ impl Settings {
             pg.password(read_password(path)?);
         }
         // Acknowledged means on the database's disk, whatever the server's
-        // default.
-        pg.options("-c synchronous_commit=on");
+        // default; and a write that re-checks a row changed meanwhile (see
+        // `PostgresStore::update_user`) needs READ COMMITTED, whatever the
+        // role's or database's default.
+        pg.options(r"-c synchronous_commit=on -c default_transaction_isolation=read\ committed");
         pg.connect_timeout(store.connect_timeout.0);
         pg.keepalives(true).keepalives_idle(Duration::from_secs(30));
         pg.application_name("mfad");
