@@ -72,6 +72,8 @@ ensure_packages "${packages[@]}"
 
 echo "== build (release)"
 cargo build --release --locked --workspace
+# The commit measured: the one built, whatever happens to the tree later.
+BUILT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo '+changes')
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 BIN=$(cd "$BIN" && pwd)
 WRAPPER=$(dpkg -L libpam-wrapper | grep '/libpam_wrapper\.so$' | head -1)
@@ -358,7 +360,7 @@ machine_line() {
     cpu "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')" \
     kernel "$(uname -r)" os "$(. /etc/os-release && echo "$PRETTY_NAME")" \
     fs "$(df --output=source,fstype "$SCRATCH" | tail -1 | tr -s ' ')" \
-    commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo '+changes')" \
+    commit "$BUILT" \
     peers "libpam-google-authenticator $(dpkg-query -W -f='${Version}' libpam-google-authenticator), libpam-oath $(dpkg-query -W -f='${Version}' libpam-oath)" \
     postgres "${PG_VERSION:-not run}" \
     sizes "$([[ $QUICK == 1 ]] && echo quick || echo full): sequential $SEQ_CALLS calls, throughput ${TP_CALLS[1]}/${TP_CALLS[8]}/${TP_CALLS[32]} calls per client, contested $ROUNDS rounds, no-code $NOCODE_CALLS calls" \
