@@ -18,9 +18,9 @@ pub mod journal;
 pub mod line;
 
 use std::os::unix::net::UnixDatagram;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::ceiling::Ceiling;
 use crate::clock::{Clock, SystemClock};
@@ -31,11 +31,6 @@ use line::Line;
 pub const LINES_PER_UID: u32 = 20;
 
 const FACILITY_AUTHPRIV: u8 = 10;
-
-/// Microseconds before journald's socket is tried again once it was missing
-/// or refused a line (the lines go to syslog meanwhile): on a host without
-/// journald a failed attempt per line would cost a system call each.
-const JOURNAL_RETRY_MICROS: u64 = 1_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Severity {
@@ -48,8 +43,13 @@ pub struct Audit {
     socket_path: PathBuf,
     /// journald's native socket, used while it accepts entries.
     journal_path: Option<PathBuf>,
-    /// Sends to journald's socket (by its path).
-    socket: Option<UnixDatagram>,
+    /// Sends to journald's socket, connected to it while it is there: a
+    /// line while not connected tries to connect first (so a journald that
+    /// starts later is used at once, and where there is none a line costs
+    /// one failed connect and no entry), and a failed send connects again
+    /// (journald restarted).
+    journal: Option<UnixDatagram>,
+    journal_connected: AtomicBool,
     /// Sends to syslog's, connected to it on first use and again after a
     /// send fails (syslog restarted): a send then costs no path lookup.
     syslog: Option<UnixDatagram>,
@@ -58,9 +58,6 @@ pub struct Audit {
     per_uid: Ceiling,
     /// Lines a stalled syslog did not take since the last summary.
     stalled: AtomicU64,
-    /// When to try journald's socket again (the clock's monotonic
-    /// microseconds), after it was missing or refused a line; 0 at first.
-    journal_retry_at: AtomicU64,
 }
 
 impl Audit {
@@ -72,17 +69,17 @@ impl Audit {
         // Non-blocking: a stalled syslog must never stall a login; a line it
         // cannot take goes to stderr instead.
         let unbound = || UnixDatagram::unbound().ok().filter(|s| s.set_nonblocking(true).is_ok());
-        let (socket, syslog) = (unbound(), unbound());
+        let (journal, syslog) = (unbound(), unbound());
         Audit {
             socket_path,
             journal_path: None,
-            socket,
+            journal,
+            journal_connected: AtomicBool::new(false),
             syslog,
             pid: std::process::id(),
             clock,
             per_uid: Ceiling::new(LINES_PER_UID),
             stalled: AtomicU64::new(0),
-            journal_retry_at: AtomicU64::new(0),
         }
     }
 
@@ -122,11 +119,13 @@ impl Audit {
     fn daemon_event(&self, severity: Severity, text: &str, peer_uid: Option<u32>) {
         let event = AuditOutcome::Daemon;
         let mut line = Line::new(event.name());
-        let mut fields = journal::Entry::default();
         if let Some(uid) = peer_uid {
             line = line.field("peer_uid", &uid.to_string());
-            fields = fields.field("MFA_PEER_UID", &uid.to_string());
         }
+        let fields = || match peer_uid {
+            Some(uid) => journal::Entry::default().field("MFA_PEER_UID", &uid.to_string()),
+            None => journal::Entry::default(),
+        };
         self.send(severity, event, &line.text("message", text), fields);
     }
 
@@ -147,34 +146,52 @@ impl Audit {
             .field("rhost", entry.rhost.unwrap_or("-"))
             .field("outcome", outcome.name())
             .text("reason", entry.reason);
-        let mut fields = journal::Entry::default()
-            .field("MFA_USER", entry.user)
-            .field("MFA_SERVICE", entry.service)
-            .field("MFA_OUTCOME", outcome.name())
-            .field("MFA_REASON", entry.reason);
-        if let Some(rhost) = entry.rhost {
-            fields = fields.field("MFA_RHOST", rhost);
-        }
-        if let Some(given) = entry.given.filter(|&given| given != entry.user) {
+        let given = entry.given.filter(|&given| given != entry.user);
+        if let Some(given) = given {
             line = line.field("given", given);
-            fields = fields.field("MFA_GIVEN", given);
         }
-        if let Some(uid) = entry.peer_uid {
-            fields = fields.field("MFA_PEER_UID", &uid.to_string());
-            if uid != 0 {
-                line = line.field("peer_uid", &uid.to_string());
+        if let Some(uid) = entry.peer_uid.filter(|&uid| uid != 0) {
+            line = line.field("peer_uid", &uid.to_string());
+        }
+        // Built only for the journal.
+        let fields = || {
+            let mut fields = journal::Entry::default()
+                .field("MFA_USER", entry.user)
+                .field("MFA_SERVICE", entry.service)
+                .field("MFA_OUTCOME", outcome.name())
+                .field("MFA_REASON", entry.reason);
+            if let Some(rhost) = entry.rhost {
+                fields = fields.field("MFA_RHOST", rhost);
             }
-        }
+            if let Some(given) = given {
+                fields = fields.field("MFA_GIVEN", given);
+            }
+            if let Some(uid) = entry.peer_uid {
+                fields = fields.field("MFA_PEER_UID", &uid.to_string());
+            }
+            fields
+        };
         self.send(outcome.severity(), outcome, &line, fields);
     }
 
+    /// Whether `journal` is connected to journald's socket at `path`,
+    /// connecting it when it is not.
+    fn journal_reachable(&self, journal: &UnixDatagram, path: &Path) -> bool {
+        if self.journal_connected.load(Ordering::Relaxed) {
+            return true;
+        }
+        let connected = journal.connect(path).is_ok();
+        self.journal_connected.store(connected, Ordering::Relaxed);
+        connected
+    }
+
     /// To the journal with `fields` (and the common ones), or as a syslog line.
-    fn send(&self, severity: Severity, event: AuditOutcome, line: &Line, fields: journal::Entry) {
+    fn send(&self, severity: Severity, event: AuditOutcome, line: &Line, fields: impl FnOnce() -> journal::Entry) {
         let line = line.as_str();
-        if let (Some(socket), Some(path)) = (&self.socket, &self.journal_path)
-            && self.clock.monotonic_micros() >= self.journal_retry_at.load(Ordering::Relaxed)
+        if let (Some(journal), Some(path)) = (&self.journal, &self.journal_path)
+            && self.journal_reachable(journal, path)
         {
-            let entry = fields
+            let entry = fields()
                 .field("MESSAGE", line)
                 .field("PRIORITY", &(severity as u8).to_string())
                 .field("SYSLOG_FACILITY", &FACILITY_AUTHPRIV.to_string())
@@ -182,20 +199,22 @@ impl Audit {
                 .field("SYSLOG_PID", &self.pid.to_string())
                 .field("MESSAGE_ID", event.message_id())
                 .field("MFA_EVENT", event.name());
-            match socket.send_to(entry.bytes(), path) {
+            // A failed send may be a journald restarted at the same path:
+            // connect again and send once more.
+            let sent = match journal.send(entry.bytes()) {
+                Err(err) if err.kind() != std::io::ErrorKind::WouldBlock => {
+                    journal.connect(path).and_then(|()| journal.send(entry.bytes()))
+                }
+                sent => sent,
+            };
+            match sent {
                 Ok(_) => return,
                 Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
                     self.stalled.fetch_add(1, Ordering::Relaxed);
                     return;
                 }
-                // No journald (not running, or never here): syslog, and
-                // for a second no more tries.
-                Err(err) => {
-                    if matches!(err.raw_os_error(), Some(libc::ENOENT | libc::ECONNREFUSED | libc::ENOTCONN)) {
-                        let retry_at = self.clock.monotonic_micros().saturating_add(JOURNAL_RETRY_MICROS);
-                        self.journal_retry_at.store(retry_at, Ordering::Relaxed);
-                    }
-                }
+                // journald is gone: syslog.
+                Err(_) => self.journal_connected.store(false, Ordering::Relaxed),
             }
         }
         let priority = FACILITY_AUTHPRIV * 8 + severity as u8;
