@@ -104,14 +104,22 @@ fn text(fields: &HashMap<String, Vec<u8>>, key: &str) -> String {
     String::from_utf8(fields.get(key).unwrap_or_else(|| panic!("no {key}")).clone()).unwrap()
 }
 
-#[test]
-fn events_go_to_the_journal_with_structured_fields() {
+/// An audit sending to journald at DIR/journal (not bound yet), else to a
+/// syslog sink at DIR/log (returned, non-blocking).
+fn with_journal() -> (tempfile::TempDir, UnixDatagram, Audit) {
     let dir = tempfile::tempdir().unwrap();
-    let (syslog, journal_path) = (dir.path().join("log"), dir.path().join("journal"));
+    let syslog = dir.path().join("log");
     let syslog_sink = UnixDatagram::bind(&syslog).unwrap();
     syslog_sink.set_nonblocking(true).unwrap();
+    let audit = Audit::new(syslog).with_journal(dir.path().join("journal"));
+    (dir, syslog_sink, audit)
+}
+
+#[test]
+fn events_go_to_the_journal_with_structured_fields() {
+    let (dir, syslog_sink, audit) = with_journal();
+    let journal_path = dir.path().join("journal");
     let journal_sink = UnixDatagram::bind(&journal_path).unwrap();
-    let audit = Audit::new(syslog).with_journal(journal_path.clone());
     audit.decision(&hostile_entry(AuditOutcome::Success));
     let fields = journal_fields(&receive(&journal_sink));
     assert_eq!(text(&fields, "MFA_USER"), HOSTILE_USER, "binary-safe: the line feed survives");
@@ -167,11 +175,8 @@ fn lines_reach_a_restarted_syslog() {
 /// restarts (a new socket at the same path) the line after that.
 #[test]
 fn a_journald_started_or_restarted_later_gets_the_next_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let (syslog, journal_path) = (dir.path().join("log"), dir.path().join("journal"));
-    let syslog_sink = UnixDatagram::bind(&syslog).unwrap();
-    syslog_sink.set_nonblocking(true).unwrap();
-    let audit = Audit::new(syslog).with_journal(journal_path.clone());
+    let (dir, syslog_sink, audit) = with_journal();
+    let journal_path = dir.path().join("journal");
     audit.event(Severity::Info, "no journal yet");
     assert!(String::from_utf8(receive(&syslog_sink)).unwrap().ends_with("message=\"no journal yet\""));
 

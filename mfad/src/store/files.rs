@@ -155,6 +155,9 @@ fn identity(meta: &fs::Metadata) -> Identity {
 /// checked before each commit, would then write the inode too, a second
 /// disk write per commit.
 fn identity_at(path: &Path) -> io::Result<Identity> {
+    // Without statx (an old kernel, a seccomp filter without it) or an
+    // inode number in its answer: stat.
+    let by_stat = || fs::symlink_metadata(path).map(|meta| identity(&meta));
     let c_path = CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     let mut stx = MaybeUninit::<libc::statx>::zeroed();
     // SAFETY: `c_path` is NUL-terminated and `stx` is a writable statx
@@ -164,16 +167,15 @@ fn identity_at(path: &Path) -> io::Result<Identity> {
     };
     if rc != 0 {
         let err = io::Error::last_os_error();
-        // No statx (an old kernel, a seccomp filter without it): stat.
         return match err.raw_os_error() {
-            Some(libc::ENOSYS | libc::EPERM) => fs::symlink_metadata(path).map(|meta| identity(&meta)),
+            Some(libc::ENOSYS | libc::EPERM) => by_stat(),
             _ => Err(err),
         };
     }
     // SAFETY: statx succeeded; the buffer was zeroed and is now filled.
     let stx = unsafe { stx.assume_init() };
     if stx.stx_mask & libc::STATX_INO == 0 {
-        return fs::symlink_metadata(path).map(|meta| identity(&meta));
+        return by_stat();
     }
     Ok((libc::makedev(stx.stx_dev_major, stx.stx_dev_minor), stx.stx_ino))
 }

@@ -463,12 +463,12 @@ impl PostgresStore {
     }
 
     /// Keep `json` as `user`'s record as last read.
-    fn saw(&self, user: &str, json: &str) {
+    fn saw(&self, user: &str, json: String) {
         let mut seen = self.seen();
         if seen.len() >= SEEN_MAX && !seen.contains_key(user) {
             seen.clear();
         }
-        seen.insert(user.to_string(), json.to_string());
+        seen.insert(user.to_string(), json);
     }
 
     fn unreachable(&self, cause: impl Into<String>) -> StoreError {
@@ -665,7 +665,7 @@ impl Store for PostgresStore {
         })?;
         let Some(json) = json else { return Ok(None) };
         let record = decode(user, &json)?;
-        self.saw(user, &json);
+        self.saw(user, json);
         Ok(Some(record))
     }
 
