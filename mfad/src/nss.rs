@@ -155,6 +155,10 @@ pub struct DeadlineDirectory {
 /// The lookups in flight, shared with the watchdog thread.
 struct Watch {
     clock: Arc<dyn Clock>,
+    /// Every lookup's time limit; also how long the watchdog sleeps while
+    /// no lookup runs, so that a lookup started meanwhile (whose deadline
+    /// is later than that wakeup) needs no wakeup of its own.
+    deadline: Duration,
     table: Mutex<Table>,
     /// Signalled when a lookup's deadline comes before the watchdog's next
     /// wakeup, and when the directory is dropped.
@@ -167,9 +171,11 @@ struct Table {
     running: HashMap<u64, Watched>,
     /// Lookups marked overdue whose caller has not returned yet.
     overdue: usize,
-    /// When the watchdog wakes next (monotonic µs); `None` while it waits
-    /// for a lookup, or before it has started.
+    /// When the watchdog wakes next (monotonic µs); `None` before it has
+    /// started.
     wakes_at: Option<u64>,
+    /// How many times the watchdog has looked at the table (for tests).
+    rounds: u64,
     started: bool,
     stopped: bool,
 }
@@ -223,13 +229,16 @@ impl Watch {
     }
 
     /// Mark the lookups past their deadline overdue and answer for them;
-    /// sleep until the next deadline, or until there is a lookup.
+    /// sleep until the next deadline, or for one deadline's length while
+    /// no lookup runs (a login's lookup then wakes no other thread).
     fn watchdog(&self) {
+        let idle_wait = u64::try_from(self.deadline.as_micros()).unwrap_or(u64::MAX);
         let mut table = lock(&self.table);
         while !table.stopped {
+            table.rounds += 1;
             let now = self.clock.monotonic_micros();
             let mut answers = Vec::new();
-            let mut next: Option<u64> = None;
+            let mut next = now.saturating_add(idle_wait);
             let mut newly_overdue = 0;
             for watched in table.running.values_mut().filter(|w| !w.overdue) {
                 if watched.deadline <= now {
@@ -237,31 +246,26 @@ impl Watch {
                     newly_overdue += 1;
                     answers.extend(watched.answer.clone());
                 } else {
-                    next = Some(next.map_or(watched.deadline, |n| n.min(watched.deadline)));
+                    next = next.min(watched.deadline);
                 }
             }
             table.overdue += newly_overdue;
-            table.wakes_at = next;
+            table.wakes_at = Some(next);
             // Answered while the table is held (an answer never blocks), so
             // that a lookup's caller, which takes the table on its return,
             // finds its request answered, not about to be.
             for answer in answers {
                 answer.answer("the user directory did not answer in time");
             }
-            table = match next {
-                Some(at) => {
-                    let wait = Duration::from_micros(at.saturating_sub(now));
-                    self.changed.wait_timeout(table, wait).map_or_else(|p| p.into_inner().0, |(t, _)| t)
-                }
-                None => self.changed.wait(table).unwrap_or_else(|poisoned| poisoned.into_inner()),
-            };
+            let wait = Duration::from_micros(next.saturating_sub(now));
+            table = self.changed.wait_timeout(table, wait).map_or_else(|p| p.into_inner().0, |(t, _)| t);
         }
     }
 }
 
 impl DeadlineDirectory {
     pub fn new(inner: Arc<dyn Directory>, deadline: Duration, clock: Arc<dyn Clock>) -> Self {
-        let watch = Watch { clock, table: Mutex::new(Table::default()), changed: Condvar::new() };
+        let watch = Watch { clock, deadline, table: Mutex::new(Table::default()), changed: Condvar::new() };
         DeadlineDirectory { inner, deadline, watch: Arc::new(watch) }
     }
 
@@ -406,6 +410,26 @@ mod tests {
         assert_eq!(*recording.0.lock().unwrap(), std::collections::HashSet::from([std::thread::current().id()]));
         // The watchdog wakes at the first deadline and finds nothing overdue.
         assert!(early.recv_timeout(Duration::from_millis(800)).is_err());
+    }
+
+    #[test]
+    fn a_lookup_in_time_wakes_no_other_thread() {
+        let directory = deadline_directory(Arc::new(Recording::default()), Duration::from_secs(60));
+        // The first lookup starts the watchdog, which looks at the table once.
+        assert_eq!(directory.account("alice").unwrap(), None);
+        let rounds = || lock(&directory.watch.table).rounds;
+        let mut spins = 0u64;
+        while rounds() == 0 {
+            assert!(spins < 100_000_000, "the watchdog never ran");
+            spins += 1;
+            std::thread::yield_now();
+        }
+        for _ in 0..200 {
+            assert_eq!(directory.account("alice").unwrap(), None);
+        }
+        // Each of those lookups ends before the watchdog's next wakeup:
+        // none of them woke it (one more round allows a spurious wakeup).
+        assert!(rounds() <= 2, "the watchdog looked {} times", rounds());
     }
 
     /// Answers every lookup and notes which thread ran it.
