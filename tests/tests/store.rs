@@ -463,6 +463,29 @@ fn postgres_a_refused_write_commits_nothing_and_leaves_the_connection_clean() {
     assert_eq!(store.get_user("alice").unwrap().unwrap().failures, 5);
 }
 
+/// An operation that fails inside its transaction (a record that does
+/// not decode, found under the row lock) does not leave the transaction
+/// open on the pooled connection: the next code check after a read, on the
+/// same single connection, is a lone UPDATE that must commit on its own.
+#[test]
+fn postgres_a_failed_operation_leaves_no_transaction_for_the_next() {
+    let url = PgCluster::shared().new_database();
+    let store = with_pool(&url, 1);
+    store.update_user("mallory", &mut |_| with_failures("mallory", 1)).unwrap();
+    store.update_user("alice", &mut |_| with_failures("alice", 1)).unwrap();
+    PgCluster::shared().psql(&url, "UPDATE users SET record = 'not a record' WHERE name = 'mallory'");
+    let err = store.update_user("mallory", &mut |_| with_failures("mallory", 2)).unwrap_err();
+    assert!(err.to_string().contains("corrupt"), "{err}");
+    assert_eq!(store.get_user("alice").unwrap().unwrap().failures, 1);
+    store.update_user("alice", &mut |current| with_failures("alice", current.unwrap().failures + 1)).unwrap();
+    let other = PostgresStore::open(settings(&url)).unwrap();
+    assert_eq!(other.get_user("alice").unwrap().unwrap().failures, 2, "the write after the failure was committed");
+    // And the failed operation's row lock is gone with its transaction.
+    let repaired = PgCluster::shared()
+        .psql(&url, "SET lock_timeout = '5s'; UPDATE users SET record = NULL WHERE name = 'mallory' RETURNING name");
+    assert!(repaired.contains("mallory"), "{repaired}");
+}
+
 /// A connection the server closed while it sat in the pool (a restart, a
 /// failover, `idle_session_timeout`) is found closed when it is taken, not
 /// by the request it would have been lent to: that request is served, on a

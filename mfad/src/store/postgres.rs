@@ -270,20 +270,13 @@ impl Db<'_> {
         pg_error(self.location, &err)
     }
 
-    /// Run `op` in a transaction: committed when it succeeds, rolled back
-    /// when it fails.
+    /// Run `op` in a transaction, committed when it succeeds (when it
+    /// fails, the connection is closed: see [`PostgresStore::run_once`]).
     async fn transaction<R>(&self, op: impl AsyncFnOnce(&Db<'_>) -> Result<R, StoreError>) -> Result<R, StoreError> {
         self.client.batch_execute("BEGIN").await.map_err(|err| self.error(err))?;
-        match op(self).await {
-            Ok(done) => {
-                self.client.batch_execute("COMMIT").await.map_err(|err| self.error(err))?;
-                Ok(done)
-            }
-            Err(err) => {
-                let _ = self.client.batch_execute("ROLLBACK").await;
-                Err(err)
-            }
-        }
+        let done = op(self).await?;
+        self.client.batch_execute("COMMIT").await.map_err(|err| self.error(err))?;
+        Ok(done)
     }
 }
 
@@ -523,8 +516,11 @@ impl PostgresStore {
     }
 
     /// Run `op` on a pooled connection, on this thread, the whole within
-    /// the deadline. A connection that failed or timed out mid-operation
-    /// is closed rather than given back (it may hold an open transaction).
+    /// the deadline. A connection whose operation failed or timed out is
+    /// closed rather than given back, which rolls back whatever transaction
+    /// it held: every operation ends the transactions it began when it
+    /// succeeds, so each starts on a connection outside any transaction,
+    /// where a lone statement is a transaction that commits on its own.
     fn run_once<R>(&self, op: impl AsyncFnOnce(&Db<'_>) -> Result<R, StoreError>) -> Result<R, StoreError> {
         let deadline = Instant::now() + self.deadline;
         let late = || self.unreachable(format!("no answer within {} s", self.deadline.as_secs()));
@@ -533,7 +529,7 @@ impl PostgresStore {
             Some(connection) => connection.run(&self.location, deadline, late, op),
             None => Err(self.unreachable("no connection")),
         };
-        if matches!(result, Err(StoreError::Unusable { .. })) {
+        if result.is_err() {
             lease.discard();
         }
         result
@@ -587,7 +583,7 @@ async fn locked_record(
 /// round trip can come between the two. A failed write leaves the
 /// transaction aborted, and the COMMIT sent with it then rolls back; the
 /// write's error is returned, so nothing is acknowledged that was not
-/// committed. On any error the caller rolls back.
+/// committed. On any error the connection is closed, which rolls back.
 async fn update_pipelined(
     db: &Db<'_>,
     user: &str,
@@ -623,20 +619,16 @@ async fn update_pipelined(
 }
 
 /// Write `json` as `user`'s record if the row still holds `seen`, in one
-/// round trip: BEGIN, the UPDATE and COMMIT sent together (a transaction of
-/// its own whatever state the connection was left in). Whether it wrote.
-/// Under READ COMMITTED an UPDATE that finds the row changed by a
-/// transaction committed meanwhile (or waits for one holding its lock)
-/// checks the condition on the row as it is then.
-async fn swap_pipelined(db: &Db<'_>, user: &str, json: &str, seen: &str) -> Result<bool, StoreError> {
-    let client = db.client;
+/// round trip: a lone UPDATE, which is a transaction of its own (the
+/// connection is outside any, see [`PostgresStore::run_once`]) and is
+/// answered after its commit. Whether it wrote. Under READ COMMITTED an
+/// UPDATE that finds the row changed by a transaction committed meanwhile
+/// (or waits for one holding its lock) checks the condition on the row as
+/// it is then.
+async fn write_if_unchanged(db: &Db<'_>, user: &str, json: &str, seen: &str) -> Result<bool, StoreError> {
     let swap = db.prepared("UPDATE users SET record = $2 WHERE name = $1 AND record = $3").await?;
     let params: [&(dyn ToSql + Sync); 3] = [&user, &json, &seen];
-    let (began, swapped, committed) =
-        tokio::join!(client.batch_execute("BEGIN"), client.execute(&swap, &params), client.batch_execute("COMMIT"));
-    began.map_err(|err| db.error(err))?;
-    let swapped = swapped.map_err(|err| db.error(err))?;
-    committed.map_err(|err| db.error(err))?;
+    let swapped = db.client.execute(&swap, &params).await.map_err(|err| db.error(err))?;
     Ok(swapped == 1)
 }
 
@@ -693,23 +685,12 @@ impl Store for PostgresStore {
         }
         // Both tries on one connection, within one deadline.
         self.run(async |db| {
-            if let Some((json, seen)) = &swap {
-                match swap_pipelined(db, user, json, seen).await {
-                    Ok(true) => return Ok(()),
-                    Ok(false) => {}
-                    Err(err) => {
-                        let _ = db.client.batch_execute("ROLLBACK").await;
-                        return Err(err);
-                    }
-                }
+            if let Some((json, seen)) = &swap
+                && write_if_unchanged(db, user, json, seen).await?
+            {
+                return Ok(());
             }
-            let updated = update_pipelined(db, user, change).await;
-            if updated.is_err() {
-                // Back to the pool outside any transaction (a broken
-                // connection is closed by `run_once`).
-                let _ = db.client.batch_execute("ROLLBACK").await;
-            }
-            updated
+            update_pipelined(db, user, change).await
         })
     }
 
