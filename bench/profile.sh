@@ -100,8 +100,10 @@ profile() {
     echo "# \$ ${report[*]} | grep -v '^#' | grep -v '^\$' | head -40" | sed "s|$SCRATCH|SCRATCH|g"
     echo "# (the sampled time is on-CPU time only; waits for the disk or for a request are not in it)"
     echo
-    "${report[@]}" 2>/dev/null | grep -m1 '^# Samples'
-    "${report[@]}" 2>/dev/null | grep -v '^#' | grep -v '^$' | head -40 | cut -c1-160
+    # Read to their end (awk and sed, not grep -m1 or head, which close the
+    # pipe early: perf's SIGPIPE would end the run, under pipefail).
+    "${report[@]}" 2>/dev/null | awk '/^# Samples/ && !seen++'
+    "${report[@]}" 2>/dev/null | grep -v '^#' | grep -v '^$' | sed -n '1,40p' | cut -c1-160
     echo
     echo "# mfad's CPU time by activity, from the same samples' call stacks:"
     echo "# \$ ${script[*]} | python3 bench/profile_buckets.py $logins" | sed "s|$SCRATCH|SCRATCH|g"
@@ -341,3 +343,90 @@ echo "== task switches"
     --service mfa-nocode --users not_enrolled --no-code --iterations "$SWITCH_NOCODE"
 } >"$ROOT/bench/profile-switches.txt"
 echo "   wrote bench/profile-switches.txt"
+
+# ---------------------------------------------------------------- one login's path
+# A sequential login step by step, through mfad and through the ideal
+# daemon (bench_ideal, started here as run.sh starts it for the
+# scenarios): every system call of the machine traced (raw_syscalls), and
+# bench/profile_timeline.py follows each login from the client's connect
+# through the two requests and the daemon's sync call to the client's next
+# connect. Fresh users (counter 1).
+TIMELINE_CALLS=$((PROFILE_SEQ_CALLS / 5))
+"$BIN/bench_ideal" "$PROF/ideal.sock" "$PROF/ideal.state" &
+PIDS+=($!)
+wait_for_socket "$PROF/ideal.sock"
+service ideal "auth required $BIN/libpam_mfa.so socket=$PROF/ideal.sock"
+accounts timeline_ours timeline_ideal
+enroll_at "$MAIN/mfad.sock" timeline_ours
+enroll_at "$MAIN/mfad.sock" timeline_ideal
+# timeline NAME DAEMON_COMM LABEL PAM_BENCH_ARGS...: one section of the file.
+timeline() {
+  local name=$1 daemon=$2 label=$3 data=$PROF/timeline-$1.data perf_pid
+  shift 3
+  perf record -e raw_syscalls:sys_enter,raw_syscalls:sys_exit -a -o "$data" >"$PROF/timeline-$name.log" 2>&1 &
+  perf_pid=$!
+  PIDS+=("$perf_pid")
+  sleep 2
+  pam_bench --scenario "(a) sequential, 1 user" --module "$label" "$@" >"$PROF/timeline-$name.run"
+  kill -INT "$perf_pid"
+  wait "$perf_pid" || true
+  echo "## $label: pam_bench $*"
+  echo "# pam_bench said (traced): $(cat "$PROF/timeline-$name.run")"
+  perf script -i "$data" -F comm,tid,time,event,trace 2>/dev/null | python3 "$ROOT/bench/profile_timeline.py" pam_bench "$daemon"
+  echo
+}
+echo "== one login's path"
+{
+  about
+  echo "# \$ perf record -e raw_syscalls:sys_enter,raw_syscalls:sys_exit -a -o SCRATCH/profile/timeline-NAME.data   (during each run below)"
+  echo "# \$ perf script -i SCRATCH/profile/timeline-NAME.data -F comm,tid,time,event,trace | python3 bench/profile_timeline.py pam_bench DAEMON_COMM"
+  echo "# (every system call traced: each costs a few µs more than untraced, so compare the two daemons, not the benchmark's medians)"
+  echo
+  timeline ours mfad "$OURS" --service mfa --users timeline_ours --secret-file "$SECRETS" --iterations "$TIMELINE_CALLS"
+  timeline ideal bench_ideal "ideal daemon (I/O only)" \
+    --service ideal --users timeline_ideal --secret-file "$SECRETS" --iterations "$TIMELINE_CALLS"
+} >"$ROOT/bench/profile-timeline.txt"
+echo "   wrote bench/profile-timeline.txt"
+
+# ---------------------------------------------------------------- the audit lines' share
+# What delivering a login's two audit lines to a syslog daemon costs its
+# latency: a second mfad, the same config, whose lines go to its stderr (a
+# file: no process to wake) because its syslog socket does not exist;
+# sequential runs on the two, alternating. Fresh users (counter 1).
+AUDIT_CALLS=$((PROFILE_SEQ_CALLS / 5)) AUDIT_ROUNDS=4
+MFAD_SYSLOG=$PROF/no-syslog start_mfad "$PROF/quiet"
+accounts audit_sink audit_quiet audit_warm
+enroll_at "$MAIN/mfad.sock" audit_sink
+enroll_at "$PROF/quiet/mfad.sock" audit_quiet
+enroll_at "$PROF/quiet/mfad.sock" audit_warm
+service mfa-quiet "auth required $BIN/libpam_mfa.so socket=$PROF/quiet/mfad.sock"
+# Its store past its WAL's first checkpoint, as the main one is by now (see
+# run.sh, the warm-up).
+pam_bench --service mfa-quiet --users audit_warm --secret-file "$SECRETS" --iterations 1100 >/dev/null
+echo "== the audit lines' share"
+{
+  about
+  echo "# A second mfad (SCRATCH/profile/quiet, the same config) started with --syslog-socket on a path where nothing listens:"
+  echo "# its audit lines go to its stderr, a file; its store warmed as the main one's (1,100 logins of another user)."
+  echo "# $AUDIT_ROUNDS rounds, each: $AUDIT_CALLS sequential logins through each mfad,"
+  echo "# in turn (the first of a round alternates):"
+  echo "# \$ pam_bench --service mfa --users audit_sink ...; pam_bench --service mfa-quiet --users audit_quiet ..." | sed "s|$SCRATCH|SCRATCH|g"
+  echo
+  echo "| round | lines to the syslog sink: median µs | lines to a file: median µs | difference µs |"
+  echo "|---:|---:|---:|---:|"
+  for ((r = 1; r <= AUDIT_ROUNDS; r++)); do
+    declare -A median=()
+    if ((r % 2)); then order=(mfa mfa-quiet); else order=(mfa-quiet mfa); fi
+    for svc in "${order[@]}"; do
+      user=audit_sink
+      [[ $svc == mfa-quiet ]] && user=audit_quiet
+      awk -v u="$user" -v n=$(((r - 1) * AUDIT_CALLS)) '$1 == u { print $1, $2, $3 + n }' "$SECRETS" >"$PROF/secrets-audit"
+      median[$svc]=$(pam_bench --scenario "(a) sequential, 1 user" --module "$OURS" --service "$svc" --users "$user" \
+        --secret-file "$PROF/secrets-audit" --iterations "$AUDIT_CALLS" |
+        python3 -c 'import json, sys; d = json.load(sys.stdin); print(d["median_us"] if d["failures"] == 0 else "failed")')
+    done
+    python3 -c 'import sys; a, b = sys.argv[2:4]; print(f"| {sys.argv[1]} | {a} | {b} | {float(a) - float(b):.1f} |")' \
+      "$r" "${median[mfa]}" "${median[mfa-quiet]}"
+  done
+} >"$ROOT/bench/profile-audit.txt"
+echo "   wrote bench/profile-audit.txt"

@@ -178,6 +178,7 @@ PG_URL="host=$PG port=$PG_PORT user=mfad dbname=mfa"
 # ---------------------------------------------------------------- mfad
 # start_mfad DIR [STORE]: a daemon with its config in DIR; its [store] section
 # is STORE, by default a SQLite store and key file in DIR. Sets MFAD_PID.
+# Its audit lines go to the run's sink, or to the socket MFAD_SYSLOG names.
 start_mfad() {
   local dir=$1 store=${2:-}
   [[ -n $store ]] || store="path = \"$dir/mfad.db\"
@@ -199,7 +200,7 @@ max_failures = 1000000
 [store]
 $store
 EOF
-  "$BIN/mfad" --config "$dir/mfad.toml" --syslog-socket "$SCRATCH/mfad-log" >"$dir/mfad.out" 2>&1 &
+  "$BIN/mfad" --config "$dir/mfad.toml" --syslog-socket "${MFAD_SYSLOG:-$SCRATCH/mfad-log}" >"$dir/mfad.out" 2>&1 &
   MFAD_PID=$!
   PIDS+=("$MFAD_PID")
   wait_for_socket "$dir/mfad.sock" || { cat "$dir/mfad.out" >&2; return 1; }
