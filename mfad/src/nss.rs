@@ -232,7 +232,8 @@ impl Watch {
     /// sleep until the next deadline, or for one deadline's length while
     /// no lookup runs (a login's lookup then wakes no other thread).
     fn watchdog(&self) {
-        let idle_wait = u64::try_from(self.deadline.as_micros()).unwrap_or(u64::MAX);
+        // At least a millisecond: a zero deadline must not make it spin.
+        let idle_wait = u64::try_from(self.deadline.as_micros()).unwrap_or(u64::MAX).max(1_000);
         let mut table = lock(&self.table);
         while !table.stopped {
             table.rounds += 1;

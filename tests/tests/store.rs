@@ -486,6 +486,50 @@ fn postgres_a_failed_operation_leaves_no_transaction_for_the_next() {
     assert!(repaired.contains("mallory"), "{repaired}");
 }
 
+/// A code check after a read is a lone UPDATE, committed at the end of its
+/// exchange: an error the database raises at that commit (here a deferred
+/// constraint trigger) fails the check, and nothing of it is seen.
+#[test]
+fn postgres_a_lone_update_refused_at_its_commit_fails_and_commits_nothing() {
+    let url = PgCluster::shared().new_database();
+    let store = with_pool(&url, 1);
+    store.update_user("alice", &mut |_| with_failures("alice", 1)).unwrap();
+    PgCluster::shared().psql(
+        &url,
+        "CREATE FUNCTION refuse_at_commit() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN IF NEW.name = 'alice' THEN RAISE EXCEPTION 'refused at commit'; END IF; RETURN NULL; END $$; \
+         CREATE CONSTRAINT TRIGGER refuse_at_commit AFTER UPDATE ON users DEFERRABLE INITIALLY DEFERRED \
+         FOR EACH ROW EXECUTE FUNCTION refuse_at_commit();",
+    );
+    assert_eq!(store.get_user("alice").unwrap().unwrap().failures, 1);
+    let err = store.update_user("alice", &mut |current| with_failures("alice", current.unwrap().failures + 1));
+    assert!(err.unwrap_err().to_string().contains("refused at commit"));
+    let other = PostgresStore::open(settings(&url)).unwrap();
+    assert_eq!(other.get_user("alice").unwrap().unwrap().failures, 1, "nothing committed");
+}
+
+/// An error outside any transaction (a tampered IP rule, read at every
+/// login from an address) leaves the connection in the pool: the failing
+/// reads do not make a new connection each.
+#[test]
+fn postgres_an_error_outside_a_transaction_keeps_the_connection() {
+    let url = PgCluster::shared().new_database();
+    let store = with_pool(&url, 1);
+    store.add_ip_rule(parse_network("10.1.0.0/16").unwrap(), true, None).unwrap();
+    PgCluster::shared().psql(&url, "UPDATE ip_rules SET cidr = 'not a network'");
+    let backend = || {
+        PgCluster::shared().psql(
+            &url,
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'mfad'",
+        )
+    };
+    let before = backend();
+    for _ in 0..3 {
+        assert!(store.list_ip_rules().unwrap_err().to_string().contains("corrupt"));
+    }
+    assert_eq!(backend(), before, "the same one connection");
+}
+
 /// A connection the server closed while it sat in the pool (a restart, a
 /// failover, `idle_session_timeout`) is found closed when it is taken, not
 /// by the request it would have been lent to: that request is served, on a

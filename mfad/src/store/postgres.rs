@@ -19,7 +19,8 @@
 //! when it applies to nothing, the locking path runs (and `change` again):
 //! the loser of a race retries once, then waits on the lock like any other.
 //!
-//! A write is acknowledged only after its COMMIT returned, with
+//! A write is acknowledged only after its commit returned (its COMMIT's,
+//! or a lone statement's own at the end of its exchange), with
 //! `synchronous_commit = on` set for every connection: the commit is on the
 //! database's disk (and its synchronous standbys) before a login succeeds.
 //! Concurrent commits from the pool's connections share the server's WAL
@@ -31,7 +32,7 @@
 //! `unavailable` and the connection dropped; the next request connects
 //! again, after a short backoff while attempts keep failing.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -142,6 +143,9 @@ struct Connection {
     statements: HashMap<&'static str, Statement>,
     /// None only while dropped.
     runtime: Option<tokio::runtime::Runtime>,
+    /// A BEGIN was sent and its COMMIT or ROLLBACK has not returned: the
+    /// connection may be inside a transaction (see [`PostgresStore::run_once`]).
+    in_transaction: Cell<bool>,
 }
 
 /// The store may be dropped inside mfad's own runtime (at shutdown), where
@@ -185,7 +189,9 @@ impl Connection {
         let connected = runtime.block_on(async { tokio::time::timeout(limit, connect).await });
         let failure = match connected {
             Ok(Ok((client, driver))) => {
-                return Ok(Connection { client, driver, statements: HashMap::new(), runtime: Some(runtime) });
+                let statements = HashMap::new();
+                let (runtime, in_transaction) = (Some(runtime), Cell::new(false));
+                return Ok(Connection { client, driver, statements, runtime, in_transaction });
             }
             Ok(Err(err)) => pg_error(location, &err),
             Err(_) => unreachable(format!("no connection within {} ms", limit.as_millis())),
@@ -223,12 +229,12 @@ impl Connection {
         late: impl FnOnce() -> StoreError,
         op: impl AsyncFnOnce(&Db<'_>) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
-        let Connection { client, driver, statements, runtime } = self;
+        let Connection { client, driver, statements, runtime, in_transaction } = self;
         let Some(runtime) = runtime else {
             let cause = "the connection is closing".to_string();
             return Err(StoreError::Unusable { fault: StoreFault::Unreachable, location: location.to_string(), cause });
         };
-        let db = Db { client, statements: RefCell::new(statements), location };
+        let db = Db { client, statements: RefCell::new(statements), location, in_transaction };
         runtime.block_on(async {
             let work = tokio::time::timeout_at(deadline, op(&db));
             tokio::select! {
@@ -253,6 +259,9 @@ struct Db<'c> {
     client: &'c Client,
     statements: RefCell<&'c mut HashMap<&'static str, Statement>>,
     location: &'c str,
+    /// Set before a BEGIN is sent, cleared once its COMMIT or ROLLBACK
+    /// returned.
+    in_transaction: &'c Cell<bool>,
 }
 
 impl Db<'_> {
@@ -273,9 +282,11 @@ impl Db<'_> {
     /// Run `op` in a transaction, committed when it succeeds (when it
     /// fails, the connection is closed: see [`PostgresStore::run_once`]).
     async fn transaction<R>(&self, op: impl AsyncFnOnce(&Db<'_>) -> Result<R, StoreError>) -> Result<R, StoreError> {
+        self.in_transaction.set(true);
         self.client.batch_execute("BEGIN").await.map_err(|err| self.error(err))?;
         let done = op(self).await?;
         self.client.batch_execute("COMMIT").await.map_err(|err| self.error(err))?;
+        self.in_transaction.set(false);
         Ok(done)
     }
 }
@@ -516,20 +527,28 @@ impl PostgresStore {
     }
 
     /// Run `op` on a pooled connection, on this thread, the whole within
-    /// the deadline. A connection whose operation failed or timed out is
-    /// closed rather than given back, which rolls back whatever transaction
-    /// it held: every operation ends the transactions it began when it
-    /// succeeds, so each starts on a connection outside any transaction,
-    /// where a lone statement is a transaction that commits on its own.
+    /// the deadline. A connection that may still be inside a transaction
+    /// (an operation that began one failed or timed out before ending it)
+    /// is closed rather than given back, which rolls the transaction back,
+    /// and so is one that is out of reach. So each operation starts on a
+    /// connection outside any transaction, where a lone statement is a
+    /// transaction that commits on its own; an operation that returned
+    /// with its transaction open is a failure, never acknowledged.
     fn run_once<R>(&self, op: impl AsyncFnOnce(&Db<'_>) -> Result<R, StoreError>) -> Result<R, StoreError> {
         let deadline = Instant::now() + self.deadline;
         let late = || self.unreachable(format!("no answer within {} s", self.deadline.as_secs()));
         let mut lease = self.connection()?;
-        let result = match lease.connection.as_mut() {
-            Some(connection) => connection.run(&self.location, deadline, late, op),
-            None => Err(self.unreachable("no connection")),
+        let (result, in_transaction) = match lease.connection.as_mut() {
+            Some(connection) => (connection.run(&self.location, deadline, late, op), connection.in_transaction.get()),
+            None => (Err(self.unreachable("no connection")), false),
         };
-        if result.is_err() {
+        let result = match result {
+            Ok(_) if in_transaction => {
+                Err(StoreError::Database("internal error: an operation left its transaction open".to_string()))
+            }
+            result => result,
+        };
+        if in_transaction || matches!(result, Err(StoreError::Unusable { .. })) {
             lease.discard();
         }
         result
@@ -583,7 +602,8 @@ async fn locked_record(
 /// round trip can come between the two. A failed write leaves the
 /// transaction aborted, and the COMMIT sent with it then rolls back; the
 /// write's error is returned, so nothing is acknowledged that was not
-/// committed. On any error the connection is closed, which rolls back.
+/// committed. On any error the connection is closed (it is marked inside
+/// a transaction until the COMMIT or ROLLBACK returned), which rolls back.
 async fn update_pipelined(
     db: &Db<'_>,
     user: &str,
@@ -592,6 +612,7 @@ async fn update_pipelined(
     let client = db.client;
     let select = db.prepared(LOCK_USER).await?;
     let name: [&(dyn ToSql + Sync); 1] = [&user];
+    db.in_transaction.set(true);
     let (began, row) = tokio::join!(client.batch_execute("BEGIN"), client.query_opt(&select, &name));
     began.map_err(|err| db.error(err))?;
     // Whether the row was inserted here does not matter: a kept change
@@ -600,7 +621,11 @@ async fn update_pipelined(
     let (statement, json) = match change(current.as_ref()) {
         // Nothing to write: end the transaction without a commit to wait
         // for (an inserted empty row goes with it).
-        Change::Keep => return client.batch_execute("ROLLBACK").await.map_err(|err| db.error(err)),
+        Change::Keep => {
+            client.batch_execute("ROLLBACK").await.map_err(|err| db.error(err))?;
+            db.in_transaction.set(false);
+            return Ok(());
+        }
         Change::Delete => (db.prepared("DELETE FROM users WHERE name = $1").await?, None),
         Change::Put(record) => {
             let json = encode(&record)?;
@@ -615,7 +640,9 @@ async fn update_pipelined(
     };
     let (written, committed) = tokio::join!(write, client.batch_execute("COMMIT"));
     written.map_err(|err| db.error(err))?;
-    committed.map_err(|err| db.error(err))
+    committed.map_err(|err| db.error(err))?;
+    db.in_transaction.set(false);
+    Ok(())
 }
 
 /// Write `json` as `user`'s record if the row still holds `seen`, in one
