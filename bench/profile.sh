@@ -59,16 +59,32 @@ mfad_cpu_us() {
   awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) * 1000000 / hz }' "/proc/$MAIN_PID/stat"
 }
 
+# perf_start DATA PERF_RECORD_ARGS...: perf record ARGS -o DATA in the
+# background (its messages in DATA.log), attached to every thread once this
+# returns; perf_stop ends it and waits for it to write DATA.
+perf_start() {
+  local data=$1
+  shift
+  perf record "$@" -o "$data" >"$data.log" 2>&1 &
+  PERF_PID=$!
+  PIDS+=("$PERF_PID")
+  sleep 2
+}
+perf_stop() {
+  kill -INT "$PERF_PID"
+  wait "$PERF_PID" || true
+}
+
 # profile NAME PER_USER LABEL PAM_BENCH_ARGS...: the pam_bench run (its
 # users at the counters of $SECRETS, PER_USER logins each) once without perf
 # and once more (the next codes) under perf record of mfad (all its threads,
 # those started during the run included); then bench/profile-NAME.txt.
 profile() {
-  local name=$1 per_user=$2 label=$3 data=$PROF/$1.data perf_pid plain profiled cpu0 cpu1 cpu2
+  local name=$1 per_user=$2 label=$3 data=$PROF/$1.data plain profiled cpu0 cpu1 cpu2
   shift 3
   local next=$PROF/secrets-$name
   awk -v n="$per_user" '{ print $1, $2, $3 + n }' "$SECRETS" >"$next"
-  local record=(perf record --call-graph dwarf -F 4000 -p "$MAIN_PID" -o "$data")
+  local record=(--call-graph dwarf -F 4000 -p "$MAIN_PID")
   local report=(perf report -i "$data" --stdio --no-children --sort dso,sym -g none --percent-limit 0.4)
   local script=(perf script -i "$data" -F comm,tid,period,ip,sym)
   echo "== profile: $label"
@@ -76,16 +92,12 @@ profile() {
   run "$label" "$OURS" mfa --secret-file "$SECRETS" "$@"
   plain=$(tail -1 "$RESULTS")
   cpu1=$(mfad_cpu_us)
-  "${record[@]}" >"$PROF/$name.record.log" 2>&1 &
-  perf_pid=$!
-  PIDS+=("$perf_pid")
-  sleep 2 # perf has attached to every thread
+  perf_start "$data" "${record[@]}"
   cpu1=$(mfad_cpu_us)
   run "$label" "$OURS" mfa --secret-file "$next" "$@"
   profiled=$(tail -1 "$RESULTS")
   cpu2=$(mfad_cpu_us)
-  kill -INT "$perf_pid"
-  wait "$perf_pid" || true
+  perf_stop
   local logins
   logins=$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["successes"] + json.loads(sys.argv[1])["failures"])' "$profiled")
   {
@@ -96,7 +108,7 @@ profile() {
     echo "# under perf (the next codes), pam_bench said: $profiled"
     echo "#   mfad's CPU under perf: $(python3 -c 'import sys; print(round((float(sys.argv[2]) - float(sys.argv[1])) / int(sys.argv[3]), 1))' "$cpu1" "$cpu2" "$logins") µs per login (perf's sampling and stack copies included)"
     echo "#"
-    echo "# \$ ${record[*]}" | sed "s|$SCRATCH|SCRATCH|g; s|-p $MAIN_PID|-p MFAD_PID|"
+    echo "# \$ perf record ${record[*]} -o $data" | sed "s|$SCRATCH|SCRATCH|g; s|-p $MAIN_PID|-p MFAD_PID|"
     echo "# \$ ${report[*]} | grep -v '^#' | grep -v '^\$' | head -40" | sed "s|$SCRATCH|SCRATCH|g"
     echo "# (the sampled time is on-CPU time only; waits for the disk or for a request are not in it)"
     echo
@@ -279,14 +291,10 @@ done
 accounts place_user
 enroll_at "$MAIN/mfad.sock" place_user
 user_data=$PROF/user.data
-perf record -e cpu-clock:u --call-graph dwarf -F 4000 -p "$MAIN_PID" -o "$user_data" >"$PROF/user.record.log" 2>&1 &
-perf_pid=$!
-PIDS+=("$perf_pid")
-sleep 2
+perf_start "$user_data" -e cpu-clock:u --call-graph dwarf -F 4000 -p "$MAIN_PID"
 pam_bench --scenario "(a) sequential, 1 user" --module "$OURS" --service mfa --users place_user \
   --secret-file "$SECRETS" --iterations "$PLACE_CALLS" >"$PROF/user.run"
-kill -INT "$perf_pid"
-wait "$perf_pid" || true
+perf_stop
 {
   cat "$PROF/placement.md"
   echo
@@ -314,15 +322,11 @@ for ((i = 1; i <= 32; i++)); do
 done
 # switches NAME LOGINS LABEL PAM_BENCH_ARGS...: one section of the file.
 switches() {
-  local name=$1 logins=$2 label=$3 data=$PROF/switches-$1.data perf_pid
+  local name=$1 logins=$2 label=$3 data=$PROF/switches-$1.data
   shift 3
-  perf record -e sched:sched_switch -g -p "$MAIN_PID" -o "$data" >"$PROF/switches-$name.log" 2>&1 &
-  perf_pid=$!
-  PIDS+=("$perf_pid")
-  sleep 2
+  perf_start "$data" -e sched:sched_switch -g -p "$MAIN_PID"
   pam_bench --scenario "$label" --module "$OURS" "$@" >"$PROF/switches-$name.run"
-  kill -INT "$perf_pid"
-  wait "$perf_pid" || true
+  perf_stop
   echo "## $label: pam_bench $*"
   echo "# pam_bench said: $(cat "$PROF/switches-$name.run")"
   perf script -i "$data" -F comm,tid,event,trace,ip,sym 2>/dev/null | python3 "$ROOT/bench/profile_switches.py" "$logins"
@@ -361,15 +365,11 @@ enroll_at "$MAIN/mfad.sock" timeline_ours
 enroll_at "$MAIN/mfad.sock" timeline_ideal
 # timeline NAME DAEMON_COMM LABEL PAM_BENCH_ARGS...: one section of the file.
 timeline() {
-  local name=$1 daemon=$2 label=$3 data=$PROF/timeline-$1.data perf_pid
+  local name=$1 daemon=$2 label=$3 data=$PROF/timeline-$1.data
   shift 3
-  perf record -e raw_syscalls:sys_enter,raw_syscalls:sys_exit -a -o "$data" >"$PROF/timeline-$name.log" 2>&1 &
-  perf_pid=$!
-  PIDS+=("$perf_pid")
-  sleep 2
+  perf_start "$data" -e raw_syscalls:sys_enter,raw_syscalls:sys_exit -a
   pam_bench --scenario "(a) sequential, 1 user" --module "$label" "$@" >"$PROF/timeline-$name.run"
-  kill -INT "$perf_pid"
-  wait "$perf_pid" || true
+  perf_stop
   echo "## $label: pam_bench $*"
   echo "# pam_bench said (traced): $(cat "$PROF/timeline-$name.run")"
   perf script -i "$data" -F comm,tid,time,event,trace 2>/dev/null | python3 "$ROOT/bench/profile_timeline.py" pam_bench "$daemon"
