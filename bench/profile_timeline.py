@@ -49,14 +49,15 @@ STEPS = [
     ("check", "the daemon's work on the code, until its sync call"),
     ("sync", "the sync call (fsync/fdatasync)"),
     ("decided", "the sync returned until the reply is sent"),
-    ("to client ", "the reply sent until the client has read it"),
+    ("to client", "the reply sent until the client has read it"),
     ("next", "the client: the reply read until its next connect"),
 ]
 
 
 def events(lines, client, daemon):
-    """(time, who, kind, nr, fd_or_ret) for the client's and daemon's calls."""
-    pending = {}  # tid -> (nr, first arg) of its last enter
+    """(time, who, kind, nr, fd) at an enter and (..., (fd, ret)) at an exit,
+    for the client's and the daemon's calls."""
+    pending = {}  # tid -> the first argument (a descriptor) of its last enter
     for line in lines:
         m = LINE.match(line)
         if not m:
@@ -69,11 +70,10 @@ def events(lines, client, daemon):
         if m["kind"] == "enter":
             first = m["args"].split(",")[0].strip() if m["args"] else ""
             fd = int(first, 16) if re.fullmatch(r"[0-9a-fA-F]+", first) else -1
-            pending[tid] = (nr, fd)
+            pending[tid] = fd
             yield t, who, "enter", nr, fd
         else:
-            nr_in, fd = pending.pop(tid, (nr, -1))
-            yield t, who, "exit", nr, (fd, int(m["ret"]))
+            yield t, who, "exit", nr, (pending.pop(tid, -1), int(m["ret"]))
 
 
 def logins(evs):
@@ -117,7 +117,7 @@ def main():
         values = [login[b] - login[a] for login in done if b in login and a in login]
         median = statistics.median(values)
         total += median
-        print(f"  {median:8.1f}  {name.strip():<10} {what}")
+        print(f"  {median:8.1f}  {name:<10} {what}")
     whole = statistics.median(login["next_connect"] - login["connect"] for login in done)
     print(f"  {total:8.1f}  (sum of the medians; the median whole login, connect to next connect: {whole:.1f})")
 
