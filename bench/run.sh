@@ -12,7 +12,10 @@
 # (bench_floor, floor_sqlite.py); the report gives our figures against them.
 # Beside ours, the same module against the ideal daemon (bench_ideal: canned
 # answers and one fdatasync per verified login, nothing else): what any
-# daemon costs this client at the least.
+# daemon costs this client at the least; and against the ideal daemon doing
+# the I/O the product itself must do, a SQLite commit instead of the bare
+# fdatasync and audit lines to the syslog sink (two per login as mfad's, or
+# one): what a daemon with this store and this audit trail costs at least.
 #
 #   bench/run.sh [--quick] [--keep] [--profile]   # as root, on Debian 12
 #
@@ -377,10 +380,23 @@ IDEAL_PID=$!
 PIDS+=("$IDEAL_PID")
 "$BIN/bench_ideal" "$SCRATCH/ideal-nocode.sock" "$SCRATCH/ideal-nocode.state" --no-code &
 PIDS+=($!)
-wait_for_socket "$SCRATCH/ideal.sock"
-wait_for_socket "$SCRATCH/ideal-nocode.sock"
+# The same with the product's own I/O: a SQLite commit (mfad's pragmas) and
+# the audit lines, to mfad's sink; two lines per login as mfad's, or one.
+IDEAL_LINES="ideal + SQLite + 2 audit lines"
+IDEAL_LINE="ideal + SQLite + 1 audit line"
+"$BIN/bench_ideal" "$SCRATCH/ideal-lines.sock" "$SCRATCH/ideal-lines.db" --sqlite --syslog "$SCRATCH/mfad-log" &
+IDEAL_LINES_PID=$!
+PIDS+=("$IDEAL_LINES_PID")
+"$BIN/bench_ideal" "$SCRATCH/ideal-line.sock" "$SCRATCH/ideal-line.db" --sqlite --syslog "$SCRATCH/mfad-log" --one-line &
+IDEAL_LINE_PID=$!
+PIDS+=("$IDEAL_LINE_PID")
+for name in ideal ideal-nocode ideal-lines ideal-line; do
+  wait_for_socket "$SCRATCH/$name.sock"
+done
 service ideal "auth required $BIN/libpam_mfa.so socket=$SCRATCH/ideal.sock"
 service ideal-nocode "auth required $BIN/libpam_mfa.so socket=$SCRATCH/ideal-nocode.sock" "auth required pam_permit.so"
+service ideal-lines "auth required $BIN/libpam_mfa.so socket=$SCRATCH/ideal-lines.sock"
+service ideal-line "auth required $BIN/libpam_mfa.so socket=$SCRATCH/ideal-line.sock"
 
 STARTED_AT=$(date -u '+%Y-%m-%d %H:%M UTC') LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 SECONDS=0
@@ -402,6 +418,8 @@ measure_floors start
 echo "== (a) sequential durable verification, 1 user, $SEQ_CALLS calls"
 three "(a) sequential, 1 user" --users seq1 --secret-file "$SECRETS" --iterations "$SEQ_CALLS"
 run "(a) sequential, 1 user" "$IDEAL" ideal --users seq1 --secret-file "$SECRETS" --iterations "$SEQ_CALLS"
+run "(a) sequential, 1 user" "$IDEAL_LINES" ideal-lines --users seq1 --secret-file "$SECRETS" --iterations "$SEQ_CALLS"
+run "(a) sequential, 1 user" "$IDEAL_LINE" ideal-line --users seq1 --secret-file "$SECRETS" --iterations "$SEQ_CALLS"
 fleet "(a) sequential, 1 user" "$OURS_PG" mfa-pg-a --users pgseq1 --secret-file "$SECRETS" --iterations "$SEQ_CALLS"
 
 echo "== (b) throughput, concurrent clients on distinct users"
@@ -416,6 +434,12 @@ for p in 1 8 32; do
     --procs "$p" --iterations "${TP_CALLS[$p]}"
   CPU_PID=$cpu_ideal run "(b) throughput, $p client$plural" "$IDEAL" ideal --users "$users" --secret-file "$SECRETS" \
     --procs "$p" --iterations "${TP_CALLS[$p]}"
+  if ((p == 32)); then
+    CPU_PID=$IDEAL_LINES_PID run "(b) throughput, $p clients" "$IDEAL_LINES" ideal-lines --users "$users" \
+      --secret-file "$SECRETS" --procs "$p" --iterations "${TP_CALLS[$p]}"
+    CPU_PID=$IDEAL_LINE_PID run "(b) throughput, $p clients" "$IDEAL_LINE" ideal-line --users "$users" \
+      --secret-file "$SECRETS" --procs "$p" --iterations "${TP_CALLS[$p]}"
+  fi
 done
 fleet "(b) throughput, 32 clients" "$OURS_PG" mfa-pg-a \
   --users "$(printf 'pgtp32_%s,' {1..32})" --secret-file "$SECRETS" --procs 32 --iterations "${TP_CALLS[32]}"

@@ -5,11 +5,12 @@
 //! code needed"), the next one "verified", after one durable write, and the
 //! connection is closed after the decision, as mfad closes it. It reads
 //! each request in one read and does not decode it: no account lookup, no
-//! store, no code check, no audit line. It is not a daemon to run anywhere
-//! else: it accepts every code.
+//! record, no code check, no decision (and, unless asked for below, no
+//! store and no audit line). It is not a daemon to run anywhere else: it
+//! accepts every code.
 //!
 //! ```text
-//! bench_ideal SOCKET STATE_FILE [--no-code] [--threads N]
+//! bench_ideal SOCKET STATE_FILE [--no-code] [--threads N] [--sqlite] [--syslog PATH [--one-line]]
 //! ```
 //! - Connections are served as mfad serves them: N (64) threads wait in
 //!   accept(2) on the socket, each serves the connection it accepts to its
@@ -19,23 +20,48 @@
 //!   fdatasync runs share the next one (group commit, as mfad's store
 //!   writer), and each is answered once an fdatasync that began after its
 //!   write has returned.
+//! - `--sqlite`: the durable write is instead what the product's own store
+//!   needs at the least, a SQLite commit (STATE_FILE a database in WAL
+//!   mode, `synchronous=FULL`, as mfad's): the leader of a group commit
+//!   updates one row per login in one transaction and commits, once.
+//! - `--syslog PATH`: an audit line per decision, as mfad sends them: a
+//!   datagram to PATH before the prompt and before the decision. With
+//!   `--one-line`, only the one before the decision: a login's one line.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::process::ExitCode;
 use std::sync::{Arc, Condvar, Mutex};
 
 use mfa_shared::frame;
 use mfa_shared::protocol::{AuthStep, Outcome, Response, ResponseFrame};
+use rusqlite::Connection;
 
-/// One write on the disk per login, shared by the logins of one fdatasync.
+/// One write on the disk per login, shared by the logins of one sync.
 struct Durable {
-    file: File,
+    target: Target,
     state: Mutex<Synced>,
     synced: Condvar,
+}
+
+/// Where a login's write goes.
+enum Target {
+    /// 100 bytes over the same offset, then fdatasync: the floor's write.
+    File(File),
+    /// One row's update in a SQLite transaction, committed (used by the
+    /// leader of a group commit only).
+    Sqlite(Mutex<Connection>),
+}
+
+/// Rows of the SQLite table, updated in turn (about one per client).
+const ROWS: u64 = 32;
+
+/// A row's content, about the size of the floor's SQLite row.
+fn row_record(n: u64) -> String {
+    format!("{{\"type\":\"hotp\",\"secret\":\"{}\",\"counter\":{n},\"failures\":0}}", "A".repeat(300))
 }
 
 #[derive(Default)]
@@ -52,13 +78,51 @@ impl Durable {
         // The block exists and is on the disk before the first login.
         file.write_all_at(&[0_u8; 4096], 0).unwrap();
         file.sync_all().unwrap();
-        Durable { file, state: Mutex::default(), synced: Condvar::new() }
+        Durable { target: Target::File(file), state: Mutex::default(), synced: Condvar::new() }
+    }
+
+    fn open_sqlite(path: &str) -> Durable {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{path}{suffix}"));
+        }
+        let conn = Connection::open(path).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        conn.pragma_update(None, "synchronous", "FULL").unwrap();
+        conn.execute_batch("CREATE TABLE users (name TEXT PRIMARY KEY NOT NULL, record TEXT NOT NULL)").unwrap();
+        for row in 0..ROWS {
+            conn.execute("INSERT INTO users VALUES (?1, ?2)", (format!("u{row}"), row_record(0))).unwrap();
+        }
+        let durable =
+            Durable { target: Target::Sqlite(Mutex::new(conn)), state: Mutex::default(), synced: Condvar::new() };
+        // Past the WAL's first checkpoint, as bench/run.sh warms mfad's.
+        for n in 0..1_100 {
+            durable.sync(n, 1);
+        }
+        durable
+    }
+
+    /// Make the writes `from..from + count` durable (the leader only).
+    fn sync(&self, from: u64, count: u64) {
+        match &self.target {
+            Target::File(file) => file.sync_data().unwrap(),
+            Target::Sqlite(conn) => {
+                let mut conn = conn.lock().unwrap();
+                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).unwrap();
+                for n in from..from + count {
+                    let mut update = tx.prepare_cached("UPDATE users SET record = ?1 WHERE name = ?2").unwrap();
+                    update.execute((row_record(n), format!("u{}", n % ROWS))).unwrap();
+                }
+                tx.commit().unwrap();
+            }
+        }
     }
 
     /// Write a login's record and return once it is on the disk.
     fn write(&self, record: &[u8]) {
         let mut state = self.state.lock().unwrap();
-        self.file.write_all_at(record, 0).unwrap();
+        if let Target::File(file) = &self.target {
+            file.write_all_at(record, 0).unwrap();
+        }
         state.written += 1;
         let mine = state.written;
         while state.covered < mine {
@@ -68,9 +132,9 @@ impl Durable {
             }
             // Lead: this fdatasync covers every write made before it began.
             state.syncing = true;
-            let covers = state.written;
+            let (from, covers) = (state.covered, state.written);
             drop(state);
-            self.file.sync_data().unwrap();
+            self.sync(from, covers - from);
             state = self.state.lock().unwrap();
             state.syncing = false;
             state.covered = covers;
@@ -107,16 +171,61 @@ struct Answers {
     decision: Vec<u8>,
 }
 
-fn serve(mut stream: UnixStream, answers: &Answers, durable: &Durable) {
+/// With `--syslog`: the audit lines, about the length of mfad's, and the
+/// socket they go to.
+struct Audit {
+    socket: UnixDatagram,
+    /// None with `--one-line`.
+    challenge: Option<Vec<u8>>,
+    decision: Vec<u8>,
+}
+
+impl Audit {
+    fn connect(path: &str, no_code: bool, one_line: bool) -> Audit {
+        let socket = UnixDatagram::unbound().unwrap();
+        socket.connect(path).unwrap();
+        let pid = std::process::id();
+        let line = |event: &str, reason: &str| {
+            format!("<86>bench_ideal[{pid}]: event={event} user=seq1 service=ideal outcome={event} reason=\"{reason}\"")
+                .into_bytes()
+        };
+        let decision = if no_code { line("not_required", "not enrolled") } else { line("success", "challenge passed") };
+        let challenge = (!one_line).then(|| line("challenge", "level always"));
+        Audit { socket, challenge, decision }
+    }
+
+    fn send_challenge(&self) {
+        if let Some(line) = &self.challenge {
+            self.send(line);
+        }
+    }
+
+    fn send_decision(&self) {
+        self.send(&self.decision);
+    }
+
+    /// A lost line is the sink's business: the login goes on, as mfad's.
+    fn send(&self, line: &[u8]) {
+        let _ = self.socket.send(line);
+    }
+}
+
+fn serve(mut stream: UnixStream, answers: &Answers, durable: &Durable, audit: Option<&Audit>) {
     let mut buf = vec![0_u8; frame::READ_SIZE];
     if !request(&mut stream, &mut buf) {
         return;
     }
     if let Some(prompt) = &answers.prompt {
+        if let Some(audit) = audit {
+            audit.send_challenge();
+        }
         if stream.write_all(prompt).is_err() || !request(&mut stream, &mut buf) {
             return;
         }
         durable.write(&[0x5a_u8; 100]);
+    }
+    if let Some(audit) = audit {
+        audit.send_decision();
     }
     let _ = stream.write_all(&answers.decision);
 }
@@ -126,12 +235,23 @@ fn encoded(response: Response) -> Vec<u8> {
 }
 
 fn main() -> ExitCode {
-    let usage = "usage: bench_ideal SOCKET STATE_FILE [--no-code] [--threads N]";
+    let usage =
+        "usage: bench_ideal SOCKET STATE_FILE [--no-code] [--threads N] [--sqlite] [--syslog PATH [--one-line]]";
     let mut args = std::env::args().skip(1);
     let (mut paths, mut no_code, mut threads) = (Vec::new(), false, 64_usize);
+    let (mut sqlite, mut syslog, mut one_line) = (false, None, false);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--no-code" => no_code = true,
+            "--sqlite" => sqlite = true,
+            "--one-line" => one_line = true,
+            "--syslog" => match args.next() {
+                Some(path) => syslog = Some(path),
+                None => {
+                    eprintln!("{usage}");
+                    return ExitCode::from(2);
+                }
+            },
             "--threads" => match args.next().and_then(|n| n.parse().ok()).filter(|&n| n > 0) {
                 Some(n) => threads = n,
                 None => {
@@ -169,16 +289,18 @@ fn main() -> ExitCode {
             decision: encoded(Response::Auth(AuthStep::Decision { outcome: Outcome::Verified, messages: Vec::new() })),
         }
     });
-    let durable = Arc::new(Durable::open(state));
+    let durable = Arc::new(if sqlite { Durable::open_sqlite(state) } else { Durable::open(state) });
+    let audit = Arc::new(syslog.map(|path| Audit::connect(&path, no_code, one_line)));
     let _ = std::fs::remove_file(socket);
     let listener = Arc::new(UnixListener::bind(socket).unwrap());
     let servers: Vec<_> = (0..threads)
         .map(|_| {
             let (listener, answers, durable) = (listener.clone(), answers.clone(), durable.clone());
+            let audit = audit.clone();
             std::thread::spawn(move || {
                 loop {
                     if let Ok((stream, _)) = listener.accept() {
-                        serve(stream, &answers, &durable);
+                        serve(stream, &answers, &durable, audit.as_ref().as_ref());
                     }
                 }
             })
