@@ -349,20 +349,26 @@ echo "== task switches"
 echo "   wrote bench/profile-switches.txt"
 
 # ---------------------------------------------------------------- one login's path
-# A sequential login step by step, through mfad and through the ideal
-# daemon (bench_ideal, started here as run.sh starts it for the
-# scenarios): every system call of the machine traced (raw_syscalls), and
-# bench/profile_timeline.py follows each login from the client's connect
-# through the two requests and the daemon's sync call to the client's next
-# connect. Fresh users (counter 1).
+# A sequential login step by step, through mfad, through the ideal daemon
+# and through the ideal daemon with the product's own I/O (bench_ideal,
+# started here as run.sh starts them for the scenarios; the last sends its
+# two audit lines to mfad's sink): every system call of the machine traced
+# (raw_syscalls), and bench/profile_timeline.py follows each login from the
+# client's connect through the two requests and the daemon's sync call to
+# the client's next connect. Fresh users (counter 1).
 TIMELINE_CALLS=$((PROFILE_SEQ_CALLS / 5))
 "$BIN/bench_ideal" "$PROF/ideal.sock" "$PROF/ideal.state" &
 PIDS+=($!)
+"$BIN/bench_ideal" "$PROF/ideal-lines.sock" "$PROF/ideal-lines.db" --sqlite --syslog "$SCRATCH/mfad-log" &
+PIDS+=($!)
 wait_for_socket "$PROF/ideal.sock"
+wait_for_socket "$PROF/ideal-lines.sock"
 service ideal "auth required $BIN/libpam_mfa.so socket=$PROF/ideal.sock"
-accounts timeline_ours timeline_ideal
+service ideal-lines "auth required $BIN/libpam_mfa.so socket=$PROF/ideal-lines.sock"
+accounts timeline_ours timeline_ideal timeline_lines
 enroll_at "$MAIN/mfad.sock" timeline_ours
 enroll_at "$MAIN/mfad.sock" timeline_ideal
+enroll_at "$MAIN/mfad.sock" timeline_lines
 # timeline NAME DAEMON_COMM LABEL PAM_BENCH_ARGS...: one section of the file.
 timeline() {
   local name=$1 daemon=$2 label=$3 data=$PROF/timeline-$1.data
@@ -385,6 +391,8 @@ echo "== one login's path"
   timeline ours mfad "$OURS" --service mfa --users timeline_ours --secret-file "$SECRETS" --iterations "$TIMELINE_CALLS"
   timeline ideal bench_ideal "ideal daemon (I/O only)" \
     --service ideal --users timeline_ideal --secret-file "$SECRETS" --iterations "$TIMELINE_CALLS"
+  timeline ideal-lines bench_ideal "ideal + SQLite + 2 audit lines" \
+    --service ideal-lines --users timeline_lines --secret-file "$SECRETS" --iterations "$TIMELINE_CALLS"
 } >"$ROOT/bench/profile-timeline.txt"
 echo "   wrote bench/profile-timeline.txt"
 
