@@ -66,7 +66,7 @@ fn row_record(n: u64) -> String {
 
 #[derive(Default)]
 struct Synced {
-    /// Writes made so far, and how many of them an fdatasync has covered.
+    /// Writes made so far, and how many of them a sync has covered.
     written: u64,
     covered: u64,
     syncing: bool,
@@ -130,7 +130,7 @@ impl Durable {
                 state = self.synced.wait(state).unwrap();
                 continue;
             }
-            // Lead: this fdatasync covers every write made before it began.
+            // Lead: this sync covers every write made before it began.
             state.syncing = true;
             let (from, covers) = (state.covered, state.written);
             drop(state);
