@@ -160,29 +160,26 @@ def main() -> None:
                         if connect else "") +
                        (f", {n['median_us'] / connect1:.2f}x the same on one CPU ({connect1:,.1f} µs)"
                         if connect1 else ""))
+    # Each ideal daemon, as the report's readers know it.
+    described = {
+        IDEAL: "the ideal daemon (the same module; a daemon that only reads the requests, sends canned answers and, "
+               "for a code, writes once and fdatasyncs)",
+        IDEAL_LINES: f"{IDEAL_LINES} (the ideal daemon with the product's own I/O)",
+        IDEAL_LINE: f"{IDEAL_LINE} (the ideal daemon with the product's own I/O)",
+    }
     for scenario, what in ((SEQ, "sequential login"), (throughput_label(32), "32 clients"), (NOCODE, "no-code round trip")):
-        ours, ideal = by.get((scenario, OURS)), by.get((scenario, IDEAL))
-        if not ours or not ideal:
-            continue
-        line = (f"- {what}, the ideal daemon (the same module; a daemon that only reads the requests, sends canned "
-                f"answers and, for a code, writes once and fdatasyncs): median {ideal['median_us']:,.1f} µs, "
-                f"{ideal['throughput_per_s']:,.0f} logins/s; ours {ours['median_us'] / ideal['median_us']:.2f}x its "
-                f"median, {ours['throughput_per_s'] / ideal['throughput_per_s']:.2f}x its throughput")
-        if scenario == SEQ and seq_floor:
-            line += f"; the ideal daemon is {ideal['median_us'] / seq_floor:.2f}x the floor"
-        if scenario == NOCODE and rtt:
-            line += f"; the ideal daemon is {ideal['median_us'] / rtt:.2f}x one socket round trip"
-        against.append(line)
-        for module in (IDEAL_LINES, IDEAL_LINE):
-            product = by.get((scenario, module))
-            if not product:
+        ours = by.get((scenario, OURS))
+        for module, description in described.items():
+            ideal = by.get((scenario, module))
+            if not ours or not ideal:
                 continue
-            line = (f"- {what}, {module} (the ideal daemon with the product's own I/O): median "
-                    f"{product['median_us']:,.1f} µs, {product['throughput_per_s']:,.0f} logins/s; ours "
-                    f"{ours['median_us'] / product['median_us']:.2f}x its median, "
-                    f"{ours['throughput_per_s'] / product['throughput_per_s']:.2f}x its throughput")
+            line = (f"- {what}, {description}: median {ideal['median_us']:,.1f} µs, "
+                    f"{ideal['throughput_per_s']:,.0f} logins/s; ours {ours['median_us'] / ideal['median_us']:.2f}x "
+                    f"its median, {ours['throughput_per_s'] / ideal['throughput_per_s']:.2f}x its throughput")
             if scenario == SEQ and seq_floor:
-                line += f"; it is {product['median_us'] / seq_floor:.2f}x the floor"
+                line += f"; it is {ideal['median_us'] / seq_floor:.2f}x the floor"
+            if scenario == NOCODE and rtt:
+                line += f"; it is {ideal['median_us'] / rtt:.2f}x one socket round trip"
             against.append(line)
     if against:
         out.append("Ours against the floor (as measured at the start of the run; a socket round trip is "
