@@ -2,7 +2,7 @@
 //! connection's byte stream; it is read as mfad's `serve_connection` reads
 //! it (`frame::read_buffered_body`, frame after frame, the size
 //! cap checked before allocating) and each body goes through mfad's own
-//! `server::request_of` (the version first, then the `RequestFrame`). The
+//! `server::request_of` (the `RequestFrame`, its version checked). The
 //! same bytes also go to the blocking `frame::read_frame`, and to the
 //! client's buffered reader (`client::read_buffered_frame`, as pam_mfa and
 //! mfactl read replies, frame after frame). No panic, and:

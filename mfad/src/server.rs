@@ -545,8 +545,10 @@ fn peer_has_gone(stream: &UnixStream) -> bool {
     n == 0
 }
 
-/// The request in a frame body, or the error reply. The version is read
-/// first, so a newer client's unknown request is told about the version.
+/// The request in a frame body, or the error reply. A body of this
+/// protocol's version is parsed once; only one that does not parse is read
+/// again for its version, so a newer client's unknown request is told
+/// about the version.
 // The error is the reply itself, made once per refused frame: boxing it
 // would buy nothing.
 #[allow(clippy::result_large_err)]
@@ -555,17 +557,20 @@ pub fn request_of(body: &[u8]) -> Result<Request, Response> {
     struct VersionOnly {
         version: u32,
     }
-    if let Ok(VersionOnly { version }) = decode::<VersionOnly>(body)
-        && version != PROTOCOL_VERSION
-    {
-        return Err(Response::error(
+    let version_error = |version: u32| {
+        Response::error(
             ErrorKind::Version,
             format!("protocol version {version} is not supported (mfad speaks {PROTOCOL_VERSION})"),
-        ));
+        )
+    };
+    match decode::<RequestFrame>(body) {
+        Ok(frame) if frame.version == PROTOCOL_VERSION => Ok(frame.request),
+        Ok(frame) => Err(version_error(frame.version)),
+        Err(err) => match decode::<VersionOnly>(body) {
+            Ok(VersionOnly { version }) if version != PROTOCOL_VERSION => Err(version_error(version)),
+            _ => Err(Response::error(ErrorKind::BadRequest, format!("malformed request: {}", describe(&err)))),
+        },
     }
-    decode::<RequestFrame>(body)
-        .map(|frame| frame.request)
-        .map_err(|err| Response::error(ErrorKind::BadRequest, format!("malformed request: {}", describe(&err))))
 }
 
 /// A parse error without the offending input (which may hold a code).
@@ -623,6 +628,21 @@ mod tests {
         assert!(slots.take(1000).is_some(), "slots come back when connections end");
         drop(root);
         assert!(slots.take(0).is_some());
+    }
+
+    #[test]
+    fn a_request_of_another_version_is_told_the_version_even_when_unknown() {
+        let kind = |body: &[u8]| match request_of(body) {
+            Ok(request) => format!("ok {request:?}"),
+            Err(Response::Error { kind, .. }) => format!("{kind:?}"),
+            Err(other) => format!("{other:?}"),
+        };
+        assert_eq!(kind(br#"{"version":1,"request":{"type":"list_users"}}"#), "ok ListUsers { after: None }");
+        assert_eq!(kind(br#"{"version":2,"request":{"type":"list_users"}}"#), "Version");
+        assert_eq!(kind(br#"{"version":2,"request":{"type":"from_the_future"}}"#), "Version");
+        assert_eq!(kind(br#"{"version":1,"request":{"type":"from_the_future"}}"#), "BadRequest");
+        assert_eq!(kind(br#"{"request":{"type":"list_users"}}"#), "BadRequest");
+        assert_eq!(kind(b"\x00not json"), "BadRequest");
     }
 
     /// Knows every name, until asked for one: then never answers until
