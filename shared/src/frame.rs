@@ -104,8 +104,10 @@ pub fn read_frame<R: Read, T: DeserializeOwned>(reader: &mut R) -> Result<T, Fra
 /// Room asked of each buffered read: a request, or a login step's reply (a
 /// prompt and its messages), fits, header and body, in one read; a larger
 /// frame (an inline set-up's QR code, a page of mfactl's user list) takes
-/// more.
-pub const READ_SIZE: usize = 4096;
+/// more. Under glibc's large request (1,008 bytes), whose every
+/// allocation first consolidates malloc's fast bins: a connection's
+/// buffer is allocated once per connection, so once per login.
+pub const READ_SIZE: usize = 1000;
 
 /// Read from `stream` until `received` (which holds what earlier reads
 /// brought past the previous frame) holds a whole frame, and return where
