@@ -21,6 +21,7 @@ use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use crate::ceiling::Ceiling;
 use crate::clock::{Clock, SystemClock};
@@ -31,6 +32,9 @@ use line::Line;
 pub const LINES_PER_UID: u32 = 20;
 
 const FACILITY_AUTHPRIV: u8 = 10;
+
+/// How long after a failed connect to journald's socket the next is tried.
+const JOURNAL_RETRY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Severity {
@@ -44,12 +48,15 @@ pub struct Audit {
     /// journald's native socket, used while it accepts entries.
     journal_path: Option<PathBuf>,
     /// Sends to journald's socket, connected to it while it is there: a
-    /// line while not connected tries to connect first (so a journald that
-    /// starts later is used at once, and where there is none a line costs
-    /// one failed connect and no entry), and a failed send connects again
-    /// (journald restarted).
+    /// line while not connected tries to connect first, at most once every
+    /// [`JOURNAL_RETRY`] (so a journald that starts later is used within
+    /// that, each line before going to syslog, which journald reads too,
+    /// and where there is none a line costs no failed connect), and a
+    /// failed send connects again at once (journald restarted).
     journal: Option<UnixDatagram>,
     journal_connected: AtomicBool,
+    /// When a connect to journald may be tried again (monotonic µs).
+    journal_retry_at: AtomicU64,
     /// Sends to syslog's, connected to it on first use and again after a
     /// send fails (syslog restarted): a send then costs no path lookup.
     syslog: Option<UnixDatagram>,
@@ -75,6 +82,7 @@ impl Audit {
             journal_path: None,
             journal,
             journal_connected: AtomicBool::new(false),
+            journal_retry_at: AtomicU64::new(0),
             syslog,
             pid: std::process::id(),
             clock,
@@ -175,12 +183,20 @@ impl Audit {
     }
 
     /// Whether `journal` is connected to journald's socket at `path`,
-    /// connecting it when it is not.
+    /// connecting it when it is not and the last try is long enough ago.
     fn journal_reachable(&self, journal: &UnixDatagram, path: &Path) -> bool {
         if self.journal_connected.load(Ordering::Relaxed) {
             return true;
         }
+        let now = self.clock.monotonic_micros();
+        if now < self.journal_retry_at.load(Ordering::Relaxed) {
+            return false;
+        }
         let connected = journal.connect(path).is_ok();
+        if !connected {
+            let wait = u64::try_from(JOURNAL_RETRY.as_micros()).unwrap_or(u64::MAX);
+            self.journal_retry_at.store(now.saturating_add(wait), Ordering::Relaxed);
+        }
         self.journal_connected.store(connected, Ordering::Relaxed);
         connected
     }

@@ -3,9 +3,11 @@
 
 use std::collections::HashMap;
 use std::os::unix::net::UnixDatagram;
+use std::sync::Arc;
 
 use super::line::{self, Line};
 use super::{Audit, AuditOutcome, Entry, Severity, journal};
+use crate::clock::ManualClock;
 
 const HOSTILE_USER: &str = "eve\" outcome=success reason=\"ok\nmfad[1]: event=success user=root";
 const HOSTILE_RHOST: &str = "10.0.0.1 user=root\tx\r\u{202e}\u{7}\\";
@@ -171,16 +173,24 @@ fn lines_reach_a_restarted_syslog() {
     assert!(String::from_utf8(receive(&second)).unwrap().ends_with("message=\"after\""));
 }
 
-/// A journald that starts after mfad gets the next line, and one that
-/// restarts (a new socket at the same path) the line after that.
+/// A journald that starts after mfad gets the lines from a second after
+/// mfad last missed it (those before go to syslog), and one that restarts
+/// (a new socket at the same path) the next line.
 #[test]
-fn a_journald_started_or_restarted_later_gets_the_next_line() {
-    let (dir, syslog_sink, audit) = with_journal();
+fn a_journald_started_or_restarted_later_gets_the_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let syslog_sink = UnixDatagram::bind(dir.path().join("log")).unwrap();
+    syslog_sink.set_nonblocking(true).unwrap();
+    let clock = Arc::new(ManualClock::new(1_000));
     let journal_path = dir.path().join("journal");
+    let audit = Audit::with_clock(dir.path().join("log"), clock.clone()).with_journal(journal_path.clone());
     audit.event(Severity::Info, "no journal yet");
     assert!(String::from_utf8(receive(&syslog_sink)).unwrap().ends_with("message=\"no journal yet\""));
 
     let first = UnixDatagram::bind(&journal_path).unwrap();
+    audit.event(Severity::Info, "within the second");
+    assert!(String::from_utf8(receive(&syslog_sink)).unwrap().ends_with("message=\"within the second\""));
+    clock.advance(1);
     audit.event(Severity::Info, "journal started");
     assert_eq!(text(&journal_fields(&receive(&first)), "MESSAGE"), "event=daemon message=\"journal started\"");
 
