@@ -6,6 +6,14 @@
 //! would: it keeps using the descriptors it holds (a deleted file lives on
 //! until closed, and its writes are lost at the next start) and answers
 //! reads from its page cache.
+//!
+//! Before a use, inotify says whether anything happened in the store's
+//! directory (a file created, deleted or renamed) or to the store file (a
+//! write, a change of its links or mode) since the last check, at the cost
+//! of one read that finds nothing; only then are the files checked again
+//! (three `statx` and the header). That is what a store file changed on
+//! this host can show; without inotify (no instance or watch left) every
+//! use checks the files.
 
 use std::ffi::CString;
 use std::fs::{self, DirBuilder, File, OpenOptions};
@@ -14,7 +22,10 @@ use std::mem::MaybeUninit;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
+use nix::errno::Errno;
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::sys::statvfs::{FsFlags, fstatvfs};
 
 use super::{StoreError, StoreFault};
@@ -189,12 +200,59 @@ pub(super) struct StoreFiles {
     file: File,
     /// The store file and its -wal and -shm, each with its identity.
     pinned: Vec<(PathBuf, Identity)>,
+    /// What happens to the files (None without inotify).
+    changes: Option<Changes>,
+    /// Whether the last check passed; held while checking, so that no use
+    /// skips a check on the strength of one under way.
+    passed: Mutex<bool>,
+    /// How many times the files were checked.
+    #[cfg(test)]
+    pub(super) checks: std::sync::atomic::AtomicUsize,
+}
+
+/// Events in the store's directory and on the store file.
+#[derive(Debug)]
+struct Changes(Inotify);
+
+impl Changes {
+    fn watch(path: &Path) -> Option<Changes> {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok()?;
+        let in_dir = AddWatchFlags::IN_CREATE
+            | AddWatchFlags::IN_DELETE
+            | AddWatchFlags::IN_MOVED_FROM
+            | AddWatchFlags::IN_MOVED_TO
+            | AddWatchFlags::IN_DELETE_SELF
+            | AddWatchFlags::IN_MOVE_SELF
+            | AddWatchFlags::IN_ONLYDIR;
+        inotify.add_watch(dir, in_dir).ok()?;
+        let on_file = AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_ATTRIB | AddWatchFlags::IN_DONT_FOLLOW;
+        inotify.add_watch(path, on_file).ok()?;
+        Some(Changes(inotify))
+    }
+
+    /// Whether anything happened since the last call (every event queued
+    /// is taken); true when inotify cannot tell (its queue overflowed: an
+    /// event of its own; a failed read).
+    fn any(&self) -> bool {
+        let mut any = false;
+        loop {
+            match self.0.read_events() {
+                Ok(events) if events.is_empty() => return true,
+                Ok(_) => any = true,
+                Err(Errno::EAGAIN) => return any,
+                Err(_) => return true,
+            }
+        }
+    }
 }
 
 impl StoreFiles {
     /// Pin the store file open as `file`, and its -wal and -shm files as
     /// they are now (SQLite keeps them while a connection is open).
     pub(super) fn pin(path: &Path, file: File) -> Result<Self, OpenError> {
+        // Watched before the identities are taken: no change falls between.
+        let changes = Changes::watch(path);
         let own = identity(&file.metadata().map_err(|e| OpenError::io(path, e))?);
         let mut pinned = vec![(path.to_path_buf(), own)];
         for companion in companions(path) {
@@ -202,7 +260,15 @@ impl StoreFiles {
                 pinned.push((companion, found));
             }
         }
-        let files = StoreFiles { path: path.to_path_buf(), file, pinned };
+        let files = StoreFiles {
+            path: path.to_path_buf(),
+            file,
+            pinned,
+            changes,
+            passed: Mutex::new(false),
+            #[cfg(test)]
+            checks: Default::default(),
+        };
         files.verify().map_err(|err| OpenError::store(path, err))?;
         Ok(files)
     }
@@ -212,8 +278,24 @@ impl StoreFiles {
     }
 
     /// Whether the files at the store's paths are still the ones opened, and
-    /// the store file still starts with a SQLite header.
+    /// the store file still starts with a SQLite header: checked when
+    /// something happened to them since the last check passed (see the
+    /// module's doc).
     pub(super) fn verify(&self) -> Result<(), StoreError> {
+        let mut passed = self.passed.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Events are taken before the check, so none after it goes unseen.
+        let changed = self.changes.as_ref().is_none_or(Changes::any);
+        if *passed && !changed {
+            return Ok(());
+        }
+        let checked = self.check();
+        *passed = checked.is_ok();
+        checked
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        #[cfg(test)]
+        self.checks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         for (path, pinned) in &self.pinned {
             match identity_at(path) {
                 Ok(found) if found == *pinned => {}

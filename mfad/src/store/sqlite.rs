@@ -666,6 +666,35 @@ mod tests {
         assert!(text.contains("another file"), "{text}");
     }
 
+    /// The files are checked again only when something happened to them:
+    /// a commit (to the -wal) is nothing, a checkpoint (a write to the store
+    /// file) or another file in the directory is, and the check passes.
+    #[test]
+    fn the_files_are_checked_again_only_after_a_change() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("c.db")).unwrap();
+        let checks = || store.files.as_ref().unwrap().checks.load(Relaxed);
+        store.update_user("a", &mut |_| with_failures("a", 1)).unwrap();
+        let before = checks();
+        for n in 2..50 {
+            store.update_user("a", &mut |_| with_failures("a", n)).unwrap();
+            assert_eq!(store.get_user("a").unwrap().unwrap().failures, n);
+        }
+        assert_eq!(checks(), before, "checked again though nothing happened");
+        fs::write(dir.path().join("unrelated"), b"x").unwrap();
+        assert_eq!(store.get_user("a").unwrap().unwrap().failures, 49);
+        assert_eq!(checks(), before + 1, "a file created in the directory");
+        assert_eq!(store.get_user("a").unwrap().unwrap().failures, 49);
+        assert_eq!(checks(), before + 1);
+        store
+            .writer
+            .read(|conn| conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).map_err(db))
+            .unwrap();
+        store.update_user("a", &mut |_| with_failures("a", 50)).unwrap();
+        assert_eq!(checks(), before + 2, "a checkpoint wrote the store file");
+    }
+
     /// Runs `f` on a thread; None when it did not finish within 10 s (a hang).
     fn within_10s<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Option<R> {
         let (tx, rx) = std::sync::mpsc::channel();
