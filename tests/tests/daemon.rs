@@ -365,7 +365,8 @@ fn closed_by_mfad(stream: &mut std::os::unix::net::UnixStream) -> bool {
 #[test]
 fn connections_beyond_the_limit_are_told_busy_and_held_ones_stall_no_one() {
     use std::os::unix::net::UnixStream;
-    // More connections than mfad keeps threads idle for (8), each held
+    // More connections than mfad has threads at its start (one; it starts
+    // another whenever the last waiting one takes a connection), each held
     // open after its first answer, as a person at a prompt holds one.
     let mfad = Mfad::start("max_connections = 12");
     let frame = list_users_frame();
