@@ -78,6 +78,64 @@ fn a_crash_mid_load_loses_nothing_acknowledged() {
     }
 }
 
+/// What strace saw mfad do while one code was checked: the sync of the
+/// store's WAL returns before the answer is sent, and it is an fdatasync
+/// (the bundled SQLite is built with HAVE_FDATASYNC, .cargo/config.toml:
+/// without it every commit also pays ext4's journal commit for the file's
+/// timestamps).
+#[test]
+fn a_code_is_acknowledged_only_after_the_store_is_synced() {
+    use std::io::BufRead as _;
+    let mfad = Mfad::start("");
+    let secret = mfad.enroll("synced", "hotp");
+    let trace = mfad.dir.path().join("strace.out");
+    let mut strace = Command::new("strace")
+        .args(["-f", "-y", "-s", "64", "-e", "trace=fsync,fdatasync,sendto,sendmsg,write", "-o"])
+        .arg(&trace)
+        .args(["-p", &mfad.pid().to_string()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("strace (is it installed?)");
+    // strace says so on stderr once it has attached to every thread.
+    let mut messages = std::io::BufReader::new(strace.stderr.take().unwrap());
+    let mut line = String::new();
+    while messages.read_line(&mut line).unwrap() > 0 && !line.contains("attached") {
+        line.clear();
+    }
+    assert!(line.contains("attached"), "strace did not attach: {line}");
+    let out = mfad.mfactl(&["verify", "--user", "synced", "--code", &hotp(&secret, 1)]);
+    unsafe { libc::kill(strace.id() as i32, libc::SIGINT) };
+    strace.wait().unwrap();
+    assert!(out.status.success(), "the code was refused: {}", said(&out));
+
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        !lines.iter().any(|l| l.contains("fsync(") && l.contains("-wal>")),
+        "the WAL was synced with fsync, not fdatasync:\n{text}"
+    );
+    let sync = lines
+        .iter()
+        .position(|l| l.contains("fdatasync(") && l.contains("-wal>"))
+        .unwrap_or_else(|| panic!("no fdatasync of the WAL:\n{text}"));
+    // The call returns on its own line, or later on a "resumed" line of the
+    // same thread when another thread's call came in between.
+    let tid = lines[sync].split_whitespace().next().unwrap();
+    let synced = if lines[sync].ends_with("= 0") {
+        sync
+    } else {
+        sync + lines[sync..]
+            .iter()
+            .position(|l| l.starts_with(tid) && l.contains("fdatasync resumed>") && l.ends_with("= 0"))
+            .unwrap_or_else(|| panic!("the fdatasync did not return 0:\n{text}"))
+    };
+    let answer = lines
+        .iter()
+        .position(|l| l.contains("sendto(") && l.contains("response"))
+        .unwrap_or_else(|| panic!("no answer sent:\n{text}"));
+    assert!(synced < answer, "the answer was sent before the WAL was synced:\n{text}");
+}
+
 /// A small tmpfs of the test's own, unmounted on drop (lazily if a process
 /// still holds it). Declare it before the Mfad using it, so the daemon is
 /// stopped first.
