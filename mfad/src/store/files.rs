@@ -162,9 +162,10 @@ fn identity(meta: &fs::Metadata) -> Identity {
 /// for nothing else. `stat` would ask for its times too, and on a file
 /// system with fine-grained time stamps (ext4, XFS, btrfs and tmpfs since
 /// Linux 6.13) a file whose times were asked for takes a new time stamp at
-/// its next write, which dirties its inode: each commit's fsync of the WAL,
-/// checked before each commit, would then write the inode too, a second
-/// disk write per commit.
+/// its next write, which dirties its inode: were SQLite built to sync with
+/// fsync rather than fdatasync (.cargo/config.toml), each commit's sync of
+/// the WAL, checked before each commit, would then write the inode too, a
+/// second disk write per commit.
 fn identity_at(path: &Path) -> io::Result<Identity> {
     // Without statx (an old kernel, a seccomp filter without it) or an
     // inode number in its answer: stat.

@@ -1,4 +1,4 @@
-//! The default store: one SQLite file in WAL mode, fsynced on every commit
+//! The default store: one SQLite file in WAL mode, synced on every commit
 //! (a verification is acknowledged only once its state change is on disk).
 
 use std::fs;
@@ -53,7 +53,7 @@ const MIGRATIONS: &[&str] = &[
 
 /// SQLite behind two connections. Writes go through the writer (see
 /// [`super::writer`]), which owns one connection: the changes waiting for
-/// it are committed in one transaction, one fsync for all of them, by the
+/// it are committed in one transaction, one sync for all of them, by the
 /// first of their callers; every caller returns only once the transaction
 /// holding its change is on disk.
 ///

@@ -1,6 +1,6 @@
 //! The SQLite store's writer: group commit led by the callers themselves.
 //!
-//! Every change is on disk before its caller returns, and an fsync costs
+//! Every change is on disk before its caller returns, and a sync costs
 //! far more than a change, so changes that arrive together share one. A
 //! caller that finds nobody writing leads: on its own thread it applies the
 //! changes queued (its own first, each in a savepoint of its own, so that
@@ -277,7 +277,7 @@ impl Writer {
         drop(transaction);
         drop(conn);
         // The next batch starts before this one's callers are woken: the
-        // fsync is what the queue waits on.
+        // sync is what the queue waits on.
         drop(hand_off);
         for (reply, answer) in answered {
             reply.send(answer);
