@@ -12,6 +12,7 @@ packages=(
   sudo expect util-linux passwd  # sudo -S, su, setpriv, useradd
   systemd                        # systemd-analyze verify for the unit file
   python3                        # a local user flooding the socket (attack test)
+  strace                         # what mfad syncs before it answers (fault test)
   postgresql openssl             # scratch clusters for the PostgreSQL store, a throwaway CA for TLS
   dovecot-imapd                  # a real IMAP server that answers every prompt with the password (legacy suite)
   dpkg-dev scdoc lintian man-db  # the .deb: shlibs, man pages from scdoc, lintian, man --warnings

@@ -81,8 +81,8 @@ fn a_crash_mid_load_loses_nothing_acknowledged() {
 /// What strace saw mfad do while one code was checked: the sync of the
 /// store's WAL returns before the answer is sent, and it is an fdatasync
 /// (the bundled SQLite is built with HAVE_FDATASYNC, .cargo/config.toml:
-/// without it every commit also pays ext4's journal commit for the file's
-/// timestamps).
+/// with fsync, a commit on ext4 with a journal also commits the journal
+/// whenever the file's time stamps changed).
 #[test]
 fn a_code_is_acknowledged_only_after_the_store_is_synced() {
     use std::io::BufRead as _;
