@@ -39,41 +39,65 @@ impl Default for OtpParams {
     }
 }
 
-fn mac<M: Mac + KeyInit>(key: &[u8], msg: &[u8]) -> Vec<u8> {
-    // HMAC accepts keys of any length, so this never fails; an empty digest
-    // would only make `hotp` return "", which matches no code.
-    match <M as KeyInit>::new_from_slice(key) {
-        Ok(mut m) => {
-            m.update(msg);
-            m.finalize().into_bytes().to_vec()
-        }
-        Err(_) => Vec::new(),
+/// HMAC keyed once with a secret: each counter's value then costs a copy
+/// of the keyed state and two compressions, not the key's two more.
+enum KeyedMac {
+    Sha1(Hmac<sha1::Sha1>),
+    Sha256(Hmac<sha2::Sha256>),
+    Sha512(Hmac<sha2::Sha512>),
+}
+
+impl KeyedMac {
+    /// HMAC accepts keys of any length, so this is never None in practice;
+    /// None would make every value "", which matches no code.
+    fn new(secret: &[u8], algorithm: Algorithm) -> Option<KeyedMac> {
+        Some(match algorithm {
+            Algorithm::Sha1 => KeyedMac::Sha1(<Hmac<sha1::Sha1> as KeyInit>::new_from_slice(secret).ok()?),
+            Algorithm::Sha256 => KeyedMac::Sha256(<Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret).ok()?),
+            Algorithm::Sha512 => KeyedMac::Sha512(<Hmac<sha2::Sha512> as KeyInit>::new_from_slice(secret).ok()?),
+        })
+    }
+
+    /// RFC 4226 HOTP value of `counter`, zero-padded to `digits`; "" (which
+    /// matches no code) should a digest ever be too short to truncate.
+    fn hotp(&self, counter: u64, digits: u32) -> String {
+        let msg = counter.to_be_bytes();
+        let truncated = match self {
+            KeyedMac::Sha1(mac) => truncate(&mac_of(mac, &msg)),
+            KeyedMac::Sha256(mac) => truncate(&mac_of(mac, &msg)),
+            KeyedMac::Sha512(mac) => truncate(&mac_of(mac, &msg)),
+        };
+        let Some(bin) = truncated else {
+            return String::new();
+        };
+        // Past 19 digits 10^digits overflows; the 31-bit value is then simply padded.
+        let value = match 10u64.checked_pow(digits) {
+            Some(m) => bin % m,
+            None => bin,
+        };
+        format!("{value:0width$}", width = digits as usize)
+    }
+}
+
+fn mac_of<M: Mac + Clone>(keyed: &M, msg: &[u8]) -> hmac::digest::Output<M> {
+    let mut mac = keyed.clone();
+    mac.update(msg);
+    mac.finalize().into_bytes()
+}
+
+/// Dynamic truncation (RFC 4226 5.3): the low nibble of the last byte picks
+/// 4 bytes, read as a 31-bit number.
+fn truncate(digest: &[u8]) -> Option<u64> {
+    let offset = usize::from(digest.last()? & 0x0f);
+    match digest.get(offset..offset + 4)? {
+        &[a, b, c, d] => Some(u64::from(u32::from_be_bytes([a & 0x7f, b, c, d]))),
+        _ => None,
     }
 }
 
 /// RFC 4226 HOTP value of `counter`, zero-padded to `digits`.
 pub fn hotp(secret: &[u8], counter: u64, algorithm: Algorithm, digits: u32) -> String {
-    let msg = counter.to_be_bytes();
-    let digest = match algorithm {
-        Algorithm::Sha1 => mac::<Hmac<sha1::Sha1>>(secret, &msg),
-        Algorithm::Sha256 => mac::<Hmac<sha2::Sha256>>(secret, &msg),
-        Algorithm::Sha512 => mac::<Hmac<sha2::Sha512>>(secret, &msg),
-    };
-    // Dynamic truncation (RFC 4226 5.3): the low nibble of the last byte picks 4 bytes.
-    let Some(&last) = digest.last() else {
-        return String::new();
-    };
-    let offset = usize::from(last & 0x0f);
-    let Some(&[a, b, c, d]) = digest.get(offset..offset + 4) else {
-        return String::new();
-    };
-    let bin = u64::from(u32::from_be_bytes([a & 0x7f, b, c, d]));
-    // Past 19 digits 10^digits overflows; the 31-bit value is then simply padded.
-    let value = match 10u64.checked_pow(digits) {
-        Some(m) => bin % m,
-        None => bin,
-    };
-    format!("{value:0width$}", width = digits as usize)
+    KeyedMac::new(secret, algorithm).map_or_else(String::new, |mac| mac.hotp(counter, digits))
 }
 
 /// The TOTP time step of `now`. A zero period (invalid) yields step 0 rather than a crash.
@@ -119,10 +143,11 @@ fn scan(
     pick: Pick,
 ) -> Option<u64> {
     let code = normalize_code(code, params.digits).ok()?;
+    let mac = KeyedMac::new(secret, params.algorithm)?;
     let mut found = Choice::from(0);
     let mut best = 0u64;
     for counter in candidates {
-        let ok = code.as_bytes().ct_eq(hotp(secret, counter, params.algorithm, params.digits).as_bytes());
+        let ok = code.as_bytes().ct_eq(mac.hotp(counter, params.digits).as_bytes());
         // Candidates ascend; every one is computed, whichever is picked.
         let take = match pick {
             Pick::First => ok & !found,
