@@ -28,7 +28,8 @@ pub struct Line(String);
 impl Line {
     /// `event=NAME`: the first field of every line.
     pub fn new(event: &str) -> Line {
-        let mut line = Line(String::new());
+        // Room for a typical line: no growth while it is built.
+        let mut line = Line(String::with_capacity(256));
         line.0.push_str("event=");
         push_value(&mut line.0, event, false);
         line
@@ -59,9 +60,12 @@ impl Line {
 }
 
 fn push_value(out: &mut String, value: &str, quote: bool) {
-    let value: String = value.chars().take(MAX_VALUE_CHARS).collect();
-    if !quote && is_bare(&value) {
-        out.push_str(&value);
+    let value = match value.char_indices().nth(MAX_VALUE_CHARS) {
+        Some((cut, _)) => &value[..cut],
+        None => value,
+    };
+    if !quote && is_bare(value) {
+        out.push_str(value);
         return;
     }
     out.push('"');

@@ -263,25 +263,40 @@ fn proof_outcome(user: &str, check: CodeCheck) -> (AuditOutcome, Result<(), Refu
 /// another login may have accepted a later step meanwhile, and that must
 /// never be undone (it would reopen the code it accepted).
 pub(super) fn clamp_to_now(record: &mut UserRecord, at: &Snapshot, now: u64) -> bool {
-    let before = record.clone();
     let now = now.max(at.now);
-    for trusted in &mut record.trusted_sources {
-        trusted.at = trusted.at.min(now);
-    }
-    record.last_success = record.last_success.map(|t| t.min(now));
     let longest_lock = now.saturating_add(at.config.lockout.duration.as_secs());
-    record.locked_until = record.locked_until.map(|t| t.min(longest_lock));
-    record.one_answer_locked_until = record.one_answer_locked_until.map(|t| t.min(longest_lock));
+    let mut changed = false;
+    for trusted in &mut record.trusted_sources {
+        changed |= lower_to(&mut trusted.at, now);
+    }
+    for (time, limit) in [
+        (&mut record.last_success, now),
+        (&mut record.locked_until, longest_lock),
+        (&mut record.one_answer_locked_until, longest_lock),
+    ] {
+        if let Some(time) = time {
+            changed |= lower_to(time, limit);
+        }
+    }
     for device in record.device.iter_mut().chain(record.pending.iter_mut()) {
-        device.created_at = device.created_at.min(now);
-        if device.otp_type == OtpType::Totp {
+        changed |= lower_to(&mut device.created_at, now);
+        if device.otp_type == OtpType::Totp
+            && let Some(step) = &mut device.last_step
+        {
             // Steps up to the end of the current window stay refused (a code
             // of those may have been accepted just before the jump).
             let newest = otp::totp_step(now, device.period).saturating_add(u64::from(at.config.totp_skew));
-            device.last_step = device.last_step.map(|step| step.min(newest));
+            changed |= lower_to(step, newest);
         }
     }
-    *record != before
+    changed
+}
+
+/// Bring `time` down to `limit`; whether it was above.
+fn lower_to(time: &mut u64, limit: u64) -> bool {
+    let above = *time > limit;
+    *time = (*time).min(limit);
+    above
 }
 
 /// A code was accepted: reset the failure count and remember when and from

@@ -19,6 +19,7 @@ use std::ffi::CString;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io;
 use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -236,10 +237,13 @@ impl Changes {
     /// is taken); true when inotify cannot tell (its queue overflowed: an
     /// event of its own; a failed read).
     fn any(&self) -> bool {
+        // Room for an event with the longest name (16 + NAME_MAX + 1 bytes),
+        // so a read never fails for want of it; the events are not parsed.
+        let mut buf = [0u8; 512];
         let mut any = false;
         loop {
-            match self.0.read_events() {
-                Ok(events) if events.is_empty() => return true,
+            match nix::unistd::read(self.0.as_fd().as_raw_fd(), &mut buf) {
+                Ok(0) => return true,
                 Ok(_) => any = true,
                 Err(Errno::EAGAIN) => return any,
                 Err(_) => return true,

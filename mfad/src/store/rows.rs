@@ -7,11 +7,12 @@ use super::sqlite::db;
 use super::{Change, StoreError, UserRecord, decode, encode};
 
 pub(super) fn read_user(conn: &Connection, user: &str) -> Result<Option<UserRecord>, StoreError> {
-    let json: Option<String> = conn
+    // Decoded where SQLite holds the text: no copy of it first.
+    let record = conn
         .prepare_cached("SELECT record FROM users WHERE name = ?1")
-        .and_then(|mut stmt| stmt.query_row([user], |r| r.get(0)).optional())
+        .and_then(|mut stmt| stmt.query_row([user], |r| Ok(decode(user, r.get_ref(0)?.as_str()?))).optional())
         .map_err(db)?;
-    json.map(|j| decode(user, &j)).transpose()
+    record.transpose()
 }
 
 pub(super) fn apply_change(conn: &Connection, user: &str, change: Change) -> Result<(), StoreError> {
