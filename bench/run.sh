@@ -390,13 +390,20 @@ PIDS+=("$IDEAL_LINES_PID")
 "$BIN/bench_ideal" "$SCRATCH/ideal-line.sock" "$SCRATCH/ideal-line.db" --sqlite --syslog "$SCRATCH/mfad-log" --one-line &
 IDEAL_LINE_PID=$!
 PIDS+=("$IDEAL_LINE_PID")
-for name in ideal ideal-nocode ideal-lines ideal-line; do
+# A login that needs no code with the product's I/O: its one audit line.
+IDEAL_NOCODE_LINE="ideal + 1 audit line"
+"$BIN/bench_ideal" "$SCRATCH/ideal-nocode-line.sock" "$SCRATCH/ideal-nocode-line.state" --no-code \
+  --syslog "$SCRATCH/mfad-log" &
+PIDS+=($!)
+for name in ideal ideal-nocode ideal-lines ideal-line ideal-nocode-line; do
   wait_for_socket "$SCRATCH/$name.sock"
 done
 service ideal "auth required $BIN/libpam_mfa.so socket=$SCRATCH/ideal.sock"
 service ideal-nocode "auth required $BIN/libpam_mfa.so socket=$SCRATCH/ideal-nocode.sock" "auth required pam_permit.so"
 service ideal-lines "auth required $BIN/libpam_mfa.so socket=$SCRATCH/ideal-lines.sock"
 service ideal-line "auth required $BIN/libpam_mfa.so socket=$SCRATCH/ideal-line.sock"
+service ideal-nocode-line "auth required $BIN/libpam_mfa.so socket=$SCRATCH/ideal-nocode-line.sock" \
+  "auth required pam_permit.so"
 
 STARTED_AT=$(date -u '+%Y-%m-%d %H:%M UTC') LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 SECONDS=0
@@ -497,6 +504,8 @@ echo "== (f) round trip of a login that needs no code (user not enrolled)"
 run "(f) no-code round trip" "$OURS" mfa-nocode --users not_enrolled --no-code --iterations "$NOCODE_CALLS"
 run "(f) no-code round trip" "$PERMIT" permit --users not_enrolled --no-code --iterations "$NOCODE_CALLS"
 run "(f) no-code round trip" "$IDEAL" ideal-nocode --users not_enrolled --no-code --iterations "$NOCODE_CALLS"
+run "(f) no-code round trip" "$IDEAL_NOCODE_LINE" ideal-nocode-line --users not_enrolled --no-code \
+  --iterations "$NOCODE_CALLS"
 
 echo "== the floor, at the end"
 measure_floors end
