@@ -63,11 +63,16 @@ timed() {
 }
 # instructions BIN LOGINS: what callgrind counted for one run of LOGINS
 instructions() {
-  local dir count
+  local dir said count
   dir=$(mktemp -d "$SCRATCH/run.XXXXXX")
-  count=$(valgrind --tool=callgrind --callgrind-out-file=/dev/null "$1" "$dir" --logins "$2" 2>&1 >/dev/null |
-    sed -n 's/.*Collected : //p')
+  if ! said=$(valgrind --tool=callgrind --callgrind-out-file=/dev/null "$1" "$dir" --logins "$2" 2>&1 >/dev/null); then
+    echo "$1 failed under valgrind ($2 logins):" >&2
+    echo "$said" | grep -v '^==' >&2
+    exit 1
+  fi
   rm -rf "$dir"
+  count=$(sed -n 's/.*Collected : //p' <<<"$said")
+  [[ $count =~ ^[0-9]+$ ]] || { echo "callgrind gave no count for $1" >&2; exit 1; }
   echo "$count"
 }
 field() { python3 -c 'import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
@@ -77,8 +82,8 @@ echo "| build | instructions per login | user µs per login (3 runs) | system µ
 echo "|---|---:|---|---|"
 for i in "${!BINS[@]}"; do
   bin=${BINS[$i]}
-  low=$(instructions "$bin" 1000)
-  high=$(instructions "$bin" 4000)
+  low=$(instructions "$bin" 1000) || exit 1
+  high=$(instructions "$bin" 4000) || exit 1
   users=() systems=()
   for _ in 1 2 3; do
     line=$(timed "$bin")

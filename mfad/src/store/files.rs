@@ -237,8 +237,9 @@ impl Changes {
     /// is taken); true when inotify cannot tell (its queue overflowed: an
     /// event of its own; a failed read).
     fn any(&self) -> bool {
-        // Room for an event with the longest name (16 + NAME_MAX + 1 bytes),
-        // so a read never fails for want of it; the events are not parsed.
+        // Room for an event with the longest name (16 + NAME_MAX + 1 bytes);
+        // the events are not parsed. A longer name (FUSE allows them) makes
+        // the read fail, and then every use checks the files.
         let mut buf = [0u8; 512];
         let mut any = false;
         loop {
