@@ -17,10 +17,16 @@
 # fdatasync and audit lines to the syslog sink (two per login as mfad's, or
 # one): what a daemon with this store and this audit trail costs at least.
 #
-#   bench/run.sh [--quick] [--keep] [--profile]   # as root, on Debian 12
+#   bench/run.sh [--quick] [--keep] [--profile | --rounds R]   # as root, on Debian 12
 #
 #   --quick    small sizes (a smoke run of a few minutes)
 #   --keep     keep the scratch directory (results.jsonl, logs, stores)
+#   --rounds R instead of the scenarios: the speed targets' three scenarios
+#              (sequential, 32 clients, no code) in R interleaved rounds,
+#              each running ours, google-authenticator and the ideal
+#              daemons once, in an order rotating from round to round, so
+#              that the machine's drift touches them alike; the targets
+#              judged by the median of the rounds' ratios (bench/rounds.py)
 #   --profile  instead of the scenarios (same setup, no PostgreSQL): perf
 #              record of mfad (DWARF call stacks) during a sequential run
 #              and a 32-client run, strace of one login; writes
@@ -39,16 +45,22 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-QUICK=0 KEEP=0 PROFILE=0
-for arg in "$@"; do
-  case $arg in
+QUICK=0 KEEP=0 PROFILE=0 INTERLEAVED=0
+while (($#)); do
+  case $1 in
     --quick) QUICK=1 ;;
     --keep) KEEP=1 ;;
     --profile) PROFILE=1 ;;
+    --rounds)
+      INTERLEAVED=${2:-}
+      [[ $INTERLEAVED =~ ^[1-9][0-9]*$ ]] || { echo "--rounds needs a number of rounds, at least 1" >&2; exit 2; }
+      shift ;;
     -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
-    *) echo "unknown option: $arg (see --help)" >&2; exit 2 ;;
+    *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
   esac
+  shift
 done
+((PROFILE && INTERLEAVED)) && { echo "--profile and --rounds are two different runs: give one" >&2; exit 2; }
 [[ $(id -u) -eq 0 ]] || { echo "bench/run.sh: run as root" >&2; exit 1; }
 
 # ---------------------------------------------------------------- sizes
@@ -58,11 +70,14 @@ if ((QUICK)); then
   TP_CALLS=([1]=200 [8]=50 [32]=25)
   SCALE_OURS=(1 10000) SCALE_OATH=(1 1000 10000)
   FLOOR_SYNC=500 FLOOR_RTT=5000 PROFILE_SEQ_CALLS=500
+  ROUND_SEQ_CALLS=100 ROUND_TP32_CALLS=20 ROUND_NOCODE_CALLS=200
 else
   SEQ_CALLS=2000 ROUNDS=1000 NOCODE_CALLS=5000 SCALE_CALLS=2000
   TP_CALLS=([1]=2000 [8]=500 [32]=250)
   SCALE_OURS=(1 10000 1000000) SCALE_OATH=(1 1000 100000)
   FLOOR_SYNC=2000 FLOOR_RTT=20000 PROFILE_SEQ_CALLS=5000
+  # Per module and round (32 clients: per client).
+  ROUND_SEQ_CALLS=500 ROUND_TP32_CALLS=100 ROUND_NOCODE_CALLS=1000
 fi
 # pam_oath rewrites its whole users file on every login: fewer calls on big files.
 oath_scale_calls() { if (($1 >= 100000)); then echo 200; elif (($1 >= 10000)); then echo 500; else echo "$SCALE_CALLS"; fi; }
@@ -265,8 +280,13 @@ run() {
   if [[ -n ${CPU_PID:-} ]]; then set -- "$@" --cpu-of "$CPU_PID"; fi
   if ! line=$(pam_bench --scenario "$label" --module "$module" --service "$svc" "$@"); then
     echo "   $label / $module: FAILED (pam_bench's message above)"
-    json_line kind skipped what "$label / $module" reason "pam_bench failed" >>"$RESULTS"
+    json_line kind skipped what "$label / $module${ROUND:+, round $ROUND}" reason "pam_bench failed" >>"$RESULTS"
     return 0
+  fi
+  # In --rounds, the line says which round it is of.
+  if [[ -n ${ROUND:-} ]]; then
+    line=$(python3 -c 'import json, sys; d = json.loads(sys.argv[1]); d["round"] = int(sys.argv[2]); print(json.dumps(d))' \
+      "$line" "$ROUND")
   fi
   echo "$line" >>"$RESULTS"
   printf '   %-32s %-22s %s\n' "$label" "$module" \
@@ -334,7 +354,9 @@ fleet_store="backend = \"postgres\"
 url = \"$PG_URL\"
 key_file = \"$SCRATCH/fleet.key\""
 echo "== PostgreSQL: scratch cluster and two mfad on one database"
-if [[ -z $PG_BINDIR ]]; then
+if ((INTERLEAVED)); then
+  echo "   not in --rounds: the fleet has no speed target against google-authenticator"
+elif [[ -z $PG_BINDIR ]]; then
   echo "   skipped: no /usr/lib/postgresql/*/bin"
   json_line kind skipped what "the fleet rows (PostgreSQL)" reason "PostgreSQL is not installed" >>"$RESULTS"
 elif ! pg_start; then
@@ -357,6 +379,10 @@ fi
 fleet() { if ((FLEET)); then run "$@"; fi; }
 
 # ---------------------------------------------------------------- machine
+SIZES="$([[ $QUICK == 1 ]] && echo quick || echo full): sequential $SEQ_CALLS calls, throughput ${TP_CALLS[1]}/${TP_CALLS[8]}/${TP_CALLS[32]} calls per client, contested $ROUNDS rounds, no-code $NOCODE_CALLS calls"
+if ((INTERLEAVED)); then
+  SIZES="$([[ $QUICK == 1 ]] && echo quick || echo full): $INTERLEAVED rounds of sequential $ROUND_SEQ_CALLS calls, 32 clients x $ROUND_TP32_CALLS calls, no-code $ROUND_NOCODE_CALLS calls"
+fi
 # Written at the end, with the load average before and after (a busy machine
 # shows here).
 machine_line() {
@@ -367,7 +393,7 @@ machine_line() {
     commit "$BUILT" \
     peers "libpam-google-authenticator $(dpkg-query -W -f='${Version}' libpam-google-authenticator), libpam-oath $(dpkg-query -W -f='${Version}' libpam-oath)" \
     postgres "${PG_VERSION:-not run}" \
-    sizes "$([[ $QUICK == 1 ]] && echo quick || echo full): sequential $SEQ_CALLS calls, throughput ${TP_CALLS[1]}/${TP_CALLS[8]}/${TP_CALLS[32]} calls per client, contested $ROUNDS rounds, no-code $NOCODE_CALLS calls" \
+    sizes "$SIZES" \
     load_start "$LOAD_START" load_end "$(cut -d' ' -f1-3 /proc/loadavg)" elapsed_s "$SECONDS"
 }
 # ---------------------------------------------------------------- the ideal daemon
@@ -421,6 +447,49 @@ pam_bench --service mfa --users warm1 --secret-file "$SECRETS" --iterations 1100
 
 echo "== the floor, at the start: $FLOOR_SYNC syncs and SQLite commits, $FLOOR_RTT socket round trips"
 measure_floors start
+
+# ---------------------------------------------------------------- --rounds
+# The speed targets' scenarios in interleaved rounds instead of the
+# scenarios, then the end. Round n (from 0) runs every module of a scenario
+# once, from the (n mod modules)-th on, so each module in turn goes first;
+# its users' codes start where round n-1's ended (the secrets file's
+# counters moved on by the calls per round).
+if ((INTERLEAVED)); then
+  rotated() { # rotated N ITEMS...: ITEMS from the (N mod count)-th on, then the rest
+    local n=$1
+    shift
+    local k=$((n % $#))
+    printf '%s\n' "${@:k+1}" "${@:1:k}"
+  }
+  tp32_users=$(printf 'tp32_%s,' {1..32})
+  # "MODULE SERVICE": the service is the last word.
+  seq_modules=("$OURS mfa" "$GA ga" "$IDEAL ideal" "$IDEAL_LINES ideal-lines" "$IDEAL_LINE ideal-line")
+  tp_modules=("$OURS mfa" "$GA ga" "$IDEAL ideal" "$IDEAL_LINES ideal-lines" "$IDEAL_LINE ideal-line")
+  nocode_modules=("$OURS mfa-nocode" "$IDEAL ideal-nocode" "$IDEAL_NOCODE_LINE ideal-nocode-line")
+  for ((n = 0; n < INTERLEAVED; n++)); do
+    echo "== round $((n + 1)) of $INTERLEAVED"
+    awk -v seq=$((n * ROUND_SEQ_CALLS)) -v tp=$((n * ROUND_TP32_CALLS)) \
+      '{ print $1, $2, $3 + ($1 ~ /^tp32_/ ? tp : seq) }' "$SECRETS" >"$SCRATCH/secrets.round"
+    while read -r entry; do
+      ROUND=$n run "(a) sequential, 1 user" "${entry% *}" "${entry##* }" --users seq1 --secret-file "$SCRATCH/secrets.round" \
+        --iterations "$ROUND_SEQ_CALLS" </dev/null
+    done < <(rotated "$n" "${seq_modules[@]}")
+    while read -r entry; do
+      ROUND=$n run "(b) throughput, 32 clients" "${entry% *}" "${entry##* }" --users "$tp32_users" \
+        --secret-file "$SCRATCH/secrets.round" --procs 32 --iterations "$ROUND_TP32_CALLS" </dev/null
+    done < <(rotated "$n" "${tp_modules[@]}")
+    while read -r entry; do
+      ROUND=$n run "(f) no-code round trip" "${entry% *}" "${entry##* }" --users not_enrolled --no-code \
+        --iterations "$ROUND_NOCODE_CALLS" </dev/null
+    done < <(rotated "$n" "${nocode_modules[@]}")
+  done
+  echo "== the floor, at the end"
+  measure_floors end
+  machine_line >>"$RESULTS"
+  echo
+  python3 bench/rounds.py "$RESULTS"
+  exit 0
+fi
 
 echo "== (a) sequential durable verification, 1 user, $SEQ_CALLS calls"
 three "(a) sequential, 1 user" --users seq1 --secret-file "$SECRETS" --iterations "$SEQ_CALLS"
