@@ -64,9 +64,9 @@ def main() -> None:
         """The figure of every round that has the row, in round order."""
         return [by[(n, scenario, module)][key] for n in rounds if (n, scenario, module) in by]
 
-    def per_round(scenario, key, top, bottom, scale=1.0):
+    def per_round(scenario, key, top, bottom):
         """top's figure over bottom's, round by round (rounds with both rows)."""
-        return [by[(n, scenario, top)][key] / (by[(n, scenario, bottom)][key] * scale)
+        return [by[(n, scenario, top)][key] / by[(n, scenario, bottom)][key]
                 for n in rounds if (n, scenario, top) in by and (n, scenario, bottom) in by
                 and by[(n, scenario, bottom)][key]]
 

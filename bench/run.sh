@@ -383,8 +383,8 @@ SIZES="$([[ $QUICK == 1 ]] && echo quick || echo full): sequential $SEQ_CALLS ca
 if ((INTERLEAVED)); then
   SIZES="$([[ $QUICK == 1 ]] && echo quick || echo full): $INTERLEAVED rounds of sequential $ROUND_SEQ_CALLS calls, 32 clients x $ROUND_TP32_CALLS calls, no-code $ROUND_NOCODE_CALLS calls"
 fi
-# Written at the end, with the load average before and after (a busy machine
-# shows here).
+# Written at the end, with the load average before and after (it counts the
+# run's own processes too: 32 clients in the 32-client rows).
 machine_line() {
   json_line kind machine date "$STARTED_AT" nproc "$(nproc)" \
     cpu "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')" \
@@ -463,8 +463,7 @@ if ((INTERLEAVED)); then
   }
   tp32_users=$(printf 'tp32_%s,' {1..32})
   # "MODULE SERVICE": the service is the last word.
-  seq_modules=("$OURS mfa" "$GA ga" "$IDEAL ideal" "$IDEAL_LINES ideal-lines" "$IDEAL_LINE ideal-line")
-  tp_modules=("$OURS mfa" "$GA ga" "$IDEAL ideal" "$IDEAL_LINES ideal-lines" "$IDEAL_LINE ideal-line")
+  code_modules=("$OURS mfa" "$GA ga" "$IDEAL ideal" "$IDEAL_LINES ideal-lines" "$IDEAL_LINE ideal-line")
   nocode_modules=("$OURS mfa-nocode" "$IDEAL ideal-nocode" "$IDEAL_NOCODE_LINE ideal-nocode-line")
   for ((n = 0; n < INTERLEAVED; n++)); do
     echo "== round $((n + 1)) of $INTERLEAVED"
@@ -473,11 +472,11 @@ if ((INTERLEAVED)); then
     while read -r entry; do
       ROUND=$n run "(a) sequential, 1 user" "${entry% *}" "${entry##* }" --users seq1 --secret-file "$SCRATCH/secrets.round" \
         --iterations "$ROUND_SEQ_CALLS" </dev/null
-    done < <(rotated "$n" "${seq_modules[@]}")
+    done < <(rotated "$n" "${code_modules[@]}")
     while read -r entry; do
       ROUND=$n run "(b) throughput, 32 clients" "${entry% *}" "${entry##* }" --users "$tp32_users" \
         --secret-file "$SCRATCH/secrets.round" --procs 32 --iterations "$ROUND_TP32_CALLS" </dev/null
-    done < <(rotated "$n" "${tp_modules[@]}")
+    done < <(rotated "$n" "${code_modules[@]}")
     while read -r entry; do
       ROUND=$n run "(f) no-code round trip" "${entry% *}" "${entry##* }" --users not_enrolled --no-code \
         --iterations "$ROUND_NOCODE_CALLS" </dev/null
